@@ -1,0 +1,203 @@
+"""The versioned lakehouse: LanceDB tables in one folder, one global version per commit.
+
+Each table is a Lance dataset with versions of its own. A *commit* is one row appended to the
+``commits`` table that pins, for every table, the Lance version that belongs to that global
+version, with a message and the ingest summary. Readers only ever see committed versions, so a
+writer killed mid-run leaves the last commit intact; the next writer rolls every table back to
+its committed version before it writes (``begin_write``). Appending one row to a Lance table is
+atomic, which makes the commit itself atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import lance
+import lancedb
+import pyarrow as pa
+
+from sagehealth.config import is_local
+from sagehealth.data.model import ALL_SCHEMAS
+from sagehealth.errors import QueryError, StoreError, StoreLocked, VersionNotFound
+
+COMMITS = "commits"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One global version of the store."""
+
+    version: int
+    run_id: str | None
+    message: str
+    committed_at: datetime
+    table_versions: dict[str, int]
+    summary: dict[str, Any]
+
+
+class Lakehouse:
+    """LanceDB tables under ``uri`` with global, atomic, time-travelling versions."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._lake_uri = f"{uri.rstrip('/')}/lake"
+        if is_local(uri):
+            Path(self._lake_uri).mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = lancedb.connect(self._lake_uri)
+        except Exception as exc:  # noqa: BLE001 - lancedb raises many types
+            raise StoreError(f"cannot open the store at {uri}: {exc}") from exc
+        self._tables: dict[str, Any] = {}
+        self._ensure_tables()
+
+    # -- tables ---------------------------------------------------------------------------
+    def _ensure_tables(self) -> None:
+        existing = set(self.db.list_tables().tables)
+        for name, schema in ALL_SCHEMAS.items():
+            if name not in existing:
+                self.db.create_table(name, schema=schema)
+        if not self.commits():
+            self.commit("initialize store", run_id=None, summary={})
+
+    def table(self, name: str) -> Any:
+        """The live (writable) LanceDB table ``name``."""
+        if name not in ALL_SCHEMAS:
+            raise StoreError(f"unknown table {name!r}; tables are: {', '.join(ALL_SCHEMAS)}")
+        tbl = self._tables.get(name)
+        if tbl is None:
+            tbl = self._tables[name] = self.db.open_table(name)
+        return tbl
+
+    def table_uri(self, name: str) -> str:
+        return f"{self._lake_uri}/{name}.lance"
+
+    # -- versions -------------------------------------------------------------------------
+    def commits(self) -> list[Commit]:
+        """Every commit, oldest first."""
+        tbl = self.db.open_table(COMMITS)
+        rows = tbl.to_arrow().to_pylist()
+        out = [
+            Commit(
+                version=r["version"],
+                run_id=r["run_id"],
+                message=r["message"],
+                committed_at=r["committed_at"],
+                table_versions=json.loads(r["table_versions"]),
+                summary=json.loads(r["summary"] or "{}"),
+            )
+            for r in rows
+        ]
+        return sorted(out, key=lambda c: c.version)
+
+    def head(self) -> Commit:
+        """The latest commit."""
+        commits = self.commits()
+        if not commits:
+            raise StoreError(f"the store at {self.uri} has no commit")
+        return commits[-1]
+
+    def resolve(self, version: int | None) -> Commit:
+        """The commit of ``version`` (latest when None)."""
+        commits = self.commits()
+        if version is None:
+            return commits[-1]
+        for c in commits:
+            if c.version == version:
+                return c
+        raise VersionNotFound(
+            f"version {version} does not exist; versions are 1..{commits[-1].version}"
+        )
+
+    def commit(self, message: str, *, run_id: str | None, summary: dict[str, Any]) -> Commit:
+        """Pin the current version of every table as the next global version (atomic)."""
+        versions = {name: self.table(name).version for name in ALL_SCHEMAS if name != COMMITS}
+        prev = self.commits()
+        number = prev[-1].version + 1 if prev else 1
+        now = datetime.now(UTC)
+        row = {
+            "version": number,
+            "run_id": run_id,
+            "message": message,
+            "committed_at": now,
+            "table_versions": json.dumps(versions, sort_keys=True),
+            "summary": json.dumps(summary, sort_keys=True, default=str),
+        }
+        self.table(COMMITS).add(pa.Table.from_pylist([row], schema=ALL_SCHEMAS[COMMITS]))
+        return Commit(number, run_id, message, now, versions, summary)
+
+    def rollback_uncommitted(self) -> list[str]:
+        """Bring every table back to its committed version; returns the tables that moved."""
+        head = self.head()
+        moved = []
+        for name, committed in head.table_versions.items():
+            tbl = self.table(name)
+            tbl.checkout_latest()
+            if tbl.version != committed:
+                tbl.restore(committed)
+                moved.append(name)
+        return moved
+
+    # -- reading --------------------------------------------------------------------------
+    def dataset(self, name: str, version: int | None = None) -> lance.LanceDataset:
+        """The Lance dataset of ``name`` as of global ``version`` (latest commit when None)."""
+        commit = self.resolve(version)
+        if name == COMMITS:
+            return lance.dataset(self.table_uri(name))
+        if name not in commit.table_versions:
+            raise StoreError(f"table {name!r} did not exist at version {commit.version}")
+        return lance.dataset(self.table_uri(name), version=commit.table_versions[name])
+
+    def read(self, name: str, version: int | None = None, **scan: Any) -> pa.Table:
+        """Read table ``name`` (optionally ``columns=``/``filter=``) at a committed version."""
+        return self.dataset(name, version).to_table(**scan)
+
+    def count(self, name: str, version: int | None = None) -> int:
+        return self.dataset(name, version).count_rows()
+
+    def sql(self, query: str, version: int | None = None) -> pa.Table:
+        """Run DuckDB SQL over every table as of ``version``; returns an Arrow table."""
+        commit = self.resolve(version)
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone='UTC'")
+            for name in ALL_SCHEMAS:
+                if name == COMMITS:
+                    con.register(name, self.dataset(name))
+                elif name in commit.table_versions:
+                    con.register(name, self.dataset(name, commit.version))
+            try:
+                rel = con.sql(query)
+                return rel.to_arrow_table() if rel is not None else pa.table({})
+            except duckdb.Error as exc:
+                raise QueryError(str(exc).strip()) from exc
+        finally:
+            con.close()
+
+    # -- writing --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the store's single-writer lock (local stores)."""
+        if not is_local(self.uri):
+            yield
+            return
+        path = Path(self.uri) / ".write.lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreLocked(
+                    f"another process is writing to {self.uri}; wait for it to finish"
+                ) from exc
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,73 @@
+"""The SAGE-Health exception tree, in one place.
+
+    SageHealthError                 base of everything the library raises on purpose
+    ├── ConfigError                 bad or missing configuration (home folder, settings)
+    ├── StoreError                  the lakehouse cannot be opened, read or written
+    │   ├── VersionNotFound         a time-travel version that does not exist
+    │   ├── RowNotFound             a row id that no table holds
+    │   └── StoreLocked             another process is writing to the same store
+    ├── QueryError                  SQL that DuckDB rejects (message says where)
+    └── IngestError                 an ingest that cannot start (bad path, unknown format)
+        ├── SourceNotFound          a path that does not exist
+        └── UnknownFormat           no reader recognises the file
+
+Bad *records* never raise: they are quarantined with a reason and a locator, and the rest of
+the batch goes on. These exceptions are for problems that stop a whole command. The CLI turns
+each into a one-line message and a non-zero exit code (see ``cli.py``).
+"""
+
+from __future__ import annotations
+
+
+class SageHealthError(Exception):
+    """Base class for every error SAGE-Health raises on purpose."""
+
+
+class ConfigError(SageHealthError):
+    """Configuration is missing or invalid."""
+
+
+class StoreError(SageHealthError):
+    """The lakehouse cannot be opened, read or written."""
+
+
+class VersionNotFound(StoreError):
+    """A requested store version does not exist."""
+
+
+class RowNotFound(StoreError):
+    """No table holds the requested row id."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the write lock of the store."""
+
+
+class QueryError(SageHealthError):
+    """A SQL query failed."""
+
+
+class IngestError(SageHealthError):
+    """An ingest cannot start."""
+
+
+class SourceNotFound(IngestError):
+    """An input path does not exist."""
+
+
+class UnknownFormat(IngestError):
+    """No reader recognises the input."""
+
+
+__all__ = [
+    "SageHealthError",
+    "ConfigError",
+    "StoreError",
+    "VersionNotFound",
+    "RowNotFound",
+    "StoreLocked",
+    "QueryError",
+    "IngestError",
+    "SourceNotFound",
+    "UnknownFormat",
+]
