@@ -47,6 +47,8 @@ def detect_format(path: Path) -> str | None:
         try:
             if _detector(fmt)(path):
                 return fmt
+        except ModuleNotFoundError:  # an optional reader not installed
+            continue
         except (OSError, ValueError, EOFError):
             continue
     return None

@@ -33,7 +33,10 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     ),
     "HISTORY": ("HX", "CLINICAL HISTORY", "BRIEF HISTORY", "CLINICAL"),
     "INDICATION": (
-        "INDICATIONS", "CLINICAL INDICATION", "CLINICAL INDICATIONS", "REASON FOR EXAM",
+        "INDICATIONS", "INDICATIONS FOR PROCEDURE", "INDICATION FOR PROCEDURE",
+        "INDICATIONS FOR THE PROCEDURE", "INDICATION FOR THE PROCEDURE", "INDICATION FOR SURGERY",
+        "INDICATIONS FOR SURGERY", "INDICATIONS FOR OPERATION", "INDICATION FOR OPERATION",
+        "CLINICAL INDICATION", "CLINICAL INDICATIONS", "REASON FOR EXAM",
         "REASON FOR EXAMINATION", "REASON FOR STUDY", "REASON FOR THE EXAM",
     ),
     "COMPARISON": ("COMPARISONS", "COMPARISON STUDY", "COMPARISON STUDIES", "PRIOR STUDIES"),
@@ -45,8 +48,8 @@ CANONICAL: dict[str, tuple[str, ...]] = {
         "A/P", "A&P", "ASSESSMENT/PLAN", "ASSESSMENT & PLAN", "IMPRESSION AND PLAN",
         "IMPRESSION/PLAN", "ASSESSMENT AND PLANS",
     ),
-    "ASSESSMENT": ("ASSESSMENTS",),
-    "PLAN": ("PLANS", "TREATMENT PLAN"),
+    "ASSESSMENT": ("A", "ASSESSMENTS"),
+    "PLAN": ("P", "PLANS", "TREATMENT PLAN"),
     "RECOMMENDATIONS": ("RECOMMENDATION",),
     "MEDICATIONS": (
         "MEDICATION", "MEDS", "CURRENT MEDICATIONS", "HOME MEDICATIONS", "MEDICATIONS AT HOME",
@@ -65,8 +68,8 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     "REVIEW OF SYSTEMS": ("ROS", "REVIEW OF SYSTEM", "SYSTEMS REVIEW"),
     "PHYSICAL EXAMINATION": ("PE", "PHYSICAL EXAM", "EXAMINATION ON ADMISSION"),
     "VITAL SIGNS": ("VITALS", "VS"),
-    "SUBJECTIVE": (),
-    "OBJECTIVE": (),
+    "SUBJECTIVE": ("S",),
+    "OBJECTIVE": ("O",),
     "LABORATORY DATA": (
         "LABS", "LAB", "LABORATORY", "LAB DATA", "LABORATORY STUDIES", "LABORATORY RESULTS",
         "LABORATORY VALUES", "LABORATORY FINDINGS",
@@ -107,19 +110,21 @@ CANONICAL: dict[str, tuple[str, ...]] = {
     "IMMUNIZATIONS": ("IMMUNIZATION",),
 }
 
-#: the heading styles, tried in this order at each position; each names its heading group
+#: the heading styles, tried in the order mtsamples, markdown, line ("markdown" and "line" are
+#: anchored at a line start)
 HEADING_PATTERNS: dict[str, str] = {
     # "# Chief Complaint" / "## Plan" alone on a line
-    "markdown": r"^[ \t]{0,3}\#{1,6}[ \t]+(?P<markdown>[^\n]*?[^\s#:])[ \t]*:?[ \t#]*$",
-    # MTSamples: ",HEADING:," / ". HEADING: ," inside one long line, or at the very start
-    "mtsamples": (
-        r"(?:(?<=[,.;])|(?<=[,.;][ \t])|(?<=[,.;][ \t]{2})|\A)"
-        r"(?P<mtsamples>[A-Z][A-Z0-9/&'()\- ]{0,58}[A-Z0-9)]|[A-Z])[ \t]*:[ \t]*,"
-    ),
-    # "HEADING:" or "Heading Name:" at the start of a line; eol set when nothing follows
+    "markdown": r"[ \t]{0,3}\#{1,6}[ \t]+(?P<markdown>[^\n]*?[^\s#:])[ \t]*:?[ \t#]*\r?$",
+    # "HEADING:" or "Heading Name:" at the start of a line; eol is set when nothing follows
     "line": (
-        r"^[ \t]*(?P<line>[A-Za-z][A-Za-z0-9/&'()\- ]{0,58}[A-Za-z0-9)]|[A-Za-z])[ \t]*:"
-        r"(?P<eol>[ \t]*$)?"
+        r"[ \t]*(?P<line>[A-Za-z][A-Za-z0-9/&'()\- ]{0,58}[A-Za-z0-9)]|[A-Za-z])[ \t]*:"
+        r"(?P<eol>[ \t]*\r?$)?"
+    ),
+    # MTSamples: ",HEADING:," / ". HEADING: ," inside one long line, or at the very start; the
+    # closing comma is only looked at, so that it can open the next heading
+    "mtsamples": (
+        r"(?:[,.;][ \t]{0,2}|\A)"
+        r"(?P<mtsamples>[A-Z0-9][A-Z0-9/&'()\- ]{0,58}[A-Z0-9)]|[A-Z])[ \t]*:[ \t]*(?=,)"
     ),
 }
 
@@ -129,7 +134,9 @@ MIN_UNKNOWN_CAPS = 4
 TITLE_SMALL_WORDS = frozenset({"of", "and", "or", "the", "to", "for", "on", "at", "in", "&", "/"})
 PREAMBLE = "PREAMBLE"
 
-_HEADING = re.compile("|".join(HEADING_PATTERNS.values()), re.MULTILINE)
+_HEADING = re.compile(
+    "{mtsamples}|^(?:{markdown}|{line})".format(**HEADING_PATTERNS), re.MULTILINE
+)
 _PLURAL_PAREN = re.compile(r"\s*\((?:S|ES)\)$")
 
 
@@ -154,7 +161,11 @@ class Section(TypedDict):
 def canonical_name(heading: str) -> str:
     """The canonical upper-case name of a heading (unknown names are upper-cased as is)."""
     key = _norm(heading)
-    return _LOOKUP.get(key) or _LOOKUP.get(key[:-1] if key.endswith("S") else "") or key
+    if key in _LOOKUP:
+        return _LOOKUP[key]
+    if len(key) > 3 and key.endswith("S"):  # a plural of a known name: "PLANS", "FINDINGS"
+        return _LOOKUP.get(key[:-1], key)
+    return key
 
 
 def _is_title(name: str) -> bool:
@@ -177,16 +188,14 @@ def split_sections(text: str) -> list[Section]:
         return []
     heads: list[tuple[int, str]] = []
     for m in _HEADING.finditer(text):
-        kind = m.lastgroup if m.lastgroup != "eol" else "line"
-        if kind == "line":
-            name = _line_heading(m.group("line"), m.group("eol") is not None)
-            if name is None:
+        if (raw := m.group("mtsamples")) is not None:
+            if not any(c.isalpha() for c in raw):
                 continue
-            start = m.start("line")
-        else:
-            name = canonical_name(m.group(kind))  # type: ignore[arg-type]
-            start = m.start() if kind == "markdown" else m.start(kind)  # type: ignore[arg-type]
-        heads.append((start, name))
+            heads.append((m.start("mtsamples"), canonical_name(raw)))
+        elif (raw := m.group("markdown")) is not None:
+            heads.append((m.start(), canonical_name(raw)))
+        elif (name := _line_heading(m.group("line"), m.group("eol") is not None)) is not None:
+            heads.append((m.start("line"), name))
     out: list[Section] = []
     first = heads[0][0] if heads else len(text)
     if first > 0 and text[:first].strip():

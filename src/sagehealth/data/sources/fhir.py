@@ -467,7 +467,7 @@ def _device_rows(res: Resource, rid: str, w: str, refs: Refs) -> Mapped:
 
 def _careplan_rows(res: Resource, rid: str, w: str, refs: Refs) -> Mapped:
     start, end = _period(res, "period", w)
-    rows, pid = _event(res, rid, w, refs, "careplan", "category", start=start, end=end)
+    rows, pid = _event(res, rid, w, refs, "careplan", "-", category="careplan", start=start, end=end)
     cats = [c for c in (_cc({"x": x}, "x", w)[0] for x in _list(res, "category", w)) if c]
     if cats:
         rows[0][1]["code"] = cats[-1]

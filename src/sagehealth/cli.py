@@ -1,0 +1,270 @@
+"""The ``sagehealth`` command line: a thin Typer/Rich layer over :class:`sagehealth.Ecosystem`.
+
+Every command takes ``--home DIR`` (else ``$SAGEHEALTH_HOME``, else ``./sage-data``). Errors
+from the library's exception tree become one red line and exit code 1; nothing here holds logic
+that the Python API does not have.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from sagehealth.data.detect import FORMATS
+from sagehealth.ecosystem import Ecosystem
+from sagehealth.errors import SageHealthError
+
+app = typer.Typer(
+    name="sagehealth",
+    help="SAGE-Health: a governed, versioned medical data ecosystem for generative AI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+HomeOpt = Annotated[
+    str | None,
+    typer.Option("--home", envvar="SAGEHEALTH_HOME", help="Store folder or object-store URI "
+                 "(default: $SAGEHEALTH_HOME, else ./sage-data).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Read this store version (time travel).")]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as JSON to stdout."""
+    sys.stdout.write(orjson.dumps(data, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "[dim]null[/dim]"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    text = value.isoformat() if isinstance(value, (datetime, date)) else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_rows(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    """Render rows as a Rich table."""
+    if not rows:
+        out.print("[dim](no rows)[/dim]")
+        return
+    table = Table(title=title, show_lines=False, header_style="bold cyan")
+    for col in rows[0]:
+        table.add_column(str(col), overflow="fold")
+    for r in rows:
+        table.add_row(*(_cell(v) for v in r.values()))
+    out.print(table)
+
+
+class _RichProgress:
+    """Byte-based progress over all input files, drawn on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = Progress(
+            TextColumn("[bold blue]{task.fields[name]}", justify="left"),
+            BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=err, disable=not enabled, transient=False,
+        )
+        self.task: Any = None
+
+    def start(self, total_bytes: int, files: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("ingest", total=total_bytes or None, name=f"{files} files")
+
+    def file(self, uri: str) -> None:
+        self.bar.update(self.task, name=uri.rsplit("/", 1)[-1][:40])
+
+    def advance(self, nbytes: int) -> None:
+        self.bar.advance(self.task, nbytes)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Files or folders to ingest.")],
+    format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "auto",  # noqa: A002
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message of the new version.")] = None,
+    validate: Annotated[str, typer.Option(help="fast: type-check mapped fields; strict: also validate every FHIR resource with fhir.resources.")] = "fast",
+    text_column: Annotated[str | None, typer.Option(help="Notes CSV: the column holding the text.")] = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Ingest files or folders (FHIR, OMOP, MIMIC-IV, notes, DICOM, VCF, literature) as one new version."""
+    if format not in FORMATS:
+        raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
+    if validate not in ("fast", "strict"):
+        raise typer.BadParameter("must be fast or strict", param_hint="--validate")
+    eco = Ecosystem.open(home)
+    progress = _RichProgress(enabled=not json and err.is_terminal)
+    options: dict[str, Any] = {"validate": validate}
+    if text_column:
+        options["text_column"] = text_column
+    try:
+        summary = eco.ingest(paths, format=format, message=message, options=options, progress=progress)
+    finally:
+        progress.stop()
+    if json:
+        print_json(summary.to_dict())
+        return
+    for w in summary.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
+    table = Table(title=f"ingest {summary.run_id} → version {summary.version}", header_style="bold cyan")
+    for col in ("file", "format", "records", "ingested", "quarantined", "rows"):
+        table.add_column(col)
+    for f in summary.files:
+        rows = ", ".join(f"{t} {n}" for t, n in sorted(f.rows.items())) or (f"[dim]{f.skipped}[/dim]" if f.skipped else "")
+        table.add_row(f.uri.rsplit("/", 1)[-1], f.format, str(f.records_in), str(f.ingested),
+                      f"[red]{f.quarantined}[/red]" if f.quarantined else "0", rows)
+    out.print(table)
+    out.print(
+        f"[bold]{summary.records_in}[/bold] records in, [green]{summary.ingested}[/green] ingested, "
+        f"[red]{summary.quarantined}[/red] quarantined, rows: "
+        + (", ".join(f"{t}={n}" for t, n in summary.rows.items()) or "none")
+        + f" ({summary.seconds:.1f} s)"
+    )
+    if summary.quarantined:
+        out.print("[dim]see them with: sagehealth quarantine[/dim]")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="DuckDB SQL over the store's tables.")],
+    version: VersionOpt = None,
+    limit: Annotated[int, typer.Option(help="Rows shown in the table view (JSON prints all).")] = 50,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Run SQL (DuckDB) over every table, at the latest or an earlier version."""
+    result = Ecosystem.open(home).sql(query, version=version)
+    rows = result.to_pylist()
+    if json:
+        print_json(rows)
+        return
+    print_rows(rows[:limit])
+    if len(rows) > limit:
+        out.print(f"[dim]… {len(rows) - limit} more rows (use --limit or --json)[/dim]")
+
+
+@app.command()
+def trace(
+    row_id: Annotated[str, typer.Argument(help="A row id, e.g. pat_… or doc_….")],
+    version: VersionOpt = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show where a row came from: source file, sha256, locator, reader, pipeline version, run."""
+    info = Ecosystem.open(home).trace(row_id, version=version)
+    if json:
+        print_json(info)
+        return
+    out.print(f"[bold]{info['row_id']}[/bold] in table [cyan]{info['table']}[/cyan]")
+    print_rows([{"field": k, "value": v} for k, v in (info["provenance"] or {}).items()], title="provenance")
+    print_rows([{"column": k, "value": v} for k, v in info["row"].items()], title="row")
+
+
+@app.command()
+def quarantine(
+    run: Annotated[str | None, typer.Option(help="Only this ingest run.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many records.")] = None,
+    version: VersionOpt = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List quarantined records with their reason and locator."""
+    rows = Ecosystem.open(home).quarantine(run_id=run, version=version, limit=limit)
+    if json:
+        print_json(rows)
+        return
+    print_rows(
+        [{"row_id": r["row_id"], "file": r["source_uri"].rsplit("/", 1)[-1], "locator": r["locator"],
+          "reason": r["reason"]} for r in rows],
+        title=f"{len(rows)} quarantined records",
+    )
+
+
+@app.command()
+def versions(home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """List the store's versions (one per ingest run) with their messages."""
+    commits = Ecosystem.open(home).versions()
+    rows = [{"version": c.version, "committed_at": c.committed_at, "run_id": c.run_id,
+             "message": c.message, "records_in": c.summary.get("records_in"),
+             "quarantined": c.summary.get("quarantined")} for c in commits]
+    if json:
+        print_json(rows)
+        return
+    print_rows(rows, title="versions")
+
+
+@app.command()
+def tables(version: VersionOpt = None, home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Row counts of every table."""
+    counts = Ecosystem.open(home).tables(version=version)
+    if json:
+        print_json(counts)
+        return
+    print_rows([{"table": k, "rows": v} for k, v in counts.items()], title="tables")
+
+
+@app.command()
+def demo(home: HomeOpt = None) -> None:
+    """Ingest the bundled sample data into a store and show what is in it."""
+    from sagehealth.demo import run_demo
+
+    run_demo(home, out)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning library errors into one clean line."""
+    try:
+        app(standalone_mode=False)
+    except SageHealthError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        raise SystemExit(1) from None
+    except typer.Abort:
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The library API: ``Ecosystem`` is the one object every door (CLI, REST, MCP) calls."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sagehealth.config import resolve_home
+from sagehealth.data.lakehouse import Commit, Lakehouse
+from sagehealth.data.model import ALL_SCHEMAS, SCHEMAS, TABLE_OF_PREFIX
+from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
+from sagehealth.errors import RowNotFound
+
+#: columns left out of ``trace`` output (large or binary)
+BULKY = {"thumbnail", "resource_json"}
+
+
+class Ecosystem:
+    """A SAGE-Health store: a versioned lakehouse of the common clinical model.
+
+    >>> eco = Ecosystem.open("./sage-data")          # doctest: +SKIP
+    >>> eco.ingest(["bundle.json"]).to_dict()        # doctest: +SKIP
+    >>> eco.sql("SELECT count(*) FROM patients")     # doctest: +SKIP
+    """
+
+    def __init__(self, lake: Lakehouse) -> None:
+        self.lake = lake
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None) -> Ecosystem:
+        """Open (creating when new) the store at ``home``, ``$SAGEHEALTH_HOME`` or ./sage-data."""
+        return cls(Lakehouse(resolve_home(home)))
+
+    @property
+    def home(self) -> str:
+        return self.lake.uri
+
+    # -- writing ----------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        format: str = "auto",  # noqa: A002 - mirrors the CLI option
+        message: str | None = None,
+        options: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> IngestSummary:
+        """Ingest files or folders as one new version; returns the run summary."""
+        run = IngestRun(self.lake, message=message, options=options, progress=progress)
+        return run.ingest([Path(p) for p in paths], format)
+
+    # -- reading ----------------------------------------------------------------------
+    def sql(self, query: str, *, version: int | None = None) -> pa.Table:
+        """DuckDB SQL over every table as of ``version`` (latest when None)."""
+        return self.lake.sql(query, version)
+
+    def read(self, table: str, *, version: int | None = None, **scan: Any) -> pa.Table:
+        """One table as of ``version``; ``columns=`` and ``filter=`` are passed to Lance."""
+        return self.lake.read(table, version, **scan)
+
+    def tables(self, *, version: int | None = None) -> dict[str, int]:
+        """Row count of every table as of ``version``."""
+        return {name: self.lake.count(name, version) for name in ALL_SCHEMAS if name != "commits"}
+
+    def versions(self) -> list[Commit]:
+        """Every version of the store, oldest first."""
+        return self.lake.commits()
+
+    def trace(self, row_id: str, *, version: int | None = None) -> dict[str, Any]:
+        """Where a row came from: its table, the row itself and its provenance record."""
+        prefix = row_id.split("_", 1)[0]
+        table = TABLE_OF_PREFIX.get(prefix)
+        if table is None:
+            raise RowNotFound(
+                f"{row_id!r} is not a row id (row ids start with a table prefix such as pat_, doc_)"
+            )
+        cols = [c for c in ALL_SCHEMAS[table].names if c not in BULKY]
+        rows = self.lake.read(table, version, columns=cols, filter=f"row_id = '{_q(row_id)}'").to_pylist()
+        if not rows:
+            raise RowNotFound(f"no row {row_id!r} in table {table}")
+        row = rows[0]
+        out: dict[str, Any] = {"row_id": row_id, "table": table, "row": row}
+        if table == "quarantine":
+            out["provenance"] = {k: row[k] for k in ("source_uri", "source_sha256", "locator", "reader", "run_id")}
+            return out
+        prov = self.lake.read("provenance", version, filter=f"provenance_id = '{_q(row['provenance_id'])}'").to_pylist()
+        out["provenance"] = prov[0] if prov else None
+        return out
+
+    def quarantine(self, *, run_id: str | None = None, version: int | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """Quarantined records (reason, locator, source), newest run first."""
+        flt = f"run_id = '{_q(run_id)}'" if run_id else None
+        rows = self.lake.read("quarantine", version, filter=flt).to_pylist()
+        rows.sort(key=lambda r: (r["quarantined_at"], r["source_uri"], r["locator"]), reverse=True)
+        return rows[:limit] if limit else rows
+
+    def data_tables(self) -> list[str]:
+        return list(SCHEMAS)
+
+
+def _q(value: str) -> str:
+    """Escape a string literal for a Lance filter."""
+    return value.replace("'", "''")
