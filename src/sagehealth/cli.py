@@ -73,7 +73,7 @@ def _cell(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_rows(rows: list[dict[str, Any]], title: str | None = None) -> None:
+def print_rows(rows: list[dict[str, Any]], title: str | None = None, width: int = 60) -> None:
     """Render rows as a Rich table."""
     if not rows:
         out.print("[dim](no rows)[/dim]")
@@ -82,7 +82,7 @@ def print_rows(rows: list[dict[str, Any]], title: str | None = None) -> None:
     for col in rows[0]:
         table.add_column(str(col), overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(v) for v in r.values()))
+        table.add_row(*(_cell(v, width) for v in r.values()))
     out.print(table)
 
 
@@ -190,8 +190,9 @@ def trace(
         print_json(info)
         return
     out.print(f"[bold]{info['row_id']}[/bold] in table [cyan]{info['table']}[/cyan]")
-    print_rows([{"field": k, "value": v} for k, v in (info["provenance"] or {}).items()], title="provenance")
-    print_rows([{"column": k, "value": v} for k, v in info["row"].items()], title="row")
+    print_rows([{"field": k, "value": v} for k, v in (info["provenance"] or {}).items()],
+               title="provenance", width=300)
+    print_rows([{"column": k, "value": v} for k, v in info["row"].items()], title="row", width=300)
 
 
 @app.command()
@@ -210,7 +211,7 @@ def quarantine(
     print_rows(
         [{"row_id": r["row_id"], "file": r["source_uri"].rsplit("/", 1)[-1], "locator": r["locator"],
           "reason": r["reason"]} for r in rows],
-        title=f"{len(rows)} quarantined records",
+        title=f"{len(rows)} quarantined records", width=200,
     )
 
 

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -103,8 +104,8 @@ class _Truncated(Exception):
 class _Walker:
     """Walks element headers (seeking over values) to check that every declared length fits."""
 
-    def __init__(self, fh: IO[bytes], size: int, implicit: bool, little: bool) -> None:
-        self.fh, self.size, self.implicit = fh, size, implicit
+    def __init__(self, fh: IO[bytes], size: int, little: bool) -> None:
+        self.fh, self.size = fh, size
         self.e = "<" if little else ">"
 
     def _read(self, n: int, what: str) -> bytes:
@@ -122,7 +123,7 @@ class _Walker:
             )
         self.fh.seek(end)
 
-    def elements(self, until_item_end: bool = False) -> None:
+    def elements(self, implicit: bool, until_item_end: bool = False) -> None:
         """Walk data elements to EOF (top level) or to an item delimiter (nested item)."""
         e = self.e
         while True:
@@ -133,27 +134,30 @@ class _Walker:
                 raise _Truncated("file ends inside an element tag")
             g, el = struct.unpack(e + "HH", head)
             tag = (g << 16) | el
+            what = f"element {_tagstr(tag)}"
             if g == 0xFFFE:
                 (length,) = struct.unpack(e + "I", self._read(4, "an item header"))
                 if tag == ITEM_END and until_item_end:
                     return
                 self._skip(0 if length == UNDEFINED else length, tag)
                 continue
-            if self.implicit:
-                (length,) = struct.unpack(e + "I", self._read(4, f"element {_tagstr(tag)}"))
+            vr = b""
+            if implicit:
+                (length,) = struct.unpack(e + "I", self._read(4, what))
             else:
-                vr = self._read(2, f"element {_tagstr(tag)}")
+                vr = self._read(2, what)
                 if vr in LONG_VRS:
-                    self._read(2, f"element {_tagstr(tag)}")
-                    (length,) = struct.unpack(e + "I", self._read(4, f"element {_tagstr(tag)}"))
+                    self._read(2, what)
+                    (length,) = struct.unpack(e + "I", self._read(4, what))
                 else:
-                    (length,) = struct.unpack(e + "H", self._read(2, f"element {_tagstr(tag)}"))
+                    (length,) = struct.unpack(e + "H", self._read(2, what))
             if length == UNDEFINED:
-                self.items(tag)
+                # PS3.5 6.2.2: an undefined-length UN holds implicit VR little endian items
+                self.items(tag, implicit or vr == b"UN")
             else:
                 self._skip(length, tag)
 
-    def items(self, parent: int) -> None:
+    def items(self, parent: int, implicit: bool) -> None:
         """Walk the items of an undefined-length element up to its sequence delimiter."""
         e = self.e
         while True:
@@ -167,7 +171,7 @@ class _Walker:
             if tag != ITEM:
                 return  # not a well-formed item list: no verdict, pydicom has read it
             if length == UNDEFINED:
-                self.elements(until_item_end=True)
+                self.elements(implicit, until_item_end=True)
             else:
                 self._skip(length, parent)
 
@@ -181,10 +185,18 @@ def _tagstr(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def _check_complete(fh: IO[bytes], size: int, start: int, implicit: bool, little: bool) -> None:
-    """Raise :class:`_Truncated` when the data set starting at ``start`` runs past EOF."""
+def _check_complete(fh: IO[bytes], size: int, little: bool) -> None:
+    """Raise :class:`_Truncated` when the data set runs past EOF.
+
+    The VR encoding is sniffed from the first element (as pydicom does), since some files
+    declare explicit VR and are written implicit.
+    """
+    start = _dataset_start(fh)
     fh.seek(start)
-    _Walker(fh, size, implicit, little).elements()
+    first = fh.read(6)
+    implicit = not (len(first) == 6 and first[4:6].isalpha() and first[4:6].isupper())
+    fh.seek(start)
+    _Walker(fh, size, little).elements(implicit)
 
 
 def _dataset_start(fh: IO[bytes]) -> int:
@@ -416,7 +428,10 @@ class DicomReader(Reader):
     def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:
         path = Path(path)
         try:
-            yield self._read_file(path, ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                item = self._read_file(path, ctx)
+            yield item
         except BadValue as exc:
             msg = str(exc)
             loc = msg.split(" ", 1)[0] if msg.startswith("(") else "file"
@@ -443,11 +458,11 @@ class DicomReader(Reader):
             sop_class = _str(meta, "MediaStorageSOPClassUID") or _str(ds, "SOPClassUID")
             if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
                 return Record("file", [], content=None)
-            if forced and not _str(ds, "SOPInstanceUID"):
+            if forced and not any(dictionary_has_tag(t) for t in ds.keys()):
                 return Bad(
                     "file",
-                    "not a DICOM file: no DICM marker at byte 128 and no DICOM data set "
-                    "(no SOP Instance UID could be read)",
+                    "not a DICOM file: no DICM marker at byte 128 and no known DICOM element "
+                    "at its start",
                     _head_text(path),
                 )
             head = fh.read(4)  # stop_before_pixels leaves fh at the pixel data element
@@ -460,7 +475,7 @@ class DicomReader(Reader):
             deflated = ts == pydicom.uid.DeflatedExplicitVRLittleEndian
             has_pixels = len(head) == 4 and _tag_of(head, bool(little)) in PIXEL_TAGS
             if not deflated:
-                _check_complete(fh, size, _dataset_start(fh), bool(implicit), bool(little))
+                _check_complete(fh, size, bool(little))
         for key, tag in REQUIRED_UIDS.items():
             if not _str(ds, key):
                 raise BadValue(f"{tag} {key}: missing (required to identify the instance)")

@@ -1,0 +1,117 @@
+"""``sagehealth demo``: ingest the sample data that ships in the package and show the store.
+
+Each source format is one ingest run, so the demo ends with one version per source and can show
+time travel, provenance and quarantine on real (synthetic or public) records.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.rule import Rule
+
+from sagehealth.ecosystem import Ecosystem
+
+DEMO_HOME = "./sage-demo"
+
+#: (folder under sample_data, format, commit message)
+SAMPLES = [
+    ("fhir", "fhir", "Synthea FHIR bundles and a bulk-export NDJSON sample"),
+    ("notes", "notes", "MTSamples transcriptions (notes and radiology reports)"),
+    ("dicom", "dicom", "pydicom test images and a structured report"),
+    ("vcf", "vcf", "a small annotated VCF"),
+    ("literature", "literature", "SciFact abstracts"),
+    ("omop", "omop", "an OMOP CDM 5.4 extract"),
+    ("bad", "fhir", "records with errors, to show the quarantine"),
+]
+
+QUESTIONS = [
+    (
+        "Patients: encounters, clinical events and documents per patient",
+        """SELECT p.given_names || ' ' || p.family_name AS patient, p.gender, p.birth_date,
+                  (SELECT count(*) FROM encounters e WHERE e.patient_id = p.patient_id) AS encounters,
+                  (SELECT count(*) FROM events v WHERE v.patient_id = p.patient_id) AS events,
+                  (SELECT count(*) FROM documents d WHERE d.patient_id = p.patient_id) AS documents
+           FROM patients p ORDER BY events DESC LIMIT 8""",
+    ),
+    (
+        "Most frequent conditions (code system, code, display)",
+        """SELECT code.system AS system, code.code AS code, code.display AS display, count(*) AS n
+           FROM events WHERE kind = 'condition' GROUP BY ALL ORDER BY n DESC LIMIT 8""",
+    ),
+    (
+        "Latest vital signs and labs with values and units",
+        """SELECT patient_id[:8] AS patient, start::DATE AS date, code.display AS test,
+                  round(value_num, 1) AS value, unit
+           FROM events WHERE kind = 'observation' AND value_num IS NOT NULL
+           ORDER BY start DESC LIMIT 8""",
+    ),
+    (
+        "Documents by kind, with their sections",
+        """SELECT kind, count(*) AS documents, round(avg(length(text))) AS avg_chars,
+                  round(avg(len(sections)), 1) AS avg_sections
+           FROM documents GROUP BY kind ORDER BY documents DESC""",
+    ),
+    (
+        "Imaging: studies, series and instances with a thumbnail",
+        """SELECT s.modality, count(DISTINCT s.study_uid) AS studies, count(DISTINCT s.series_uid) AS series,
+                  count(i.sop_instance_uid) AS instances, count(i.thumbnail) AS thumbnails
+           FROM imaging_series s LEFT JOIN imaging_instances i USING (series_uid)
+           GROUP BY s.modality ORDER BY instances DESC""",
+    ),
+]
+
+
+def sample_root() -> Path:
+    """The folder of bundled sample data."""
+    return Path(str(resources.files("sagehealth") / "sample_data"))
+
+
+def run_demo(home: str | None, out: Console) -> Ecosystem:
+    """Run the demo into ``home`` (default ./sage-demo) and print what it finds."""
+    from sagehealth.cli import print_rows
+
+    eco = Ecosystem.open(home or DEMO_HOME)
+    root = sample_root()
+    out.print(Rule(f"SAGE-Health demo — store at {eco.home}"))
+    for folder, fmt, message in SAMPLES:
+        path = root / folder
+        if not path.exists():
+            continue
+        s = eco.ingest([path], format=fmt, message=message)
+        if not any(not f.skipped for f in s.files):
+            out.print(f"[dim]{folder}: already ingested (same content) — no new version[/dim]")
+            continue
+        rows = ", ".join(f"{t} {n}" for t, n in s.rows.items())
+        out.print(
+            f"[bold]v{s.version}[/bold] {folder:<10} {s.records_in:>6} records → "
+            f"{s.ingested} ingested, [red]{s.quarantined} quarantined[/red]  ({rows})"
+        )
+    out.print(Rule("What is in the store"))
+    print_rows([{"table": t, "rows": n} for t, n in eco.tables().items() if n], title="tables")
+    for title, query in QUESTIONS:
+        out.print(Rule(title))
+        out.print(f"[dim]{' '.join(query.split())}[/dim]")
+        print_rows(eco.sql(query).to_pylist())
+    versions = eco.versions()
+    out.print(Rule("Time travel"))
+    if len(versions) >= 3:
+        v = versions[1].version
+        then = eco.sql("SELECT count(*) AS n FROM documents", version=v).to_pylist()[0]["n"]
+        now = eco.sql("SELECT count(*) AS n FROM documents").to_pylist()[0]["n"]
+        out.print(f"documents at version {v}: {then}; at version {versions[-1].version}: {now}")
+    out.print(Rule("Provenance of one document row"))
+    doc = eco.sql("SELECT row_id FROM documents WHERE patient_id IS NOT NULL LIMIT 1").to_pylist()
+    if doc:
+        t = eco.trace(doc[0]["row_id"])
+        prov = t["provenance"] or {}
+        out.print(f"{doc[0]['row_id']} ← {prov.get('source_uri')} @ {prov.get('locator')} "
+                  f"(sha256 {str(prov.get('source_sha256'))[:12]}…, reader {prov.get('reader')} "
+                  f"v{prov.get('reader_version')}, {prov.get('run_id')})")
+    out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested"))
+    print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
+                for q in eco.quarantine(limit=10)], width=120)
+    out.print(f"\nExplore it: [bold]sagehealth sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
+    return eco
