@@ -10,6 +10,7 @@ uncommitted table versions and a rerun of the same command does the whole job ag
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -30,8 +31,9 @@ from sagehealth.data.sources.base import Bad, Reader, ReadContext, Record, clip,
 from sagehealth.errors import SourceNotFound
 
 #: rows buffered per table before a write (large-text and image tables flush sooner)
-BATCH_ROWS = 50_000
-BATCH_ROWS_SMALL = {"documents": 2_000, "imaging_instances": 500, "literature": 5_000}
+BATCH_ROWS = int(os.environ.get("SAGEHEALTH_BATCH_ROWS", "50000"))
+BATCH_ROWS_SMALL = {"documents": min(BATCH_ROWS, 2_000), "imaging_instances": min(BATCH_ROWS, 500),
+                    "literature": min(BATCH_ROWS, 5_000)}
 
 
 class Progress(Protocol):

@@ -43,6 +43,7 @@ codes are kept as MIMIC writes them (no dot), like the ICD-10-CM code list.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -59,6 +60,7 @@ from sagehealth.data.sources.base import (
     Record,
     Row,
     clip,
+    open_text,
     parse_datetime,
     to_float,
     to_int,
@@ -504,9 +506,10 @@ class MimicReader(Reader):
 
 
 def _header(path: Path) -> list[str]:
-    for item in iter_csv(path):
-        return [] if isinstance(item, Bad) else list(item[1])
-    return []
+    """The lower-cased column names of a CSV (first line only)."""
+    with open_text(path) as fh:
+        first = next(csv.reader(fh), [])
+    return [h.strip().lower().lstrip("\ufeff") for h in first]
 
 
 def detect(path: Path) -> bool:
@@ -518,7 +521,7 @@ def detect(path: Path) -> bool:
         candidates = [path]
     else:
         found = _tables(path)
-        if (path / "hosp").is_dir() and "patients" in found:
+        if found.get("patients") and found["patients"].parent.name.lower() == "hosp":
             return True
         candidates = [found["patients"]] if "patients" in found else []
     try:

@@ -300,25 +300,29 @@ def _document(
 
 def detect(path: Path) -> bool:
     """A CSV whose header has a text-like (or findings/impression) column, a ``.txt`` note, or
-    a folder whose files are all ``.txt`` notes."""
+    a folder holding such files whose CSVs are all such CSVs (other files are ignored)."""
+    if path.is_dir():
+        seen = False
+        for i, p in enumerate(path.rglob("*")):
+            if i > 1000:
+                break
+            if _is_csv(p) or _is_txt_note(p):
+                if not _detect_file(p):
+                    return False
+                seen = True
+        return seen
+    return _detect_file(path)
+
+
+def _detect_file(path: Path) -> bool:
+    if _is_txt_note(path):
+        return path.is_file()
+    if not _is_csv(path):
+        return False
     try:
-        if path.is_dir():
-            seen = False
-            for i, p in enumerate(path.rglob("*")):
-                if i > 1000:
-                    break
-                if p.is_file() and not p.name.startswith("."):
-                    if p.suffix.lower() != TXT_SUFFIX:
-                        return False
-                    seen = seen or _is_txt_note(p)
-            return seen
-        if _is_txt_note(path):
-            return True
-        if not _is_csv(path):
-            return False
         with open_text(path) as fh:
             header = next(csv.reader(fh), None)
-    except (OSError, csv.Error, EOFError):
+    except (OSError, csv.Error, EOFError, UnicodeError):
         return False
     cols = {h.strip().lower() for h in header or ()}
     return bool(cols & set(TEXT_COLUMNS) or cols & PART_TRIGGERS)

@@ -1,0 +1,33 @@
+"""Shared test fixtures: a fresh store per test, the bundled samples, the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sagehealth import Ecosystem
+from sagehealth.demo import sample_root
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture
+def eco(tmp_path: Path) -> Ecosystem:
+    """An empty store in a temporary folder."""
+    return Ecosystem.open(tmp_path / "store")
+
+
+@pytest.fixture
+def samples() -> Path:
+    return sample_root()
+
+
+@pytest.fixture
+def shared() -> Path:
+    """../shared/data, or skip when this checkout has none."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data not present at {SHARED}")
+    return SHARED
