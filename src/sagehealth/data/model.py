@@ -265,11 +265,8 @@ TABLE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
 
 def stable_id(*parts: object) -> str:
     """A 32-hex-digit id derived from ``parts`` (same parts, same id, on every machine)."""
-    h = hashlib.blake2b(digest_size=16)
-    for p in parts:
-        h.update(str(p).encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    return h.hexdigest()
+    key = "\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def row_id(table: str, *key: object) -> str:

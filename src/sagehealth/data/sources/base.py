@@ -117,6 +117,13 @@ def parse_datetime(value: Any, where: str = "") -> datetime | None:
         return None
     if not isinstance(value, str):
         raise BadValue(f"{where}: expected a date/time string, got {type(value).__name__}")
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:  # fast path (C): full dates and date-times with or without a zone
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # partial or invalid: the regex below says which
+        else:
+            return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     m = _DT.match(value.strip())
     if not m:
         raise BadValue(f"{where}: {value!r} is not a valid date/time")

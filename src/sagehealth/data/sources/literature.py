@@ -179,15 +179,17 @@ def _pubmedqa_item(pmid: str, obj: Any, collection: str, source: str) -> Item:
     raw = orjson.dumps(obj)
     if not isinstance(obj, dict):
         return Bad(loc, f"expected a JSON object, got {type(obj).__name__}", clip(raw))
-    contexts = obj.get("CONTEXTS") or []
-    labels = obj.get("LABELS") or []
-    if not isinstance(contexts, list) or not any(isinstance(c, str) and c.strip() for c in contexts):
-        return Bad(loc, "empty text: no CONTEXTS", clip(raw))
+    contexts = obj.get("CONTEXTS")
+    labels = obj.get("LABELS")
+    contexts = contexts if isinstance(contexts, list) else []
+    labels = labels if isinstance(labels, list) else []
     paras = [
         f"{labels[i]}: {c}" if i < len(labels) and labels[i] else c
         for i, c in enumerate(contexts)
         if isinstance(c, str) and c.strip()
     ]
+    if not paras:
+        return Bad(loc, "empty text: no CONTEXTS", clip(raw))
     try:
         year = to_int(obj.get("YEAR"), "YEAR")
     except BadValue as exc:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +61,10 @@ from sagehealth.data.sources.base import (
     Row,
     clip,
     open_text,
-    parse_datetime,
     to_float,
     to_int,
 )
-from sagehealth.data.sources.omop import iter_csv, required_str, table_name
+from sagehealth.data.sources.omop import cached_datetime, iter_csv, required_str, table_name
 
 SOURCE_SYSTEM = "mimic-iv"
 LABITEMS = "mimic-iv/d_labitems"
@@ -205,8 +204,8 @@ def _hadm(r: dict[str, str]) -> str | None:
     return f"mimic-hadm-{v}" if v else None
 
 
-def _ts(r: dict[str, str], col: str):
-    return parse_datetime(r.get(col), col)
+def _ts(r: dict[str, str], col: str) -> datetime | None:
+    return cached_datetime(r.get(col), col)
 
 
 def _opt(v: str | None) -> str | None:

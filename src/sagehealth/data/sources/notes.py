@@ -162,10 +162,11 @@ class NotesReader(Reader):
                 return
             cols = {h.strip().lower(): i for i, h in enumerate(header)}
             text_col = _text_column(cols, opts)
-            parts = [(name, i, head) for name, head in REPORT_PARTS if (i := cols.get(name)) is not None]
-            if text_col is None and not (PART_TRIGGERS & cols.keys()):
+            parts = [(c, i, head) for c, head in REPORT_PARTS if (i := cols.get(c)) is not None]
+            if text_col is None and (opts.get("text_column") or not PART_TRIGGERS & cols.keys()):
                 wanted = opts.get("text_column") or " or ".join(TEXT_COLUMNS)
-                yield Bad("header", f"missing text column: no column {wanted}", clip(",".join(header)))
+                reason = f"missing text column: no column {wanted}"
+                yield Bad("header", reason, clip(",".join(header)))
                 return
             plan = _Plan(
                 dataset=opts.get("dataset") or _dataset(path),

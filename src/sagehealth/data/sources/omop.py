@@ -40,6 +40,7 @@ import io
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -264,14 +265,18 @@ def required_str(r: dict[str, str], col: str) -> str:
     return v
 
 
+#: parse_datetime memoised: timestamps repeat a lot (one lab panel, one visit day)
+cached_datetime = lru_cache(maxsize=1 << 16)(parse_datetime)
+
+
 def when(r: dict[str, str], cols: tuple[str, str] | None) -> datetime | None:
     """The ``(datetime column, date column)`` pair as one UTC datetime (datetime preferred)."""
     if cols is None:
         return None
     dt_col, d_col = cols
     if v := r.get(dt_col):
-        return parse_datetime(v, dt_col)
-    return parse_datetime(r.get(d_col), d_col)
+        return cached_datetime(v, dt_col)
+    return cached_datetime(r.get(d_col), d_col)
 
 
 # -- lookups -------------------------------------------------------------------------------
@@ -425,7 +430,8 @@ def _birth_date(r: dict[str, str]) -> date | None:
     try:
         return date(*parts)
     except ValueError as exc:
-        raise BadValue(f"year/month/day_of_birth: {parts} is not a valid date ({exc})") from None
+        raise BadValue(f"year_of_birth/month_of_birth/day_of_birth: "
+                       f"{'-'.join(map(str, parts))} is not a valid date ({exc})") from None
 
 
 def _person(f: _Folder, r: dict[str, str], table: str) -> tuple[list[tuple[str, Row]], tuple]:
@@ -456,13 +462,16 @@ def _visit_occurrence(f: _Folder, r: dict[str, str], table: str):
     pid = _pid(r)
     eid = f"omop-visit-{required_str(r, 'visit_occurrence_id')}"
     vcid, vc = f.concept(r, "visit_concept_id")
+    start = when(r, ("visit_start_datetime", "visit_start_date"))
+    if start is None:
+        raise BadValue("visit_start_date: missing required value")
     row = {
         "row_id": row_id("encounters", eid),
         "encounter_id": eid,
         "patient_id": pid,
         "class_code": VISIT_CLASS.get(vcid) or (vc[2] if vc else None),
         "type": f.code(r, "visit_concept_id"),
-        "start": when(r, ("visit_start_datetime", "visit_start_date")),
+        "start": start,
         "end": when(r, ("visit_end_datetime", "visit_end_date")),
         "provider": _ref("provider", r.get("provider_id")),
         "location": _ref("care_site", r.get("care_site_id")),

@@ -1,0 +1,164 @@
+"""Benchmark: FHIR ingest vs. parsing + validating with fhir.resources alone.
+
+Builds a bulk-export-style NDJSON set of >= N resources (default 1,000,000) by replicating
+../shared/data/fhir (the bulk NDJSON files and every resource of the Synthea bundles) with every
+UUID rewritten per copy, so that ids and references stay consistent and unique. Then, each in
+its own process, measures on the same files:
+
+  (a) fhir.resources alone: every line parsed and validated into its R4B model
+      (``get_fhir_model_class(type).model_validate_json(line)``), nothing stored;
+  (b) ``sagehealth ingest`` (the library call behind it): read, type-check, map to the clinical
+      model, resolve references, provenance, quarantine, write to the Lance lakehouse, commit.
+
+Reports resources/s for both, their ratio and each process's peak RSS; writes
+benchmarks/results/ingest_fhir.json. Run: ``python benchmarks/ingest_fhir.py [--resources N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", ROOT.parent / "shared" / "data")) / "fhir"
+WORK = ROOT / "benchmarks" / "work"
+RESULTS = ROOT / "benchmarks" / "results" / "ingest_fhir.json"
+UUID = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def _templates() -> dict[str, list[bytes]]:
+    """Resource lines by type from the shared FHIR data (bulk NDJSON + bundle entries)."""
+    import orjson
+
+    by_type: dict[str, list[bytes]] = defaultdict(list)
+    for f in sorted((SHARED / "bulk_ndjson_10patients").glob("*.ndjson")):
+        for line in f.read_bytes().splitlines():
+            if b'"resourceType"' in line:
+                by_type[orjson.loads(line)["resourceType"]].append(line)
+    for f in sorted((SHARED / "synthea_r4_bundles").glob("*.json")):
+        for entry in orjson.loads(f.read_bytes())["entry"]:
+            res = entry["resource"]
+            by_type[res["resourceType"]].append(orjson.dumps(res))
+    return by_type
+
+
+def build(target: int, out: Path) -> int:
+    """Write >= target resources as one NDJSON file per type; returns the count."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    by_type = _templates()
+    per_copy = sum(len(v) for v in by_type.values())
+    copies = -(-target // per_copy)
+    handles = {t: open(out / f"{t}.ndjson", "wb") for t in by_type}
+    for k in range(copies):
+        suffix = f"{k:04x}".encode()
+        # rewrite the last 4 hex digits of every UUID: ids and references stay consistent
+        sub = lambda m: m.group(1)[:-4] + suffix  # noqa: E731
+        for t, lines in by_type.items():
+            handles[t].write(b"\n".join(UUID.sub(sub, line) for line in lines) + b"\n")
+    for h in handles.values():
+        h.close()
+    return copies * per_copy
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_fhir_resources(folder: str) -> dict:
+    """(a) parse + validate every line with fhir.resources R4B models."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    n = errors = 0
+    t = time.perf_counter()
+    for f in sorted(Path(folder).glob("*.ndjson")):
+        model = get_fhir_model_class(f.stem)
+        with open(f, "rb") as fh:
+            for line in fh:
+                try:
+                    model.model_validate_json(line)
+                except ValidationError:
+                    errors += 1
+                n += 1
+    secs = time.perf_counter() - t
+    return {"resources": n, "invalid": errors, "seconds": secs, "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_sagehealth(folder: str, home: str) -> dict:
+    """(b) full ingest into a fresh lakehouse."""
+    from sagehealth import Ecosystem
+
+    eco = Ecosystem.open(home)
+    t = time.perf_counter()
+    s = eco.ingest([folder], format="fhir", message="benchmark")
+    secs = time.perf_counter() - t
+    return {"resources": s.records_in, "ingested": s.ingested, "quarantined": s.quarantined,
+            "rows": s.rows, "version": s.version, "seconds": secs, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child(which: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", which, *args],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{which} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resources", type=int, default=1_000_000)
+    ap.add_argument("--child", nargs="+")
+    ap.add_argument("--keep", action="store_true", help="keep the generated data and store")
+    args = ap.parse_args()
+    if args.child:
+        which, *rest = args.child
+        result = run_fhir_resources(*rest) if which == "fhir_resources" else run_sagehealth(*rest)
+        print(json.dumps(result))
+        return
+    if not SHARED.is_dir():
+        raise SystemExit(f"needs the shared FHIR data at {SHARED}")
+    data, home = WORK / "fhir_ndjson", WORK / "store"
+    t = time.perf_counter()
+    n = build(args.resources, data)
+    size = sum(f.stat().st_size for f in data.glob("*.ndjson"))
+    print(f"built {n:,} resources ({size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
+    a = _child("fhir_resources", str(data))
+    print(f"(a) fhir.resources: {a['resources'] / a['seconds']:,.0f} resources/s", flush=True)
+    if home.exists():
+        shutil.rmtree(home)
+    b = _child("sagehealth", str(data), str(home))
+    print(f"(b) sagehealth ingest: {b['resources'] / b['seconds']:,.0f} resources/s", flush=True)
+    store_bytes = sum(f.stat().st_size for f in home.rglob("*") if f.is_file())
+    result = {
+        "benchmark": "ingest_fhir",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "processor": platform.processor()},
+        "input": {"resources": n, "bytes": size, "files": len(list(data.glob('*.ndjson')))},
+        "fhir_resources": {**a, "resources_per_s": a["resources"] / a["seconds"]},
+        "sagehealth_ingest": {**b, "resources_per_s": b["resources"] / b["seconds"],
+                              "store_bytes": store_bytes},
+        "speedup": (b["resources"] / b["seconds"]) / (a["resources"] / a["seconds"]),
+        "targets": {"speedup": ">= 3", "peak_rss_mb": "<= 1536"},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("input", "speedup")}, indent=2))
+    print(f"peak RSS: fhir.resources {a['peak_rss_mb']:.0f} MB, sagehealth {b['peak_rss_mb']:.0f} MB")
+    if not args.keep:
+        shutil.rmtree(WORK)
+
+
+if __name__ == "__main__":
+    main()
