@@ -116,9 +116,17 @@ def test_diagnostic_report_with_text_is_a_radiology_document():
 @pytest.mark.parametrize(
     ("resource", "reason"),
     [
-        (patient(birthDate=19500203), "Patient/p-1.birthDate: expected a date/time string"),
-        (observation("o2", valueQuantity={"value": "abc"}), "Observation/o2.valueQuantity.value: 'abc' is not a number"),
-        (observation("o3", code=["not", "an", "object"]), "Observation/o3.code: expected an object, got list"),
+        (patient(birthDate=19500203), "Patient/p-1.birthDate: expected a string, got a number"),
+        (patient(birthDate="1950-13-01"), "Patient/p-1.birthDate: '1950-13-01' is not a valid date"),
+        (observation("o2", valueQuantity={"value": "abc"}), "Observation/o2.valueQuantity.value: expected a number, got a string"),
+        (observation("o3", code=["not", "an", "object"]), "Observation/o3.code: expected a single value, got an array"),
+        (observation("o6", code={"coding": {"code": "1"}}), "Observation/o6.code.coding: expected an array, got an object"),
+        (observation("o7", valueString="x"), "Observation/o7: only one of valueQuantity, valueString is allowed"),
+        (observation("o8", status=None), "Observation/o8.status: required element of Observation is missing"),
+        (observation("o9", subject={"reference": 42}), "Observation/o9.subject.reference: expected a string, got a number"),
+        (patient(gender=1), "Patient/p-1.gender: expected a string, got a number"),
+        (patient(extra=True), "Patient/p-1.extra: unknown element of Patient"),
+        ({"resourceType": "Nonsense", "id": "n"}, "unknown FHIR R4 resource type 'Nonsense'"),
         (observation("o4", effectiveDateTime="2021-02-30"), "Observation/o4.effectiveDateTime"),
         ({"resourceType": "Observation"}, "Observation without an id"),
         ({"id": "x"}, "missing resourceType"),
@@ -131,11 +139,18 @@ def test_wrong_types_are_bad_records_naming_the_field(resource, reason):
 
 
 def test_strict_validation_uses_fhir_resources():
-    # an unknown element passes the fast mapping but not full R4 validation
-    res = observation("o5", notAnElement=True)
+    # a value-level rule (the id pattern) passes the structural check but not the full models
+    res = observation("o5")
+    res["id"] = "not a valid id!"
     assert isinstance(map_resource(res, "x", {}), Record)
-    bad = map_resource(res, "x", {}, strict=True)
-    assert isinstance(bad, Bad) and "notAnElement" in bad.reason
+    bad = map_resource(res, "x", {}, validate="strict")
+    assert isinstance(bad, Bad) and "id" in bad.reason
+
+
+def test_validate_none_only_checks_mapped_fields():
+    res = observation("o5", notAnElement=True)
+    assert isinstance(map_resource(res, "x", {}, validate="none"), Record)
+    assert isinstance(map_resource(res, "x", {}), Bad)
 
 
 def test_bundle_resolves_urn_uuid_references(tmp_path):

@@ -116,7 +116,7 @@ def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files or folders to ingest.")],
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "auto",  # noqa: A002
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message of the new version.")] = None,
-    validate: Annotated[str, typer.Option(help="fast: type-check mapped fields; strict: also validate every FHIR resource with fhir.resources.")] = "fast",
+    validate: Annotated[str, typer.Option(help="FHIR validation: schema (every element's type, cardinality, required and choice rules, compiled from the R4 definitions), strict (full fhir.resources models, slower) or none (only the fields mapped).")] = "schema",
     text_column: Annotated[str | None, typer.Option(help="Notes CSV: the column holding the text.")] = None,
     home: HomeOpt = None,
     json: JsonOpt = False,
@@ -124,8 +124,8 @@ def ingest(
     """Ingest files or folders (FHIR, OMOP, MIMIC-IV, notes, DICOM, VCF, literature) as one new version."""
     if format not in FORMATS:
         raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
-    if validate not in ("fast", "strict"):
-        raise typer.BadParameter("must be fast or strict", param_hint="--validate")
+    if validate not in ("schema", "strict", "none"):
+        raise typer.BadParameter("must be schema, strict or none", param_hint="--validate")
     eco = Ecosystem.open(home)
     progress = _RichProgress(enabled=not json and err.is_terminal)
     options: dict[str, Any] = {"validate": validate}

@@ -19,6 +19,7 @@ Outcomes of a file:
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -324,7 +325,8 @@ def _thumbnail(src: Any, ds: Dataset, ts: str | None) -> tuple[str, bytes | None
         img.save(buf, format="PNG", optimize=True)
         return "decoded", buf.getvalue()
     except Exception as exc:  # any decoder failure leaves the metadata usable
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = re.sub(r" at 0x[0-9a-f]+", "", " ".join(str(exc).split()))[:300]
+        reason = reason or type(exc).__name__
         return f"undecodable: {reason}", None
 
 
@@ -344,8 +346,8 @@ def _sr_value(item: Dataset) -> str:
             return ""
         units = _code(mv[0], "MeasurementUnitsCodeSequence") or {}
         num = _str(mv[0], "NumericValue") or ""
-        unit = units.get("code") if units.get("system") == "UCUM" else units.get("display")
-        return f"{num} {unit or units.get('code') or ''}".strip()
+        unit = units.get("code") or units.get("display") or ""  # UCUM code, e.g. "cm"
+        return f"{num} {unit}".strip() if unit != "1" else num
     if vt in ("DATE", "TIME", "DATETIME", "UIDREF", "PNAME"):
         key = {"DATE": "Date", "TIME": "Time", "DATETIME": "DateTime", "UIDREF": "UID"}
         return _str(item, key.get(vt, "PersonName")) or ""

@@ -22,6 +22,7 @@ import ijson
 import orjson
 
 from sagehealth.data.model import row_id
+from sagehealth.data.sources.fhir_shape import check as check_shape
 from sagehealth.data.sources.base import (
     Bad,
     BadValue,
@@ -671,8 +672,13 @@ MAPPERS: dict[str, Callable[[Resource, str, str, Refs], Mapped]] = {
 }
 
 
-def map_resource(res: Any, where: str, refs: Refs, strict: bool = False) -> Record | Bad:
-    """Map one parsed resource to a :class:`Record`, or a :class:`Bad` saying what is wrong."""
+def map_resource(res: Any, where: str, refs: Refs, validate: str = "schema") -> Record | Bad:
+    """Map one parsed resource to a :class:`Record`, or a :class:`Bad` saying what is wrong.
+
+    ``validate``: ``"schema"`` (default) checks the whole structure against the R4 definitions
+    (:mod:`fhir_shape`), ``"strict"`` validates with the fhir.resources models, ``"none"``
+    only type-checks the elements the mapping reads.
+    """
     if not isinstance(res, dict):
         return Bad(where, f"expected a JSON object, got {type(res).__name__}")
     rtype = res.get("resourceType")
@@ -682,7 +688,11 @@ def map_resource(res: Any, where: str, refs: Refs, strict: bool = False) -> Reco
     if not isinstance(rid, str) or not rid:
         return Bad(where, f"{rtype} without an id")
     w = f"{rtype}/{rid}"
-    if strict:
+    if validate == "schema":
+        reason = check_shape(res)
+        if reason:
+            return Bad(where, w + reason[len(rtype):] if reason.startswith(rtype) else f"{w}: {reason}")
+    elif validate == "strict":
         reason = strict_errors(res)
         if reason:
             return Bad(where, f"{w}: {reason}")
@@ -757,18 +767,18 @@ class FhirReader(Reader):
         return sorted(found, key=_type_rank)
 
     def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:
-        strict = ctx.options.get("validate") == "strict"
+        validate = str(ctx.options.get("validate") or "schema")
         head = _peek(path, 65536).lstrip()
         name = path.name.lower()
         is_ndjson = ".ndjson" in name or ".jsonl" in name
         if not is_ndjson and head[:1] == b"{" and b"\n{" in head and b'"resourceType"' in head.split(b"\n", 1)[0]:
             is_ndjson = True  # one resource per line even if named .json
         if is_ndjson:
-            yield from self._read_ndjson(path, ctx, strict)
+            yield from self._read_ndjson(path, ctx, validate)
         else:
-            yield from self._read_json(path, ctx, strict)
+            yield from self._read_json(path, ctx, validate)
 
-    def _read_ndjson(self, path: Path, ctx: ReadContext, strict: bool) -> Iterator[Item]:
+    def _read_ndjson(self, path: Path, ctx: ReadContext, validate: str) -> Iterator[Item]:
         refs: Refs = {}
         with open_binary(path) as fh:
             for n, line in enumerate(fh, 1):
@@ -781,21 +791,21 @@ class FhirReader(Reader):
                 except orjson.JSONDecodeError as exc:
                     yield Bad(where, f"invalid JSON: {exc}", clip(line))
                     continue
-                item = map_resource(res, where, refs, strict)
+                item = map_resource(res, where, refs, validate)
                 if isinstance(item, Record):
                     item.content = line
                 else:
                     item.raw = clip(line)
                 yield item
 
-    def _read_json(self, path: Path, ctx: ReadContext, strict: bool) -> Iterator[Item]:
+    def _read_json(self, path: Path, ctx: ReadContext, validate: str) -> Iterator[Item]:
         with open_binary(path) as fh:
             head = fh.read(65536)
         if not head.strip():
             return  # an empty file holds no record; the pipeline reports it
         rtype = _bundle_type(head)
         if rtype is not None and rtype != "Bundle":
-            yield from self._read_single(path, ctx, strict)
+            yield from self._read_single(path, ctx, validate)
             return
         refs: Refs = {}
         n = 0
@@ -811,7 +821,7 @@ class FhirReader(Reader):
                     full = entry.get("fullUrl")
                     if isinstance(full, str) and isinstance(res.get("id"), str):
                         refs[full] = (res.get("resourceType"), res["id"])
-                    item = map_resource(res, where, refs, strict)
+                    item = map_resource(res, where, refs, validate)
                     raw = orjson.dumps(res)
                     if isinstance(item, Record):
                         item.content = raw
@@ -825,7 +835,7 @@ class FhirReader(Reader):
             yield Bad("/", "not a FHIR resource or Bundle (no resourceType, no entries)", clip(head))
         ctx.on_bytes(path.stat().st_size)
 
-    def _read_single(self, path: Path, ctx: ReadContext, strict: bool) -> Iterator[Item]:
+    def _read_single(self, path: Path, ctx: ReadContext, validate: str) -> Iterator[Item]:
         with open_binary(path) as fh:
             data = fh.read()
         ctx.on_bytes(len(data))
@@ -834,7 +844,7 @@ class FhirReader(Reader):
         except orjson.JSONDecodeError as exc:
             yield Bad("/", f"invalid or truncated JSON: {exc}", clip(data))
             return
-        item = map_resource(res, "/", {}, strict)
+        item = map_resource(res, "/", {}, validate)
         if isinstance(item, Record):
             item.content = data
         yield item

@@ -185,6 +185,18 @@ class _Annotator:
         return out
 
 
+def _sample_int(call: str, at: int, sample: str) -> int | None:
+    """The integer FORMAT field number ``at`` of one sample's call (``DP``), None when missing."""
+    parts = call.split(":")
+    value = parts[at] if at < len(parts) else "."
+    if value in (".", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadValue(f"FORMAT DP of sample {sample}: {value!r} is not an integer") from None
+
+
 def _vep_alleles(ref: str, alts: list[str]) -> list[str]:
     """The allele strings VEP writes: a shared first base is trimmed, empty becomes '-'."""
     if all(a and a[0] == ref[0] for a in alts) and all(len(a) > 0 for a in alts) and not any(
@@ -343,12 +355,13 @@ class _State:
         carriers = np.flatnonzero((arr[:, :-1] > 0).any(axis=1))
         if not len(carriers):
             return Record(loc, rows, content=text.encode())
-        has_dp = "DP" in cols[8].split(":")
-        depths = v.gt_depths[carriers].tolist() if has_dp else None  # -1 where missing
-        for k, (i, gts) in enumerate(zip(carriers.tolist(), arr[carriers].tolist())):
+        fmt = cols[8].split(":")
+        dp_at = fmt.index("DP") if "DP" in fmt else -1
+        calls = cols[9].split("\t") if dp_at > 0 else None
+        for i, gts in zip(carriers.tolist(), arr[carriers].tolist()):
             called = [a for a in gts[:-1] if a != -2]  # -2: vector end (lower ploidy)
             gt = ("|" if gts[-1] else "/").join("." if a < 0 else str(a) for a in called)
-            dp = info_dp if depths is None else (depths[k] if depths[k] >= 0 else None)
+            dp = info_dp if calls is None else _sample_int(calls[i], dp_at, self.samples[i])
             for idx in sorted({a for a in called if a > 0}):
                 if idx > len(alts):
                     raise BadValue(
