@@ -60,7 +60,9 @@ INT_TAGS = {
 STUDY_DT = ("StudyDate", "StudyTime", "(0008,0020)")
 CONTENT_DT = ("ContentDate", "ContentTime", "(0008,0023)")
 #: explicit-VR VRs that use a 2-byte reserved field and a 4-byte length.
-LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+LONG_VRS = {
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"
+}
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
@@ -356,7 +358,8 @@ def _sr_value(item: Dataset) -> str:
         uid = _str(ref[0], "ReferencedSOPInstanceUID") if ref else None
         return f"[{vt.lower()} {uid}]" if uid else f"[{vt.lower()}]"
     if vt in ("SCOORD", "SCOORD3D", "TCOORD"):
-        return f"[{vt.lower()} {_str(item, 'GraphicType') or _str(item, 'TemporalRangeType') or ''}]".replace(" ]", "]")
+        kind = _str(item, "GraphicType") or _str(item, "TemporalRangeType")
+        return f"[{vt.lower()} {kind}]" if kind else f"[{vt.lower()}]"
     return ""
 
 
@@ -559,7 +562,9 @@ class DicomReader(Reader):
             rows.append(("documents", self._sr_document(ds, sop_uid, patient_id, study_date)))
         return Record("file", rows, content=None)
 
-    def _sr_document(self, ds: Dataset, sop_uid: str, patient_id: str | None, study_date: Any) -> Row:
+    def _sr_document(
+        self, ds: Dataset, sop_uid: str, patient_id: str | None, study_date: Any
+    ) -> Row:
         text, sections = _sr_text(ds)
         title_code = _code(ds, "ConceptNameCodeSequence")
         verified = _str(ds, "VerificationFlag") == "VERIFIED"

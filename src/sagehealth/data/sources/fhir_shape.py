@@ -130,10 +130,17 @@ def _one(value: Any, kind: str) -> str | None:
     return _check(value, kind)
 
 
+_SHAPES: dict[str, Shape | None] = {}
+
+
 def _check(obj: dict[str, Any], type_name: str) -> str | None:
-    sh = shape(type_name)
+    # The hot loop of validation: strings and nested objects are checked inline, everything
+    # else goes through _one. Error paths are built only when there is an error.
+    sh = _SHAPES.get(type_name)
     if sh is None:
-        return f": unknown FHIR R4 type {type_name!r}"
+        sh = _SHAPES[type_name] = shape(type_name)
+        if sh is None:
+            return f": unknown FHIR R4 type {type_name!r}"
     fields = sh.fields
     for key, value in obj.items():
         spec = fields.get(key)
@@ -145,18 +152,30 @@ def _check(obj: dict[str, Any], type_name: str) -> str | None:
             continue
         kind, many = spec
         if many:
-            if not isinstance(value, list):
+            if type(value) is not list:
                 return f".{key}: expected an array, got {_json_type(value)}"
+            if kind == STRING:
+                for i, item in enumerate(value):
+                    if type(item) is not str:
+                        return f".{key}[{i}]: expected a string, got {_json_type(item)}"
+                continue
             for i, item in enumerate(value):
-                err = _one(item, kind)
+                if type(item) is dict and len(kind) > 1:
+                    err = _check(item, kind)
+                else:
+                    err = _one(item, kind)
                 if err:
                     return f".{key}[{i}]{err}"
+        elif kind == STRING:
+            if type(value) is not str:
+                return f".{key}: expected a single value, got an array" if type(value) is list else (
+                    f".{key}: expected a string, got {_json_type(value)}")
+        elif type(value) is list:
+            if kind == PRIMITIVE_EXT:
+                continue
+            return f".{key}: expected a single value, got an array"
         else:
-            if isinstance(value, list):
-                if kind == PRIMITIVE_EXT:
-                    continue
-                return f".{key}: expected a single value, got an array"
-            err = _one(value, kind)
+            err = _check(value, kind) if type(value) is dict and len(kind) > 1 else _one(value, kind)
             if err:
                 return f".{key}{err}"
     for name in sh.required:

@@ -375,12 +375,10 @@ class _State:
         return Record(loc, rows, content=text.encode())
 
     def _annotations(self, info: str) -> list[_Ann]:
-        if not self.ann.fields and "=" not in info:
-            return []
         for key in ANN_KEYS:
             tag = key + "="
             at = 0 if info.startswith(tag) else info.find(";" + tag) + 1
-            if at > 0 or info.startswith(tag):
+            if at > 0 or info.startswith(tag):  # found (find() gave -1 + 1 = 0 when absent)
                 end = info.find(";", at)
                 value = info[at + len(tag): end if end >= 0 else None]
                 if value:
