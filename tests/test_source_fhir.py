@@ -278,4 +278,4 @@ def test_trace_returns_source_file_sha_and_locator(eco, tmp_path):
     assert prov["source_sha256"] == s.files[0].sha256
     assert prov["locator"] == "line:2" and prov["reader"] == "fhir" and prov["run_id"] == s.run_id
     import hashlib
-    assert prov["record_sha256"] == hashlib.sha256(f.read_bytes().splitlines(keepends=True)[1]).hexdigest()
+    assert prov["record_sha256"] == hashlib.sha256(f.read_bytes().splitlines()[1]).hexdigest()

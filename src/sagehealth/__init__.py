@@ -9,8 +9,9 @@ The public surface::
     eco.trace("pat_...")                       # where a row came from
 """
 
+from typing import TYPE_CHECKING, Any
+
 from sagehealth.config import PIPELINE_VERSION as __version__
-from sagehealth.ecosystem import Ecosystem
 from sagehealth.errors import (
     ConfigError,
     IngestError,
@@ -23,6 +24,20 @@ from sagehealth.errors import (
     UnknownFormat,
     VersionNotFound,
 )
+
+if TYPE_CHECKING:
+    from sagehealth.ecosystem import Ecosystem
+
+
+def __getattr__(name: str) -> Any:
+    # Ecosystem pulls in LanceDB and DuckDB; import it on first use so that light modules
+    # (readers, the ingest worker processes) start fast.
+    if name == "Ecosystem":
+        from sagehealth.ecosystem import Ecosystem
+
+        return Ecosystem
+    raise AttributeError(f"module 'sagehealth' has no attribute {name!r}")
+
 
 __all__ = [
     "Ecosystem",

@@ -3,39 +3,57 @@ batches to the lakehouse and commit the run as one new version.
 
 Accounting: every input record is either ingested (it gave zero or more rows) or quarantined
 with its reason and locator, so ``records_in == ingested + quarantined`` for each file and for
-the run. Files whose sha256 is already in the store are skipped (idempotent by content). A run
-killed before its commit leaves the previous version as it was; the next writer rolls back the
+the run. Files whose sha256 is already in the store are skipped (idempotent by content); rows
+keep stable ids, so an updated export of the same records replaces them (upsert). A run killed
+before its commit leaves the previous version as it was; the next writer rolls back the
 uncommitted table versions and a rerun of the same command does the whole job again.
+
+Work is done in slices of a file (:mod:`sagehealth.data.batches`). Readers that can split a
+file into independent slices (FHIR NDJSON) have large files read, validated, mapped and
+encoded to Arrow in worker processes, in order, with a bounded number of slices in flight;
+the main process keeps the run's state (known patients, row ids seen, quarantine) and a
+background thread writes batches to Lance.
 """
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import time
 import uuid
 from collections import defaultdict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from hashlib import sha256
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from sagehealth.config import PIPELINE_VERSION
+from sagehealth.data.batches import REC, Chunk, FileMeta, encode, init_worker, work
 from sagehealth.data.detect import plan_inputs
 from sagehealth.data.lakehouse import Lakehouse
-from sagehealth.data.model import ALL_SCHEMAS, SCHEMAS, row_id, stable_id
-from sagehealth.data.sources.base import Bad, Reader, ReadContext, Record, clip, sha256_file
+from sagehealth.data.model import ALL_SCHEMAS, SCHEMAS, row_id
+from sagehealth.data.sources.base import Item, Reader, ReadContext, clip, sha256_file
 from sagehealth.errors import SourceNotFound
 
 #: rows buffered per table before a write (large-text and image tables flush sooner)
 BATCH_ROWS = int(os.environ.get("SAGEHEALTH_BATCH_ROWS", "50000"))
 BATCH_ROWS_SMALL = {"documents": min(BATCH_ROWS, 2_000), "imaging_instances": min(BATCH_ROWS, 500),
                     "literature": min(BATCH_ROWS, 5_000)}
+#: items per slice when a reader is read in the main process
+SLICE_ITEMS = 2_000
+#: files at least this large are read by worker processes when their reader can split them
+PARALLEL_MIN_BYTES = int(os.environ.get("SAGEHEALTH_PARALLEL_MIN_BYTES", str(32 << 20)))
+
+
+def default_workers() -> int:
+    """Worker processes for splittable files: $SAGEHEALTH_WORKERS, else the CPU count (max 8)."""
+    env = os.environ.get("SAGEHEALTH_WORKERS")
+    return max(0, int(env)) if env else min(8, os.cpu_count() or 1)
 
 
 class Progress(Protocol):
@@ -94,12 +112,16 @@ class IngestSummary:
         return d
 
 
-@dataclass(slots=True)
-class _Pending:
-    record: Record
-    prov: dict[str, Any]
+@dataclass
+class _Held:
+    """Records of one slice whose patients were not known yet (resolved at the end)."""
+
+    tables: dict[str, pa.Table]
+    provenance: pa.Table | None
+    requires: dict[int, tuple[str, ...]]
+    locators: dict[int, str]
+    meta: FileMeta
     fs: FileSummary
-    system: str
 
 
 class IngestRun:
@@ -119,14 +141,19 @@ class IngestRun:
         self.run_id = f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         self.message = message or ""
         self.now = datetime.now(UTC)
-        self._buffers: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.workers = int(self.options.get("workers", default_workers()))
+        self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
+        self._buffered: dict[str, int] = defaultdict(int)
         self._seen: dict[str, set[str]] = defaultdict(set)
         self._upsert: dict[str, bool] = {}
         self._written: dict[str, int] = defaultdict(int)
-        self._pending: list[_Pending] = []
-        self._writer = _Writer()
+        self._held: list[_Held] = []
+        self._quarantined_rows: list[dict[str, Any]] = []
         self._patients: set[str] = set()
-        self._identifiers: dict[str, str] = {}
+        self._identifiers: dict[str, str | None] = {}
+        self._done: dict[str, str] = {}
+        self._writer = _Writer()
+        self._pool: ProcessPoolExecutor | None = None
 
     # -- public -----------------------------------------------------------------------
     def ingest(self, paths: Iterable[str | Path], fmt: str = "auto") -> IngestSummary:
@@ -138,9 +165,12 @@ class IngestRun:
         try:
             return self._ingest(paths, fmt)
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             if was_enabled:
                 gc.enable()
 
+    # -- the run ----------------------------------------------------------------------
     def _ingest(self, paths: Iterable[str | Path], fmt: str) -> IngestSummary:
         start = time.perf_counter()
         paths = [Path(p).expanduser() for p in paths]
@@ -159,23 +189,23 @@ class IngestRun:
             self.progress.start(sum(f.stat().st_size for _, f in units), len(units))
             for reader, path in units:
                 summary.files.append(self._ingest_file(reader, path, summary))
-            self._resolve_pending(summary)
+            self._resolve_held(summary)
             for fs in summary.files:
                 if not fs.skipped:
-                    self._add("sources", {
+                    self._add_rows("sources", [{
                         "source_uri": fs.uri, "sha256": fs.sha256, "size_bytes": fs.size_bytes,
                         "format": fs.format, "run_id": self.run_id, "records_in": fs.records_in,
                         "rows_written": sum(fs.rows.values()), "quarantined": fs.quarantined,
                         "ingested_at": self.now,
-                    })
+                    }])
+            self._add_rows("quarantine", self._quarantined_rows)
             self._flush_all()
             summary.rows = {t: n for t, n in sorted(self._written.items()) if n}
             summary.seconds = round(time.perf_counter() - start, 3)
             if not self.message:
                 names = ", ".join(sorted({p.name for p in paths}))
                 summary.message = self.message = f"ingest {names}"
-            written = sum(1 for f in summary.files if not f.skipped)
-            if written:
+            if any(not f.skipped for f in summary.files):
                 commit = self.lake.commit(self.message, run_id=self.run_id, summary=summary.to_dict())
                 summary.version = commit.version
             else:
@@ -183,37 +213,46 @@ class IngestRun:
                 summary.warnings.append("nothing new to ingest: no new version was created")
         return summary
 
-    # -- internals --------------------------------------------------------------------
     def _load_state(self) -> None:
         """Known file hashes and patients of the committed store."""
         src = self.lake.read("sources", columns=["sha256", "run_id"])
         self._done = dict(zip(src.column("sha256").to_pylist(), src.column("run_id").to_pylist()))
-        pats = self.lake.read("patients", columns=["patient_id", "identifiers"]).to_pylist()
-        for p in pats:
-            self._patients.add(p["patient_id"])
-            for ident in p["identifiers"] or []:
-                if ident.get("value"):
-                    self._identifiers.setdefault(ident["value"], p["patient_id"])
+        for p in self.lake.read("patients", columns=["patient_id", "identifiers"]).to_pylist():
+            self._register_patient(p)
         for name in ALL_SCHEMAS:
             if name != "commits":
                 self._upsert[name] = self.lake.count(name) > 0
 
+    def _register_patient(self, row: dict[str, Any]) -> None:
+        """Know a patient id and index its identifier values (ambiguous values link nobody)."""
+        pid = row["patient_id"]
+        self._patients.add(pid)
+        for ident in row.get("identifiers") or []:
+            value = ident.get("value")
+            if value:
+                prev = self._identifiers.get(value, pid)
+                self._identifiers[value] = pid if prev == pid else None
+
     def _find_patient(self, value: str) -> str | None:
+        """The patient a DICOM PatientID or VCF sample id names: a patient id, or an
+        identifier value held by exactly one patient."""
         if value in self._patients:
             return value
         return self._identifiers.get(value)
 
+    # -- one file ---------------------------------------------------------------------
     def _ingest_file(self, reader: Reader, path: Path, summary: IngestSummary) -> FileSummary:
         uri = path.resolve().as_uri()
         self.progress.file(uri)
         digest = sha256_file(path)
-        fs = FileSummary(uri, reader.name, digest)
+        size = path.stat().st_size
+        fs = FileSummary(uri, reader.name, digest, size_bytes=size)
         if digest in self._done:
             fs.skipped = f"already ingested (same sha256) by {self._done[digest]}"
-            self.progress.advance(path.stat().st_size)
+            self.progress.advance(size)
             return fs
         self._done[digest] = self.run_id
-        if path.stat().st_size == 0:
+        if size == 0:
             summary.warnings.append(f"{uri}: empty file, nothing to ingest")
         consumed = 0
 
@@ -223,114 +262,158 @@ class IngestRun:
             self.progress.advance(n)
 
         ctx = ReadContext(uri, find_patient=self._find_patient, on_bytes=on_bytes, options=self.options)
-        meta = {"source_uri": uri, "source_sha256": digest, "reader": reader.name,
-                "reader_version": reader.version}
+        meta = FileMeta(uri, digest, reader.name, reader.version, reader.source_system,
+                        self.run_id, self.now)
         last = "start of file"
         try:
-            for item in reader.read(path, ctx):
-                fs.records_in += 1
-                last = item.locator
-                if isinstance(item, Bad):
-                    self._quarantine(meta, item.locator, item.reason, item.raw, fs)
-                else:
-                    self._accept(item, meta, fs, reader)
+            for chunk in self._chunks(reader, path, ctx, meta):
+                last = chunk.last_locator or last
+                self._take(chunk, meta, fs)
         except Exception as exc:  # noqa: BLE001 - a reader failing mid-file must not lose the run
             fs.records_in += 1
-            self._quarantine(
-                meta, f"after {last}", f"file unreadable past this point: {type(exc).__name__}: {exc}",
-                None, fs,
-            )
-        rest = path.stat().st_size - consumed
-        if rest > 0:
-            self.progress.advance(rest)
-        fs.size_bytes = path.stat().st_size
+            self._quarantine(meta, f"after {last}",
+                             f"file unreadable past this point: {type(exc).__name__}: {exc}", None, fs)
+        if size > consumed:
+            self.progress.advance(size - consumed)
         summary.records_in += fs.records_in
         summary.quarantined += fs.quarantined
         summary.ingested += fs.ingested
         return fs
 
-    def _provenance(self, meta: dict[str, Any], item: Record) -> dict[str, Any]:
-        return {
-            "provenance_id": "prv_" + stable_id(meta["source_sha256"], item.locator),
-            "source_uri": meta["source_uri"],
-            "source_sha256": meta["source_sha256"],
-            "locator": item.locator,
-            "record_sha256": sha256(item.content).hexdigest() if item.content is not None else None,
-            "reader": meta["reader"],
-            "reader_version": meta["reader_version"],
-            "pipeline_version": PIPELINE_VERSION,
-            "run_id": self.run_id,
-            "ingested_at": self.now,
-        }
-
-    def _accept(self, item: Record, meta: dict[str, Any], fs: FileSummary, reader: Reader) -> None:
-        for table, row in item.rows:
-            if table == "patients":
-                self._patients.add(row["patient_id"])
-                for ident in row.get("identifiers") or []:
-                    if ident.get("value"):
-                        self._identifiers.setdefault(ident["value"], row["patient_id"])
-        prov = self._provenance(meta, item)
-        if any(pid not in self._patients for pid in item.requires):
-            self._pending.append(_Pending(item, prov, fs, reader.source_system))
+    def _chunks(self, reader: Reader, path: Path, ctx: ReadContext, meta: FileMeta) -> Iterator[Chunk]:
+        """Encoded slices of one file, in order: from worker processes when the reader can
+        split the file and it is large, else read and encoded here."""
+        split = getattr(reader, "split", None)
+        if (split is not None and self.workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES
+                and reader.splittable(path)):
+            yield from self._parallel_chunks(reader, split(path, ctx), meta)
             return
-        self._write_record(item, prov, fs, reader.source_system)
+        batch: list[Item] = []
+        try:
+            for item in reader.read(path, ctx):
+                batch.append(item)
+                if len(batch) >= SLICE_ITEMS:
+                    yield encode(batch, meta)
+                    batch = []
+        finally:
+            if batch:  # what was read before a failure is kept
+                yield encode(batch, meta)
 
-    def _write_record(self, item: Record, prov: dict[str, Any], fs: FileSummary, system: str) -> None:
-        fs.ingested += 1
-        self._add("provenance", prov)
-        pid = prov["provenance_id"]
-        for table, row in item.rows:
-            row["provenance_id"] = pid
-            if not row.get("source_system"):
-                row["source_system"] = system
-            if self._add(table, row):
-                fs.rows[table] = fs.rows.get(table, 0) + 1
+    def _parallel_chunks(self, reader: Reader, units: Iterator[Any], meta: FileMeta) -> Iterator[Chunk]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+            )
+        window: deque[Future[Chunk]] = deque()
+        try:
+            for unit in units:
+                window.append(self._pool.submit(work, reader.name, unit, self.options, meta))
+                if len(window) >= 2 * self.workers:
+                    yield window.popleft().result()
+        finally:
+            while window:  # slices read before a failure are kept, in order
+                yield window.popleft().result()
 
-    def _quarantine(self, meta: dict[str, Any], locator: str, reason: str, raw: str | None,
+    # -- slices -----------------------------------------------------------------------
+    def _take(self, chunk: Chunk, meta: FileMeta, fs: FileSummary) -> None:
+        """Account for an encoded slice; buffer its rows, hold those whose patient is unknown."""
+        fs.records_in += chunk.records
+        for bad in chunk.bad:
+            self._quarantine(meta, bad.locator, bad.reason, bad.raw, fs)
+        for p in chunk.patients:
+            self._register_patient(p)
+        held = {i: req for i, req in chunk.requires.items()
+                if any(pid not in self._patients for pid in req)}
+        fs.ingested += chunk.records - len(chunk.bad) - len(held)
+        tables, prov = chunk.tables, chunk.provenance
+        if held:
+            ids = pa.array(list(held), pa.int32())
+            hold_t = {t: tbl.filter(pc.is_in(tbl[REC], value_set=ids)) for t, tbl in tables.items()}
+            tables = {t: tbl.filter(pc.invert(pc.is_in(tbl[REC], value_set=ids))) for t, tbl in tables.items()}
+            hold_p = prov.filter(pc.is_in(prov[REC], value_set=ids)) if prov is not None else None
+            prov = prov.filter(pc.invert(pc.is_in(prov[REC], value_set=ids))) if prov is not None else None
+            self._held.append(_Held(hold_t, hold_p, held,
+                                    {i: chunk.locators[i] for i in held}, meta, fs))
+        for table, tbl in tables.items():
+            self._buffer(table, tbl, fs)
+        if prov is not None:
+            self._buffer("provenance", prov, None)
+
+    def _resolve_held(self, summary: IngestSummary) -> None:
+        """Keep held records whose patients arrived later; quarantine the dangling rest."""
+        for h in self._held:
+            keep = []
+            for i, req in h.requires.items():
+                missing = [pid for pid in req if pid not in self._patients]
+                if missing:
+                    summary.quarantined += 1
+                    self._quarantine(
+                        h.meta, h.locators[i],
+                        "dangling reference: " + ", ".join(f"Patient/{m}" for m in missing)
+                        + " is not in the store nor in this ingest", None, h.fs)
+                else:
+                    keep.append(i)
+            if not keep:
+                continue
+            summary.ingested += len(keep)
+            h.fs.ingested += len(keep)
+            ids = pa.array(keep, pa.int32())
+            for table, tbl in h.tables.items():
+                self._buffer(table, tbl.filter(pc.is_in(tbl[REC], value_set=ids)), h.fs)
+            if h.provenance is not None:
+                self._buffer("provenance", h.provenance.filter(pc.is_in(h.provenance[REC], value_set=ids)), None)
+        self._held.clear()
+
+    def _quarantine(self, meta: FileMeta, locator: str, reason: str, raw: str | None,
                     fs: FileSummary) -> None:
         fs.quarantined += 1
-        self._add("quarantine", {
-            "row_id": row_id("quarantine", meta["source_sha256"], locator),
-            "run_id": self.run_id, "source_uri": meta["source_uri"],
-            "source_sha256": meta["source_sha256"], "locator": locator, "reader": meta["reader"],
+        self._quarantined_rows.append({
+            "row_id": row_id("quarantine", meta.source_sha256, locator),
+            "run_id": self.run_id, "source_uri": meta.source_uri,
+            "source_sha256": meta.source_sha256, "locator": locator, "reader": meta.reader,
             "reason": reason, "raw": clip(raw), "quarantined_at": self.now,
         })
 
-    def _resolve_pending(self, summary: IngestSummary) -> None:
-        """Write held records whose patients arrived later; quarantine the dangling rest."""
-        for p in self._pending:
-            missing = [pid for pid in p.record.requires if pid not in self._patients]
-            if missing:
-                summary.quarantined += 1
-                meta = {k: p.prov[k] for k in ("source_uri", "source_sha256", "reader")}
-                reason = ("dangling reference: " + ", ".join(f"Patient/{m}" for m in missing)
-                          + " is not in the store nor in this ingest")
-                self._quarantine(meta, p.record.locator, reason, clip(p.record.content), p.fs)
-            else:
-                summary.ingested += 1
-                self._write_record(p.record, p.prov, p.fs, p.system)
-        self._pending.clear()
-
-    def _add(self, table: str, row: dict[str, Any]) -> bool:
-        """Buffer a row (False when this run already has a row with its id)."""
-        rid = row.get("row_id")
-        if rid is not None:
+    # -- buffering and writing --------------------------------------------------------
+    def _buffer(self, table: str, tbl: pa.Table, fs: FileSummary | None) -> None:
+        """Buffer a batch: drop rows this run already has (same row id), then ``_rec``."""
+        if tbl.num_rows == 0:
+            return
+        if "row_id" in tbl.column_names:
             seen = self._seen[table]
-            if rid in seen:
-                return False
-            seen.add(rid)
-        buf = self._buffers[table]
-        buf.append(row)
-        if len(buf) >= BATCH_ROWS_SMALL.get(table, BATCH_ROWS):
+            ids = tbl.column("row_id").to_pylist()
+            fresh = set(ids)
+            if len(fresh) == len(ids) and seen.isdisjoint(fresh):
+                seen |= fresh
+            else:  # keep the first row of each id
+                keep = []
+                for i, rid in enumerate(ids):
+                    if rid not in seen:
+                        seen.add(rid)
+                        keep.append(i)
+                tbl = tbl.take(keep)
+        if REC in tbl.column_names:
+            tbl = tbl.drop_columns([REC])
+        if fs is not None:
+            fs.rows[table] = fs.rows.get(table, 0) + tbl.num_rows
+        self._buffers[table].append(tbl)
+        self._buffered[table] += tbl.num_rows
+        if self._buffered[table] >= BATCH_ROWS_SMALL.get(table, BATCH_ROWS):
             self._flush(table)
-        return True
+
+    def _add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._buffer(table, pa.Table.from_pylist(rows, schema=ALL_SCHEMAS[table]), None)
 
     def _flush(self, table: str) -> None:
-        rows = self._buffers.pop(table, None)
-        if not rows:
+        parts = self._buffers.pop(table, None)
+        self._buffered.pop(table, None)
+        if not parts:
             return
-        data = pa.Table.from_pylist(rows, schema=ALL_SCHEMAS[table])
+        data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if data.num_rows == 0:
+            return
         self._writer.submit(self.lake.table(table), data, self._upsert.get(table, False))
         if table in SCHEMAS:
             self._written[table] += data.num_rows

@@ -66,7 +66,15 @@ class Reader:
         return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
     def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:  # pragma: no cover
+        """Stream the items of one file."""
         raise NotImplementedError
+
+    # Readers whose files split into independent slices also implement ``split`` (in the main
+    # process: yields picklable slices, reporting bytes read) and ``read_unit`` (in a worker:
+    # the items of one slice); the pipeline then reads large files in worker processes.
+    def splittable(self, path: Path) -> bool:
+        """True when ``split``/``read_unit`` can read this file in independent slices."""
+        return False
 
 
 # -- helpers ------------------------------------------------------------------------------

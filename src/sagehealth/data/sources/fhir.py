@@ -768,35 +768,56 @@ class FhirReader(Reader):
 
     def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:
         validate = str(ctx.options.get("validate") or "schema")
-        head = _peek(path, 65536).lstrip()
-        name = path.name.lower()
-        is_ndjson = ".ndjson" in name or ".jsonl" in name
-        if not is_ndjson and head[:1] == b"{" and b"\n{" in head and b'"resourceType"' in head.split(b"\n", 1)[0]:
-            is_ndjson = True  # one resource per line even if named .json
-        if is_ndjson:
+        if self._is_ndjson(path):
             yield from self._read_ndjson(path, ctx, validate)
         else:
             yield from self._read_json(path, ctx, validate)
 
-    def _read_ndjson(self, path: Path, ctx: ReadContext, validate: str) -> Iterator[Item]:
-        refs: Refs = {}
+    @staticmethod
+    def _is_ndjson(path: Path) -> bool:
+        name = path.name.lower()
+        if ".ndjson" in name or ".jsonl" in name:
+            return True
+        head = _peek(path, 65536).lstrip()
+        # one resource per line even if named .json
+        return head[:1] == b"{" and b"\n{" in head and b'"resourceType"' in head.split(b"\n", 1)[0]
+
+    def splittable(self, path: Path) -> bool:
+        return self._is_ndjson(path)
+
+    def split(self, path: Path, ctx: ReadContext, block: int = 4 << 20) -> Iterator[tuple[int, bytes, str]]:
+        """Slices of an NDJSON file: (first line number, whole lines, validation mode)."""
+        validate = str(ctx.options.get("validate") or "schema")
+        line_no, rest = 1, b""
         with open_binary(path) as fh:
-            for n, line in enumerate(fh, 1):
-                ctx.on_bytes(len(line))
-                if not line.strip():
+            while data := fh.read(block):
+                ctx.on_bytes(len(data))
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = data
                     continue
-                where = f"line:{n}"
-                try:
-                    res = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    yield Bad(where, f"invalid JSON: {exc}", clip(line))
-                    continue
-                item = map_resource(res, where, refs, validate)
-                if isinstance(item, Record):
-                    item.content = line
-                else:
-                    item.raw = clip(line)
-                yield item
+                rest = data[cut:]
+                yield line_no, data[:cut], validate
+                line_no += data.count(b"\n", 0, cut)
+        if rest:
+            yield line_no, rest, validate
+
+    def read_unit(self, unit: tuple[int, bytes, str], options: dict[str, Any]) -> Iterator[Item]:
+        """The items of one slice made by :meth:`split`."""
+        first, data, validate = unit
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        return _ndjson_items(((n, line.rstrip(b"\r")) for n, line in enumerate(lines, first)), validate)
+
+    def _read_ndjson(self, path: Path, ctx: ReadContext, validate: str) -> Iterator[Item]:
+        with open_binary(path) as fh:
+            def numbered() -> Iterator[tuple[int, bytes]]:
+                for n, line in enumerate(fh, 1):
+                    ctx.on_bytes(len(line))
+                    yield n, line.rstrip(b"\r\n")
+            yield from _ndjson_items(numbered(), validate)
 
     def _read_json(self, path: Path, ctx: ReadContext, validate: str) -> Iterator[Item]:
         with open_binary(path) as fh:
@@ -847,6 +868,26 @@ class FhirReader(Reader):
         item = map_resource(res, "/", {}, validate)
         if isinstance(item, Record):
             item.content = data
+        yield item
+
+
+def _ndjson_items(lines: Iterator[tuple[int, bytes]], validate: str) -> Iterator[Item]:
+    """Items of numbered NDJSON lines (blank lines are not records)."""
+    refs: Refs = {}
+    for n, line in lines:
+        if not line.strip():
+            continue
+        where = f"line:{n}"
+        try:
+            res = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield Bad(where, f"invalid JSON: {exc}", clip(line))
+            continue
+        item = map_resource(res, where, refs, validate)
+        if isinstance(item, Record):
+            item.content = line
+        else:
+            item.raw = clip(line)
         yield item
 
 
