@@ -41,9 +41,17 @@ def _detector(fmt: str) -> Callable[[Path], bool]:
     return getattr(_module(fmt), "detect")
 
 
+#: formats whose unit is a whole folder (an extract of many tables)
+FOLDER_FORMATS = ("omop", "mimic")
+#: formats whose records define patients are read first, so that the others can link to them
+READ_FIRST = ("fhir", "omop", "mimic")
+
+
 def detect_format(path: Path) -> str | None:
-    """The format of a file or folder, or None when no reader recognises it."""
-    for fmt in READERS:
+    """The format of a file (or of an OMOP/MIMIC folder), or None when no reader knows it."""
+    for fmt in FOLDER_FORMATS if path.is_dir() else READERS:
+        if path.is_file() and fmt in FOLDER_FORMATS:
+            continue
         try:
             if _detector(fmt)(path):
                 return fmt
@@ -62,31 +70,46 @@ def _ignored(path: Path) -> bool:
 def plan_inputs(paths: list[Path], fmt: str = "auto") -> tuple[list[tuple[Reader, Path]], list[str]]:
     """Expand input paths into (reader, file) units in reading order, plus warnings.
 
-    With an explicit ``fmt`` every path is read by that reader. With ``auto`` a folder that a
-    reader recognises as a whole (an OMOP or MIMIC extract, a DICOM or FHIR folder) goes to that
-    reader; any other folder is searched one level at a time. A file given by name that no
-    reader recognises is an error; one found inside a folder is skipped with a warning.
+    With an explicit ``fmt`` every path is read by that reader (a folder: the files it picks).
+    With ``auto`` an OMOP or MIMIC extract folder goes to its reader whole; any other folder is
+    walked: each file is detected on its own, the files of one format in one folder go to one
+    reader in the order it wants (FHIR: patients first), sub-folders are walked the same way.
+    Sources that define patients (FHIR, OMOP, MIMIC) are read before the others. A file given
+    by name that no reader recognises is an error; one found inside a folder is a warning.
     """
     units: list[tuple[Reader, Path]] = []
     warnings: list[str] = []
-    readers: dict[str, Reader] = {}
 
-    def add(fmt_: str, path: Path) -> None:
-        reader = reader_for(fmt_)  # one reader per input: folder-level state stays per folder
-        readers[fmt_] = reader
-        units.extend((reader, f) for f in reader.files(path) if not _ignored(f))
+    def add(fmt_: str, files: list[Path]) -> None:
+        reader = reader_for(fmt_)  # one reader per folder and format: its state stays local
+        units.extend((reader, f) for f in reader.order(files) if not _ignored(f))
 
     def walk(path: Path, explicit: bool) -> None:
         if fmt != "auto":
-            add(fmt, path)
+            reader = reader_for(fmt)
+            units.extend((reader, f) for f in reader.files(path) if not _ignored(f))
             return
         found = detect_format(path)
-        if found:
-            add(found, path)
+        if path.is_dir() and found:
+            reader = reader_for(found)
+            units.extend((reader, f) for f in reader.files(path) if not _ignored(f))
         elif path.is_dir():
-            for child in sorted(path.iterdir()):
-                if not _ignored(child):
+            groups: dict[str, list[Path]] = {}
+            children = sorted(path.iterdir())
+            for child in children:
+                if child.is_file() and not _ignored(child):
+                    kind = detect_format(child)
+                    if kind:
+                        groups.setdefault(kind, []).append(child)
+                    else:
+                        warnings.append(f"skipped {child}: not a recognised format")
+            for kind, files in groups.items():
+                add(kind, files)
+            for child in children:
+                if child.is_dir() and not _ignored(child):
                     walk(child, explicit=False)
+        elif found:
+            add(found, [path])
         elif explicit:
             raise UnknownFormat(
                 f"{path}: no reader recognises this file; pass --format "
@@ -97,4 +120,6 @@ def plan_inputs(paths: list[Path], fmt: str = "auto") -> tuple[list[tuple[Reader
 
     for p in paths:
         walk(p, explicit=True)
+    first = {f: i for i, f in enumerate(READ_FIRST)}
+    units.sort(key=lambda u: first.get(u[0].name, len(first)))  # stable: keeps each reader's order
     return units, warnings

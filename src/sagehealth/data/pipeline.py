@@ -392,7 +392,7 @@ class IngestRun:
                     if rid not in seen:
                         seen.add(rid)
                         keep.append(i)
-                tbl = tbl.take(keep)
+                tbl = tbl.take(pa.array(keep, pa.int64()))
         if REC in tbl.column_names:
             tbl = tbl.drop_columns([REC])
         if fs is not None:

@@ -65,6 +65,10 @@ class Reader:
         """The files of ``path`` this reader ingests, in the order they must be read."""
         return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
+    def order(self, files: list[Path]) -> list[Path]:
+        """The order in which these files (found by format detection) must be read."""
+        return sorted(files)
+
     def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:  # pragma: no cover
         """Stream the items of one file."""
         raise NotImplementedError

@@ -763,8 +763,10 @@ class FhirReader(Reader):
     def files(self, path: Path) -> list[Path]:
         if path.is_file():
             return [path]
-        found = [p for p in path.rglob("*") if p.is_file() and _looks_like_fhir_file(p)]
-        return sorted(found, key=_type_rank)
+        return self.order([p for p in path.rglob("*") if p.is_file() and _looks_like_fhir_file(p)])
+
+    def order(self, files: list[Path]) -> list[Path]:
+        return sorted(files, key=_type_rank)
 
     def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:
         validate = str(ctx.options.get("validate") or "schema")
