@@ -165,6 +165,16 @@ def run_sagehealth(folder: str, home: str, workers: str) -> dict:
             "peak_rss_mb": rss.stop()}
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def _child(which: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", which, *args],
                           capture_output=True, text=True, check=False)
@@ -208,7 +218,7 @@ def main() -> None:
     b = runs["default"]
     result = {
         "benchmark": "ingest_fhir",
-        "machine": {"cpus": cores, "platform": platform.platform(),
+        "machine": {"cpus": cores, "cpu_model": _cpu_model(), "platform": platform.platform(),
                     "python": platform.python_version(), "processor": platform.processor()},
         "input": {"resources": n, "bytes": size, "files": len(list(data.glob("*.ndjson")))},
         "fhir_resources": {**a, "resources_per_s": rate(a)},

@@ -1,0 +1,116 @@
+"""The sagehealth CLI: commands, --json output, --home/$SAGEHEALTH_HOME, friendly errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sagehealth.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sagehealth.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_ingest_json_summary_then_sql_trace_versions(tmp_path, samples):
+    home = str(tmp_path / "h")
+    r = runner.invoke(app, ["ingest", str(samples / "fhir"), "--home", home, "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert {"records_in", "quarantined", "rows"} <= set(s)
+    assert s["records_in"] == s["ingested"] + s["quarantined"] and s["rows"]["patients"] == 5
+    r = runner.invoke(app, ["sql", "SELECT row_id FROM patients ORDER BY row_id", "--home", home, "--json"])
+    rows = json.loads(r.stdout)
+    assert len(rows) == 5
+    r = runner.invoke(app, ["trace", rows[0]["row_id"], "--home", home, "--json"])
+    t = json.loads(r.stdout)
+    assert t["table"] == "patients" and t["provenance"]["source_uri"].startswith("file://")
+    r = runner.invoke(app, ["versions", "--home", home, "--json"])
+    assert [v["version"] for v in json.loads(r.stdout)] == [1, 2]
+    r = runner.invoke(app, ["tables", "--home", home, "--json"])
+    assert json.loads(r.stdout)["patients"] == 5
+
+
+def test_sql_time_travel_with_version(tmp_path, samples):
+    home = str(tmp_path / "h")
+    runner.invoke(app, ["ingest", str(samples / "fhir" / "linked"), "--home", home])
+    runner.invoke(app, ["ingest", str(samples / "notes"), "--home", home])
+    q = "SELECT count(*) AS n FROM documents"
+    now = json.loads(runner.invoke(app, ["sql", q, "--home", home, "--json"]).stdout)
+    then = json.loads(runner.invoke(app, ["sql", q, "--home", home, "--json", "--version", "2"]).stdout)
+    assert then == [{"n": 0}] and now[0]["n"] > 0
+
+
+def test_home_from_environment(tmp_path, samples):
+    home = tmp_path / "envhome"
+    r = runner.invoke(app, ["ingest", str(samples / "vcf"), "--json"], env={"SAGEHEALTH_HOME": str(home)})
+    assert r.exit_code == 0, r.output
+    assert (home / "lake").is_dir()
+
+
+def test_quarantine_command_lists_reasons(tmp_path, samples):
+    home = str(tmp_path / "h")
+    runner.invoke(app, ["ingest", str(samples / "fhir"), "--home", home])
+    runner.invoke(app, ["ingest", str(samples / "bad"), "--home", home])
+    rows = json.loads(runner.invoke(app, ["quarantine", "--home", home, "--json"]).stdout)
+    reasons = sorted(r["reason"].split(":")[0] for r in rows)
+    assert len(rows) == 3 and "dangling reference" in reasons and "invalid JSON" in reasons
+    table = runner.invoke(app, ["quarantine", "--home", home]).stdout
+    assert "3 quarantined records" in table and "dangling reference" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "/no/such/path"], "no such file or folder"),
+        (["sql", "SELECT * FROM no_such_table"], "no_such_table"),
+        (["sql", "SELECT 1", "--version", "99"], "version 99 does not exist"),
+        (["trace", "pat_0000"], "no row 'pat_0000'"),
+        (["trace", "nonsense"], "is not a row id"),
+    ],
+)
+def test_errors_are_one_clean_line_and_exit_1(tmp_path, args, message):
+    r = run(*args, "--home", str(tmp_path / "h"))
+    assert r.returncode == 1
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_option_value_is_a_usage_error(tmp_path):
+    r = run("ingest", ".", "--format", "xml", "--home", str(tmp_path / "h"))
+    assert r.returncode == 2 and "xml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_file_format_is_a_clear_error(tmp_path):
+    junk = tmp_path / "notes.bin"
+    junk.write_bytes(os.urandom(64))
+    r = run("ingest", str(junk), "--home", str(tmp_path / "h"))
+    assert r.returncode == 1 and "no reader recognises this file" in r.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    r = run("demo", "--home", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for expected in ("What is in the store", "Time travel", "Provenance of one document row",
+                     "dangling reference", "Most frequent conditions"):
+        assert expected in out
+    assert "quarantined" in out
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert commands, "no commands registered"
+    for name in commands:
+        assert re.search(rf"sagehealth {name}\b", readme), f"`sagehealth {name}` is not in README.md"
