@@ -8,7 +8,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.sagehealth-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+  # (this machine's pip config names local mirrors that may be absent: hide that noise only)
+  set +e
+  .venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
+  status=${PIPESTATUS[0]}
+  set -e
+  [ "$status" -eq 0 ] || { echo "pip install failed ($status)" >&2; exit "$status"; }
   touch "$stamp"
 fi

@@ -66,9 +66,10 @@ def test_dicom_and_vcf_link_to_patients_by_identifier(tmp_path, samples):
     assert ct == [{"patient_id": "sage-demo-001", "source_patient_id": "1CT1"}]
     mr = eco.sql("SELECT patient_id FROM imaging_studies WHERE source_patient_id = '4MR1'").to_pylist()
     assert mr == [{"patient_id": None}]  # no patient holds that identifier
-    linked = eco.sql("SELECT count(*) AS n FROM variants WHERE patient_id = 'sage-demo-001'").to_pylist()
-    others = eco.sql("SELECT count(*) AS n FROM variants WHERE sample_id = '15G15594'").to_pylist()
-    assert linked == others
+    linked = eco.sql("SELECT sample_id, gene, consequence FROM variants "
+                     "WHERE patient_id = 'sage-demo-001'").to_pylist()
+    assert linked == [{"sample_id": "15G18300", "gene": "LDLR", "consequence": "missense_variant"}]
+    assert eco.sql("SELECT count(*) AS n FROM variants WHERE patient_id IS NULL").to_pylist() == [{"n": 2}]
 
 
 def test_ambiguous_identifier_links_nobody(tmp_path, samples):
@@ -92,10 +93,10 @@ def test_plan_orders_patients_first_and_skips_non_records(samples):
 
 def test_demo_sample_data_ingests_clean(tmp_path, samples):
     eco = Ecosystem.open(tmp_path / "store")
-    for sub in ("fhir", "notes", "dicom", "vcf", "literature"):
+    for sub in ("fhir", "omop", "notes", "dicom", "vcf", "literature"):
         s = eco.ingest([samples / sub])
         assert s.quarantined == 0, (sub, eco.quarantine())
         assert s.records_in == s.ingested > 0
     counts = eco.tables()
-    assert counts["patients"] == 5 and counts["documents"] > 50 and counts["variants"] > 0
+    assert counts["patients"] == 5 + 3 and counts["documents"] > 50 and counts["variants"] > 0
     assert counts["imaging_instances"] >= 4 and counts["literature"] == 30

@@ -29,6 +29,23 @@ SAMPLES = [
 
 QUESTIONS = [
     (
+        "Patients per source system (one model for FHIR, OMOP, ...)",
+        """SELECT source_system, count(*) AS patients, min(birth_date) AS oldest_birth_date
+           FROM patients GROUP BY 1 ORDER BY 2 DESC""",
+    ),
+    (
+        "One patient linked across FHIR, DICOM and genomics (by identifier)",
+        """SELECT p.patient_id, p.given_names || ' ' || p.family_name AS patient,
+                  list(DISTINCT i.source_patient_id) AS dicom_patient_ids,
+                  list(DISTINCT s.modality) AS modalities,
+                  list(DISTINCT v.gene || ' ' || v.consequence) FILTER (WHERE v.gene IS NOT NULL) AS variants
+           FROM patients p
+           JOIN imaging_studies i ON i.patient_id = p.patient_id
+           JOIN imaging_series s ON s.study_uid = i.study_uid
+           LEFT JOIN variants v ON v.patient_id = p.patient_id
+           GROUP BY ALL""",
+    ),
+    (
         "Patients: encounters, clinical events and documents per patient",
         """SELECT p.given_names || ' ' || p.family_name AS patient, p.gender, p.birth_date,
                   (SELECT count(*) FROM encounters e WHERE e.patient_id = p.patient_id) AS encounters,
