@@ -102,3 +102,16 @@ def test_trace_of_a_mimic_lab_points_at_its_csv_row(ingested):
     assert prov["source_uri"].endswith("hosp/labevents.csv.gz")
     assert prov["locator"].startswith("row:") and len(prov["source_sha256"]) == 64
     assert json.dumps(prov, default=str)
+
+
+def test_mimic_transfers_and_icu_stays_belong_to_their_admission(ingested):
+    eco, _, _ = ingested
+    rows = {r["class_code"]: r for r in eco.sql(
+        """SELECT class_code, count(*) AS n, count(part_of) AS linked FROM encounters
+           WHERE source_system = 'mimic-iv' GROUP BY 1""").to_pylist()}
+    assert rows["ICU"]["n"] == rows["ICU"]["linked"] == 140
+    assert rows["transfer"]["linked"] > 1_000  # ED-only transfers have no admission
+    dangling = eco.sql("""SELECT count(*) AS n FROM encounters c
+                          ANTI JOIN encounters a ON c.part_of = a.encounter_id
+                          WHERE c.part_of IS NOT NULL""").to_pylist()[0]["n"]
+    assert dangling == 0

@@ -63,6 +63,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             _f("provider"),
             _f("location"),
             _f("discharge_disposition"),
+            _f("part_of"),  # encounter_id of the encounter this one belongs to (a transfer, an ICU stay)
         ],
     ),
     "events": _with_common(

@@ -320,6 +320,7 @@ def _encounter_rows(res: Resource, rid: str, w: str, refs: Refs) -> Mapped:
         or sp.get("display"),
         "location": _first_display(_list(res, "location", w), "location", "display"),
         "discharge_disposition": _code_str(disp),
+        "part_of": _ref(res.get("partOf"), f"{w}.partOf", refs)[1],
     }
     return [("encounters", row)], pid
 

@@ -279,6 +279,7 @@ def _transfers(lk: _Lookups, r: dict[str, str]) -> Rows:
         f"mimic-transfer-{required_str(r, 'transfer_id')}", r, class_code="transfer",
         type={"system": "mimic-iv/transfers/eventtype", "code": et, "display": et} if et else None,
         start=_ts(r, "intime"), end=_ts(r, "outtime"), location=_opt(r.get("careunit")),
+        part_of=_hadm(r),
     )
 
 
@@ -286,6 +287,7 @@ def _icustays(lk: _Lookups, r: dict[str, str]) -> Rows:
     return _encounter(
         f"mimic-stay-{required_str(r, 'stay_id')}", r, class_code="ICU",
         start=_ts(r, "intime"), end=_ts(r, "outtime"), location=_opt(r.get("first_careunit")),
+        part_of=_hadm(r),
     )
 
 
