@@ -114,7 +114,7 @@ class _RichProgress:
 @app.command()
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files or folders to ingest.")],
-    format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "auto",  # noqa: A002
+    format: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.")] = "auto",
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message of the new version.")] = None,
     validate: Annotated[str, typer.Option(help="FHIR validation: schema (every element's type, cardinality, required and choice rules, compiled from the R4 definitions), strict (full fhir.resources models, slower) or none (only the fields mapped).")] = "schema",
     text_column: Annotated[str | None, typer.Option(help="Notes CSV: the column holding the text.")] = None,

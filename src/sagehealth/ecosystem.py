@@ -44,7 +44,7 @@ class Ecosystem:
         self,
         paths: Iterable[str | os.PathLike[str]],
         *,
-        format: str = "auto",  # noqa: A002 - mirrors the CLI option
+        format: str = "auto",
         message: str | None = None,
         options: dict[str, Any] | None = None,
         progress: Progress | None = None,

@@ -26,7 +26,7 @@ IGNORED_NAMES = {"license", "license.txt", "readme", "readme.md", "readme.txt", 
 IGNORED_PREFIXES = ("license", "readme", "attribution", ".")
 
 
-def _module(fmt: str):  # noqa: ANN202
+def _module(fmt: str):
     return importlib.import_module(READERS[fmt][0])
 
 
@@ -38,7 +38,7 @@ def reader_for(fmt: str) -> Reader:
 
 
 def _detector(fmt: str) -> Callable[[Path], bool]:
-    return getattr(_module(fmt), "detect")
+    return _module(fmt).detect
 
 
 #: formats whose unit is a whole folder (an extract of many tables)

@@ -54,7 +54,7 @@ class Lakehouse:
             Path(self._lake_uri).mkdir(parents=True, exist_ok=True)
         try:
             self.db = lancedb.connect(self._lake_uri)
-        except Exception as exc:  # noqa: BLE001 - lancedb raises many types
+        except Exception as exc:
             raise StoreError(f"cannot open the store at {uri}: {exc}") from exc
         self._tables: dict[str, Any] = {}
         self._ensure_tables()

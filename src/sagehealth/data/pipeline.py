@@ -269,7 +269,7 @@ class IngestRun:
             for chunk in self._chunks(reader, path, ctx, meta):
                 last = chunk.last_locator or last
                 self._take(chunk, meta, fs)
-        except Exception as exc:  # noqa: BLE001 - a reader failing mid-file must not lose the run
+        except Exception as exc:
             fs.records_in += 1
             self._quarantine(meta, f"after {last}",
                              f"file unreadable past this point: {type(exc).__name__}: {exc}", None, fs)

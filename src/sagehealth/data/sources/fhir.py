@@ -744,7 +744,7 @@ def _looks_like_fhir_file(path: Path) -> bool:
         head = _peek(path)
     except (OSError, EOFError):
         return name.endswith((".ndjson", ".ndjson.gz"))
-    return b'"resourceType"' in head or name.endswith((".ndjson", ".ndjson.gz")) and not head.strip()
+    return b'"resourceType"' in head or (name.endswith((".ndjson", ".ndjson.gz")) and not head.strip())
 
 
 def detect(path: Path) -> bool:

@@ -18,7 +18,7 @@ import decimal
 import types
 import typing
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 STRING, BOOLEAN, INTEGER, DECIMAL, PRIMITIVE_EXT, ANY_RESOURCE, ANYTHING = "sbinxR*"
@@ -71,7 +71,7 @@ def _kind(ann: Any) -> str:
     return ANYTHING
 
 
-@lru_cache(maxsize=None)
+@cache
 def shape(type_name: str) -> Shape | None:
     """The compiled shape of an R4 resource or data type, or None when R4 has no such type."""
     from fhir.resources.R4B import get_fhir_model_class
