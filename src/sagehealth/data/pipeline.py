@@ -265,14 +265,20 @@ class IngestRun:
         meta = FileMeta(uri, digest, reader.name, reader.version, reader.source_system,
                         self.run_id, self.now)
         last = "start of file"
-        try:
-            for chunk in self._chunks(reader, path, ctx, meta):
-                last = chunk.last_locator or last
-                self._take(chunk, meta, fs)
-        except Exception as exc:
-            fs.records_in += 1
-            self._quarantine(meta, f"after {last}",
-                             f"file unreadable past this point: {type(exc).__name__}: {exc}", None, fs)
+        chunks = self._chunks(reader, path, ctx, meta)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception as exc:  # a reader failing mid-file (truncated gzip, I/O error)
+                fs.records_in += 1
+                self._quarantine(meta, f"after {last}",
+                                 f"file unreadable past this point: {type(exc).__name__}: {exc}",
+                                 None, fs)
+                break
+            last = chunk.last_locator or last
+            self._take(chunk, meta, fs)  # a failure here is a bug: the run stops, uncommitted
         if size > consumed:
             self.progress.advance(size - consumed)
         summary.records_in += fs.records_in
