@@ -205,10 +205,11 @@ def test_icu_events() -> None:
     assert irr["value_text"] == "Irregular" and irr["interpretation"] == "warning"
 
 
-def test_missing_required_column_accounts_file() -> None:
-    items = _read(_fix("procedureevents"))
-    assert len(items) == 1 and isinstance(items[0], Bad)
-    assert items[0].locator == "header" and "orderid" in items[0].reason
+def test_missing_required_column_quarantines_every_row() -> None:
+    path = _fix("procedureevents")
+    items = _read(path)
+    assert len(items) == _data_rows(path) >= 1 and all(isinstance(i, Bad) for i in items)
+    assert items[0].locator == "row:1" and all("orderid" in i.reason for i in items)
 
 
 # -- integration on the MIMIC-IV demo 2.2 -------------------------------------------------

@@ -101,8 +101,9 @@ def test_patient_column_option_sets_requires() -> None:
     assert recs["row:1"].rows[0][1]["patient_id"] == "pt-p1"
     assert recs["row:5"].requires == ()  # blank patient value: no patient
     missing = read(FIX / "notes.csv", patient_column="subject_id")
-    assert len(missing) == 1 and missing[0].locator == "header"
-    assert "subject_id" in missing[0].reason
+    assert len(missing) == len(items) and all(isinstance(m, Bad) for m in missing)
+    assert [m.locator for m in missing] == [it.locator for it in items]
+    assert all("subject_id" in m.reason for m in missing)
 
 
 def test_kind_discharge_summary_and_options(tmp_path: Path) -> None:
@@ -117,12 +118,26 @@ def test_kind_discharge_summary_and_options(tmp_path: Path) -> None:
     assert docs(read(p))["ds/x"]["kind"] == "discharge_summary"
 
 
-def test_no_text_column_is_one_header_bad() -> None:
+def _data_rows(path: Path) -> int:
+    with open(path, newline="") as fh:
+        return sum(1 for row in list(csv.reader(fh))[1:] if row)
+
+
+def test_no_text_column_quarantines_every_row() -> None:
     items = read(FIX / "no_text.csv")
-    assert len(items) == 1 and isinstance(items[0], Bad)
-    assert items[0].locator == "header" and "missing text column" in items[0].reason
+    n = _data_rows(FIX / "no_text.csv")
+    assert n >= 1 and len(items) == n and all(isinstance(i, Bad) for i in items)
+    assert [i.locator for i in items] == [f"row:{k}" for k in range(1, n + 1)]
+    assert all("missing text column" in i.reason for i in items)
     wrong = read(FIX / "custom.csv", text_column="nope")
-    assert len(wrong) == 1 and "nope" in wrong[0].reason
+    assert len(wrong) == _data_rows(FIX / "custom.csv") and all("nope" in w.reason for w in wrong)
+
+
+def test_header_only_csv_without_text_column_is_one_header_bad(tmp_path: Path) -> None:
+    p = tmp_path / "h.csv"
+    p.write_text("id,title\n")
+    (bad,) = read(p)
+    assert bad.locator == "header" and "missing text column" in bad.reason
 
 
 def test_text_column_option_and_id_column() -> None:

@@ -167,11 +167,14 @@ def test_observation_procedure_death() -> None:
     assert items[0].requires == ("omop-7",)
 
 
-def test_missing_required_column_accounts_file() -> None:
-    items = _read(FIX / "DEVICE_EXPOSURE.csv")
-    assert len(items) == 1
-    assert isinstance(items[0], Bad) and items[0].locator == "header"
-    assert "device_concept_id" in items[0].reason
+def test_missing_required_column_quarantines_every_row() -> None:
+    path = FIX / "DEVICE_EXPOSURE.csv"
+    items = _read(path)
+    with open(path, newline="") as fh:
+        n = sum(1 for row in list(csv.reader(fh))[1:] if row)
+    assert n >= 1 and len(items) == n and all(isinstance(i, Bad) for i in items)
+    assert [i.locator for i in items] == [f"row:{k}" for k in range(1, n + 1)]
+    assert all("device_concept_id" in i.reason for i in items)
 
 
 def test_note_with_embedded_newline() -> None:

@@ -177,6 +177,19 @@ def to_int(value: Any, where: str = "") -> int | None:
     return None if f is None else int(f)
 
 
+def reject_rows(rows: Iterator[list[str]], reason: str, header: list[str] | None = None) -> Iterator[Bad]:
+    """Every data row of a CSV whose header makes it unreadable, each as a :class:`Bad` with
+    ``reason`` (so that each input record is accounted for); a file without data rows gives one
+    ``Bad("header")``."""
+    n = 0
+    for values in rows:
+        if values:
+            n += 1
+            yield Bad(f"row:{n}", reason, clip(",".join(values)))
+    if n == 0:
+        yield Bad("header", reason, clip(",".join(header)) if header else None)
+
+
 def clip(text: str | bytes | None, limit: int = 4096) -> str | None:
     """A raw record cut to ``limit`` characters for the quarantine table."""
     if text is None:

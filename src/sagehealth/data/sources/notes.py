@@ -41,6 +41,7 @@ from sagehealth.data.sources.base import (
     open_binary,
     open_text,
     parse_datetime,
+    reject_rows,
 )
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long notes exceed the 128 KiB default
@@ -165,8 +166,7 @@ class NotesReader(Reader):
             parts = [(c, i, head) for c, head in REPORT_PARTS if (i := cols.get(c)) is not None]
             if text_col is None and (opts.get("text_column") or not PART_TRIGGERS & cols.keys()):
                 wanted = opts.get("text_column") or " or ".join(TEXT_COLUMNS)
-                reason = f"missing text column: no column {wanted}"
-                yield Bad("header", reason, clip(",".join(header)))
+                yield from reject_rows(reader, f"missing text column: no column {wanted}", header)
                 return
             plan = _Plan(
                 dataset=opts.get("dataset") or _dataset(path),
@@ -180,7 +180,7 @@ class NotesReader(Reader):
                 patient=_patient_column(cols, opts),
             )
             if opts.get("patient_column") and plan.patient is None:
-                yield Bad("header", f"missing patient column {opts['patient_column']}")
+                yield from reject_rows(reader, f"missing patient column {opts['patient_column']}", header)
                 return
             n = 0
             for values in reader:

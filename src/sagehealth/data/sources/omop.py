@@ -57,6 +57,7 @@ from sagehealth.data.sources.base import (
     clip,
     parse_date,
     parse_datetime,
+    reject_rows,
     to_float,
 )
 
@@ -214,8 +215,8 @@ def iter_csv(
 ) -> Iterator[tuple[int, dict[str, str], str] | Bad]:
     """Stream a (possibly gzipped) CSV as ``(n, row, raw)`` with lower-cased column names.
 
-    ``n`` is the 1-based data row number, ``raw`` the row's fields joined by commas. Yields one
-    ``Bad("header", ...)`` and stops when a ``required`` column is missing; a row with the wrong
+    ``n`` is the 1-based data row number, ``raw`` the row's fields joined by commas. When a
+    ``required`` column is missing every row is a ``Bad`` saying so; a row with the wrong
     number of fields is a ``Bad``. Blank lines are not records. Reports compressed bytes read
     through ``ctx.on_bytes`` every 4096 rows.
     """
@@ -233,8 +234,8 @@ def iter_csv(
         header[0] = header[0].lstrip("\ufeff")
         missing = [c for c in required if c not in header]
         if missing:
-            yield Bad("header", f"missing required column(s): {', '.join(missing)}",
-                      clip(",".join(header)))
+            yield from reject_rows(
+                reader, f"missing required column(s) in the header: {', '.join(missing)}", header)
             return
         width, n, done = len(header), 0, 0
         for values in reader:
