@@ -111,6 +111,46 @@ class _RichProgress:
         self.bar.stop()
 
 
+#: above this many files the ingest table shows one line per format (and files with problems)
+MAX_FILE_LINES = 25
+
+
+def _files_table(summary: Any) -> Table:
+    """The per-file (or, for many files, per-format) table of an ingest summary."""
+    table = Table(title=f"ingest {summary.run_id} → version {summary.version}", header_style="bold cyan")
+    for col in ("file", "format", "records", "ingested", "quarantined", "rows"):
+        table.add_column(col)
+
+    def add(name: str, fmt: str, records: int, ingested: int, quarantined: int,
+            rows: dict[str, int], note: str = "") -> None:
+        shown = ", ".join(f"{t} {n}" for t, n in sorted(rows.items())) or f"[dim]{note}[/dim]"
+        table.add_row(name, fmt, str(records), str(ingested),
+                      f"[red]{quarantined}[/red]" if quarantined else "0", shown)
+
+    files = summary.files
+    if len(files) <= MAX_FILE_LINES:
+        for f in files:
+            add(f.uri.rsplit("/", 1)[-1], f.format, f.records_in, f.ingested, f.quarantined,
+                f.rows, f.skipped or "")
+        return table
+    groups: dict[str, list[Any]] = {}
+    for f in files:
+        groups.setdefault(f.format, []).append(f)
+    for fmt, fs in groups.items():
+        rows: dict[str, int] = {}
+        for f in fs:
+            for t, n in f.rows.items():
+                rows[t] = rows.get(t, 0) + n
+        skipped = sum(1 for f in fs if f.skipped)
+        add(f"{len(fs)} files" + (f" ({skipped} already ingested)" if skipped else ""), fmt,
+            sum(f.records_in for f in fs), sum(f.ingested for f in fs),
+            sum(f.quarantined for f in fs), rows)
+    for f in files:
+        if f.quarantined:
+            add(f"  {f.uri.rsplit('/', 1)[-1]}", f.format, f.records_in, f.ingested, f.quarantined, {})
+    return table
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files or folders to ingest.")],
@@ -140,14 +180,7 @@ def ingest(
         return
     for w in summary.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}")
-    table = Table(title=f"ingest {summary.run_id} → version {summary.version}", header_style="bold cyan")
-    for col in ("file", "format", "records", "ingested", "quarantined", "rows"):
-        table.add_column(col)
-    for f in summary.files:
-        rows = ", ".join(f"{t} {n}" for t, n in sorted(f.rows.items())) or (f"[dim]{f.skipped}[/dim]" if f.skipped else "")
-        table.add_row(f.uri.rsplit("/", 1)[-1], f.format, str(f.records_in), str(f.ingested),
-                      f"[red]{f.quarantined}[/red]" if f.quarantined else "0", rows)
-    out.print(table)
+    out.print(_files_table(summary))
     out.print(
         f"[bold]{summary.records_in}[/bold] records in, [green]{summary.ingested}[/green] ingested, "
         f"[red]{summary.quarantined}[/red] quarantined, rows: "
