@@ -114,3 +114,19 @@ def test_every_command_is_documented_in_the_readme():
     assert commands, "no commands registered"
     for name in commands:
         assert re.search(rf"sagehealth {name}\b", readme), f"`sagehealth {name}` is not in README.md"
+
+
+def test_explicit_format_that_finds_nothing_is_an_error(tmp_path):
+    f = tmp_path / "whatever.csv"
+    f.write_text("a,b\n1,2\n")
+    r = run("ingest", str(f), "--format", "omop", "--home", str(tmp_path / "h"))
+    assert r.returncode == 1 and "the omop reader finds nothing to ingest here" in r.stderr
+
+
+def test_many_files_are_summarised_per_format(tmp_path, samples):
+    r = runner.invoke(app, ["ingest", str(samples), "--home", str(tmp_path / "h")],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "files" in r.stdout and "fhir" in r.stdout and "dicom" in r.stdout
+    assert "Patient.000.ndjson" not in r.stdout  # one line per format, not per file
+    assert "observations_with_errors" in r.stdout  # files with quarantined records are listed

@@ -239,6 +239,8 @@ def test_empty_file_is_reported_not_an_error(eco, tmp_path):
     p.write_text("")
     s = eco.ingest([p], format="fhir")
     assert s.records_in == 0 and any("empty file" in w for w in s.warnings)
+    assert s.version == 1 and len(eco.versions()) == 1  # nothing to commit
+    assert eco.tables()["sources"] == 0  # a later empty file is not "already ingested"
 
 
 def test_missing_path_and_unknown_format_are_clear_errors(eco, tmp_path):
@@ -279,3 +281,63 @@ def test_trace_returns_source_file_sha_and_locator(eco, tmp_path):
     assert prov["locator"] == "line:2" and prov["reader"] == "fhir" and prov["run_id"] == s.run_id
     import hashlib
     assert prov["record_sha256"] == hashlib.sha256(f.read_bytes().splitlines()[1]).hexdigest()
+
+
+def test_bundle_forward_urn_uuid_reference_resolves(eco, tmp_path):
+    obs = observation("o1")
+    obs["subject"] = {"reference": "urn:uuid:abc"}  # the patient entry comes later
+    b = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:o1", "resource": obs},
+        {"fullUrl": "urn:uuid:abc", "resource": patient("p1")},
+    ]}
+    p = tmp_path / "order.json"
+    p.write_text(json.dumps(b))
+    s = eco.ingest([p])
+    assert (s.ingested, s.quarantined) == (2, 0)
+    assert eco.sql("SELECT patient_id FROM events").to_pylist() == [{"patient_id": "p1"}]
+
+
+def test_bundle_whose_entry_is_not_an_array_is_quarantined(eco, tmp_path):
+    p = tmp_path / "e.json"
+    p.write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
+                             "entry": {"resource": patient("z")}}))
+    s = eco.ingest([p])
+    assert (s.records_in, s.quarantined) == (1, 1)
+    (q,) = eco.quarantine()
+    assert q["locator"] == "/entry" and "expected an array" in q["reason"]
+
+
+def test_value_that_does_not_fit_the_model_quarantines_only_its_record(eco, tmp_path):
+    # with --validate none a wrongly typed element reaches the model; only its record is lost
+    bad = observation("o2", code={"text": ["not", "a", "string"]})
+    f = write_ndjson(tmp_path / "Observation.ndjson", patient(), observation("o1"), bad, observation("o3"))
+    s = eco.ingest([f], options={"validate": "none"})
+    assert (s.records_in, s.ingested, s.quarantined) == (4, 3, 1)
+    (q,) = eco.quarantine()
+    assert q["locator"] == "line:3" and q["reason"].startswith("events.code")
+    assert sorted(r["event_id"] for r in eco.read("events").to_pylist()) == ["o1", "o3"]
+
+
+def test_truncated_gzip_read_by_workers_keeps_the_lines_before_the_cut(tmp_path, monkeypatch):
+    import zlib
+
+    from sagehealth import Ecosystem
+    from sagehealth.data import pipeline
+
+    lines = [json.dumps(patient(f"p{i}")) for i in range(20_000)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    cut = data[: int(len(data) * 0.6)]
+    p = tmp_path / "Patient.ndjson.gz"
+    p.write_bytes(cut)
+    plain = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut)
+    complete = plain.count(b"\n")  # whole lines recoverable from the cut stream
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_BYTES", 0)
+    got = {}
+    for workers in (0, 2):
+        eco = Ecosystem.open(tmp_path / f"w{workers}")
+        s = eco.ingest([p], options={"workers": workers})
+        assert s.records_in == s.ingested + s.quarantined and s.quarantined == 1
+        got[workers] = s.ingested
+    max_line = max(len(line) for line in lines) + 1
+    for workers, ingested in got.items():  # at most one 64 KiB read is lost at the cut
+        assert complete - (65536 // max_line + 2) <= ingested <= complete, (workers, ingested, complete)

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import json
+
 import pytest
 
 from sagehealth.data.model import SCHEMAS, row_id
@@ -205,3 +207,15 @@ def test_pubmedqa_labelled() -> None:
     assert orjson.loads(r["extra"])["final_decision"] == "yes"
     gt = orjson.loads((folder / "test_ground_truth.json").read_bytes())
     assert len(gt) == 500 and set(gt) <= set(d)  # the test ids are among the articles
+
+
+def test_non_string_title_is_a_bad_record_and_the_rest_is_kept(tmp_path: Path) -> None:
+    from sagehealth import Ecosystem
+
+    lines = [{"_id": str(i), "title": f"t{i}", "text": f"abstract {i}"} for i in range(10)]
+    lines[5]["title"] = 5
+    p = tmp_path / "c" / "corpus.jsonl"
+    p.parent.mkdir()
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    s = Ecosystem.open(tmp_path / "store").ingest([p])
+    assert (s.records_in, s.ingested, s.quarantined) == (10, 9, 1)

@@ -37,7 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole (grep-able)
 
 HomeOpt = Annotated[
     str | None,
@@ -119,7 +119,7 @@ def _files_table(summary: Any) -> Table:
     """The per-file (or, for many files, per-format) table of an ingest summary."""
     table = Table(title=f"ingest {summary.run_id} → version {summary.version}", header_style="bold cyan")
     for col in ("file", "format", "records", "ingested", "quarantined", "rows"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
 
     def add(name: str, fmt: str, records: int, ingested: int, quarantined: int,
             rows: dict[str, int], note: str = "") -> None:
@@ -142,7 +142,7 @@ def _files_table(summary: Any) -> Table:
             for t, n in f.rows.items():
                 rows[t] = rows.get(t, 0) + n
         skipped = sum(1 for f in fs if f.skipped)
-        add(f"{len(fs)} files" + (f" ({skipped} already ingested)" if skipped else ""), fmt,
+        add(f"{len(fs)} files" + (f" ({skipped} skipped)" if skipped else ""), fmt,
             sum(f.records_in for f in fs), sum(f.ingested for f in fs),
             sum(f.quarantined for f in fs), rows)
     for f in files:

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from sagehealth.config import PIPELINE_VERSION
 from sagehealth.data.model import ALL_SCHEMAS, stable_id
-from sagehealth.data.sources.base import Bad, Item
+from sagehealth.data.sources.base import Bad, Item, clip
 
 REC = "_rec"
 #: the schema of each table as a batch: the table's columns plus ``_rec``
@@ -61,8 +61,18 @@ def provenance_id(source_sha256: str, locator: str) -> str:
     return "prv_" + stable_id(source_sha256, locator)
 
 
+#: what pyarrow raises when a value does not fit its column
+ARROW_VALUE_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                      OverflowError, TypeError, ValueError)
+
+
 def encode(items: list[Item], meta: FileMeta) -> Chunk:
-    """Encode a slice of reader items into Arrow batches (see the module docstring)."""
+    """Encode a slice of reader items into Arrow batches (see the module docstring).
+
+    A record whose rows do not fit the model's schema (a reader let a wrongly typed value
+    through) becomes a :class:`Bad` naming the table and the error; the rest of the slice is
+    kept.
+    """
     chunk = Chunk(records=len(items), last_locator=items[-1].locator if items else None)
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     prov: list[dict[str, Any]] = []
@@ -93,10 +103,48 @@ def encode(items: list[Item], meta: FileMeta) -> Chunk:
                 chunk.patients.append(
                     {"patient_id": row["patient_id"], "identifiers": row.get("identifiers")}
                 )
-    chunk.tables = {t: pa.Table.from_pylist(r, schema=BATCH_SCHEMAS[t]) for t, r in rows.items()}
+    try:
+        chunk.tables = {t: pa.Table.from_pylist(r, schema=BATCH_SCHEMAS[t]) for t, r in rows.items()}
+    except (*ARROW_VALUE_ERRORS, KeyError) as exc:
+        misfits = _misfits(items)
+        if not misfits:  # not a value problem: a bug, let it surface
+            raise RuntimeError(f"cannot encode a batch of {meta.source_uri}: {exc}") from exc
+        return encode([Bad(it.locator, misfits[i], clip(it.content)) if i in misfits else it
+                       for i, it in enumerate(items)], meta)
     if prov:
         chunk.provenance = pa.Table.from_pylist(prov, schema=BATCH_SCHEMAS["provenance"])
     return chunk
+
+
+def _misfits(items: list[Item]) -> dict[int, str]:
+    """Records (by index) with a row that does not fit its table's schema, and why (rows of
+    a table whose batch does not convert are converted one at a time to find the culprits)."""
+    by_table: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    for idx, item in enumerate(items):
+        if not isinstance(item, Bad):
+            for table, row in item.rows:
+                by_table[table].append((idx, row))
+    out: dict[int, str] = {}
+    for table, pairs in by_table.items():
+        schema = ALL_SCHEMAS.get(table)
+        if schema is None:
+            for idx, _ in pairs:
+                out.setdefault(idx, f"reader produced a row for unknown table {table!r}")
+            continue
+        try:
+            pa.Table.from_pylist([r for _, r in pairs], schema=schema)
+            continue
+        except ARROW_VALUE_ERRORS:
+            pass
+        for idx, row in pairs:
+            for fld in schema:
+                try:
+                    pa.array([row.get(fld.name)], type=fld.type)
+                except ARROW_VALUE_ERRORS as exc:
+                    out.setdefault(idx, f"{table}.{fld.name}: value {row.get(fld.name)!r:.80} "
+                                        f"does not fit {fld.type} ({exc})")
+                    break
+    return out
 
 
 # -- worker processes (imported by the spawned workers: keep this module's imports light) --

@@ -87,7 +87,10 @@ def plan_inputs(paths: list[Path], fmt: str = "auto") -> tuple[list[tuple[Reader
     def walk(path: Path, explicit: bool) -> None:
         if fmt != "auto":
             reader = reader_for(fmt)
-            units.extend((reader, f) for f in reader.files(path) if not _ignored(f))
+            files = [f for f in reader.files(path) if not _ignored(f)]
+            if not files:
+                raise UnknownFormat(f"{path}: the {fmt} reader finds nothing to ingest here")
+            units.extend((reader, f) for f in files)
             return
         found = detect_format(path)
         if path.is_dir() and found:

@@ -191,6 +191,8 @@ class IngestRun:
                 summary.files.append(self._ingest_file(reader, path, summary))
             self._resolve_held(summary)
             for fs in summary.files:
+                if not fs.skipped and fs.records_in == 0:
+                    fs.skipped = "no records in this file"
                 if not fs.skipped:
                     self._add_rows("sources", [{
                         "source_uri": fs.uri, "sha256": fs.sha256, "size_bytes": fs.size_bytes,
@@ -265,20 +267,22 @@ class IngestRun:
         meta = FileMeta(uri, digest, reader.name, reader.version, reader.source_system,
                         self.run_id, self.now)
         last = "start of file"
-        chunks = self._chunks(reader, path, ctx, meta)
+        slices = self._slices(reader, path, ctx, meta)
         while True:
             try:
-                chunk = next(chunks)
+                piece = next(slices)
             except StopIteration:
                 break
-            except Exception as exc:  # a reader failing mid-file (truncated gzip, I/O error)
+            except Exception as exc:  # the reader failed mid-file (truncated gzip, I/O error)
                 fs.records_in += 1
                 self._quarantine(meta, f"after {last}",
                                  f"file unreadable past this point: {type(exc).__name__}: {exc}",
                                  None, fs)
                 break
+            # encoding and worker failures are bugs, not bad input: they stop the run uncommitted
+            chunk = encode(piece, meta) if isinstance(piece, list) else piece.result()
             last = chunk.last_locator or last
-            self._take(chunk, meta, fs)  # a failure here is a bug: the run stops, uncommitted
+            self._take(chunk, meta, fs)
         if size > consumed:
             self.progress.advance(size - consumed)
         summary.records_in += fs.records_in
@@ -286,40 +290,39 @@ class IngestRun:
         summary.ingested += fs.ingested
         return fs
 
-    def _chunks(self, reader: Reader, path: Path, ctx: ReadContext, meta: FileMeta) -> Iterator[Chunk]:
-        """Encoded slices of one file, in order: from worker processes when the reader can
-        split the file and it is large, else read and encoded here."""
+    def _slices(self, reader: Reader, path: Path, ctx: ReadContext,
+                meta: FileMeta) -> Iterator[list[Item] | Future[Chunk]]:
+        """Slices of one file, in order: futures of slices encoded by worker processes when the
+        reader can split the file and it is large, else lists of items read here. Only reading
+        raises from here; what was read before a failure is yielded first."""
         split = getattr(reader, "split", None)
         if (split is not None and self.workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES
                 and reader.splittable(path)):
-            yield from self._parallel_chunks(reader, split(path, ctx), meta)
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=init_worker,
+                )
+            window: deque[Future[Chunk]] = deque()
+            try:
+                for unit in split(path, ctx):
+                    window.append(self._pool.submit(work, reader.name, unit, self.options, meta))
+                    if len(window) >= 2 * self.workers:
+                        yield window.popleft()
+            finally:
+                while window:
+                    yield window.popleft()
             return
         batch: list[Item] = []
         try:
             for item in reader.read(path, ctx):
                 batch.append(item)
                 if len(batch) >= SLICE_ITEMS:
-                    yield encode(batch, meta)
+                    yield batch
                     batch = []
         finally:
-            if batch:  # what was read before a failure is kept
-                yield encode(batch, meta)
-
-    def _parallel_chunks(self, reader: Reader, units: Iterator[Any], meta: FileMeta) -> Iterator[Chunk]:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-            )
-        window: deque[Future[Chunk]] = deque()
-        try:
-            for unit in units:
-                window.append(self._pool.submit(work, reader.name, unit, self.options, meta))
-                if len(window) >= 2 * self.workers:
-                    yield window.popleft().result()
-        finally:
-            while window:  # slices read before a failure are kept, in order
-                yield window.popleft().result()
+            if batch:
+                yield batch
 
     # -- slices -----------------------------------------------------------------------
     def _take(self, chunk: Chunk, meta: FileMeta, fs: FileSummary) -> None:

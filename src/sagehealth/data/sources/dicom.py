@@ -513,7 +513,10 @@ class DicomReader(Reader):
         else:
             status, thumb = "no_pixels", None
         sys_ = self.source_system
-        modalities = [m for m in (ds.get("ModalitiesInStudy") or ([modality] if modality else []))]
+        in_study = ds.get("ModalitiesInStudy")
+        if isinstance(in_study, str):  # VM 1: pydicom gives a str, not a list
+            in_study = [in_study]
+        modalities = [str(m) for m in (in_study or ([modality] if modality else [])) if m]
         rows: list[tuple[str, Row]] = [
             ("imaging_studies", {
                 "row_id": row_id("imaging_studies", study_uid),

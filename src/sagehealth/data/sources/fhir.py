@@ -789,22 +789,38 @@ class FhirReader(Reader):
         return self._is_ndjson(path)
 
     def split(self, path: Path, ctx: ReadContext, block: int = 4 << 20) -> Iterator[tuple[int, bytes, str]]:
-        """Slices of an NDJSON file: (first line number, whole lines, validation mode)."""
+        """Slices of an NDJSON file: (first line number, whole lines, validation mode).
+
+        Reads in pieces of 64 KiB so that when a gzip stream is cut short, every whole line
+        decompressed before the cut is still yielded before the error is raised.
+        """
         validate = str(ctx.options.get("validate") or "schema")
-        line_no, rest = 1, b""
+        line_no = 1
+        parts: list[bytes] = []
+        size = 0
         with open_binary(path) as fh:
-            while data := fh.read(block):
-                ctx.on_bytes(len(data))
-                data = rest + data
+            read = getattr(fh, "read1", fh.read)
+            try:
+                while piece := read(1 << 16):
+                    ctx.on_bytes(len(piece))
+                    parts.append(piece)
+                    size += len(piece)
+                    if size >= block:
+                        data = b"".join(parts)
+                        cut = data.rfind(b"\n") + 1
+                        if cut:
+                            yield line_no, data[:cut], validate
+                            line_no += data.count(b"\n", 0, cut)
+                        parts, size = [data[cut:]], len(data) - cut
+            except (EOFError, OSError):
+                data = b"".join(parts)
                 cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = data
-                    continue
-                rest = data[cut:]
-                yield line_no, data[:cut], validate
-                line_no += data.count(b"\n", 0, cut)
-        if rest:
-            yield line_no, rest, validate
+                if cut:
+                    yield line_no, data[:cut], validate
+                raise
+        data = b"".join(parts)
+        if data:
+            yield line_no, data, validate
 
     def read_unit(self, unit: tuple[int, bytes, str], options: dict[str, Any]) -> Iterator[Item]:
         """The items of one slice made by :meth:`split`."""
@@ -831,7 +847,10 @@ class FhirReader(Reader):
         if rtype is not None and rtype != "Bundle":
             yield from self._read_single(path, ctx, validate)
             return
-        refs: Refs = {}
+        refs, entry_kind = _bundle_index(path)
+        if entry_kind not in (None, "start_array"):
+            yield Bad("/entry", f"Bundle.entry: expected an array, got {entry_kind.replace('start_', 'an ')}")
+            return
         n = 0
         with open_binary(path) as fh:
             try:
@@ -839,12 +858,9 @@ class FhirReader(Reader):
                     where = f"/entry/{n}/resource"
                     n += 1
                     if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-                        yield Bad(where, "bundle entry without a resource", clip(orjson.dumps(entry)))
+                        yield Bad(f"/entry/{n - 1}", "bundle entry without a resource", clip(orjson.dumps(entry)))
                         continue
                     res = entry["resource"]
-                    full = entry.get("fullUrl")
-                    if isinstance(full, str) and isinstance(res.get("id"), str):
-                        refs[full] = (res.get("resourceType"), res["id"])
                     item = map_resource(res, where, refs, validate)
                     raw = orjson.dumps(res)
                     if isinstance(item, Record):
@@ -892,6 +908,33 @@ def _ndjson_items(lines: Iterator[tuple[int, bytes]], validate: str) -> Iterator
         else:
             item.raw = clip(line)
         yield item
+
+
+def _bundle_index(path: Path) -> tuple[Refs, str | None]:
+    """First pass over a Bundle (streamed, no objects built): every entry's fullUrl mapped to
+    (resourceType, id), so references resolve whatever the entry order; and the JSON event that
+    opens ``entry`` (``start_array`` when well-formed, None when absent)."""
+    refs: Refs = {}
+    entry_kind: str | None = None
+    full = rtype = rid = None
+    with open_binary(path) as fh:
+        try:
+            for prefix, event, value in ijson.parse(fh):
+                if prefix == "entry" and entry_kind is None and event != "map_key":
+                    entry_kind = event
+                elif prefix == "entry.item.fullUrl" and event == "string":
+                    full = value
+                elif prefix == "entry.item.resource.resourceType" and event == "string":
+                    rtype = value
+                elif prefix == "entry.item.resource.id" and event == "string":
+                    rid = value
+                elif prefix == "entry.item" and event == "end_map":
+                    if full and rid:
+                        refs[full] = (rtype, rid)
+                    full = rtype = rid = None
+        except ijson.JSONError:
+            pass  # the second pass reports where the JSON breaks
+    return refs, entry_kind
 
 
 def _bundle_type(head: bytes) -> str | None:

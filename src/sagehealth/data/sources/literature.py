@@ -142,6 +142,10 @@ class LiteratureReader(Reader):
                 if not isinstance(text, str) or not text.strip():
                     yield Bad(loc, f"empty text for _id {doc_id}", clip(line))
                     continue
+                title = obj.get("title")
+                if title is not None and not isinstance(title, str):
+                    yield Bad(loc, f"title: expected a string, got {type(title).__name__}", clip(line))
+                    continue
                 meta = obj.get("metadata")
                 try:
                     year = to_int(meta.get("year"), "metadata.year") if meta else None
@@ -152,7 +156,7 @@ class LiteratureReader(Reader):
                     "row_id": row_id("literature", collection, str(doc_id)),
                     "doc_id": str(doc_id),
                     "collection": collection,
-                    "title": obj.get("title") or None,
+                    "title": title or None,
                     "text": text,
                     "year": year,
                     "extra": orjson.dumps(meta).decode() if meta else None,
@@ -194,6 +198,9 @@ def _pubmedqa_item(pmid: str, obj: Any, collection: str, source: str) -> Item:
         year = to_int(obj.get("YEAR"), "YEAR")
     except BadValue as exc:
         return Bad(loc, str(exc), clip(raw))
+    question = obj.get("QUESTION")
+    if question is not None and not isinstance(question, str):
+        return Bad(loc, f"QUESTION: expected a string, got {type(question).__name__}", clip(raw))
     mesh = obj.get("MESHES")
     extra = {v: obj.get(k) for k, v in PUBMEDQA_EXTRA.items() if obj.get(k) is not None}
     extra["title_is_question"] = True
@@ -201,7 +208,7 @@ def _pubmedqa_item(pmid: str, obj: Any, collection: str, source: str) -> Item:
         "row_id": row_id("literature", collection, pmid),
         "doc_id": pmid,
         "collection": collection,
-        "title": obj.get("QUESTION") or None,
+        "title": question or None,
         "text": "\n\n".join(paras),
         "year": year,
         "mesh": [str(m) for m in mesh] if isinstance(mesh, list) else None,
