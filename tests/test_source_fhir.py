@@ -341,3 +341,16 @@ def test_truncated_gzip_read_by_workers_keeps_the_lines_before_the_cut(tmp_path,
     max_line = max(len(line) for line in lines) + 1
     for workers, ingested in got.items():  # at most one 64 KiB read is lost at the cut
         assert complete - (65536 // max_line + 2) <= ingested <= complete, (workers, ingested, complete)
+
+
+def test_quarantine_of_a_corrected_file_is_superseded(eco, tmp_path):
+    f = tmp_path / "Patient.ndjson"
+    f.write_text(json.dumps(patient()) + "\n" + '{"resourceType": "Patient", "id": "x"\n')
+    eco.ingest([f])
+    assert [q["locator"] for q in eco.quarantine()] == ["line:2"]
+    write_ndjson(f, patient(), patient("x"))  # the steward fixes the file and ingests it again
+    s = eco.ingest([f])
+    assert (s.ingested, s.quarantined) == (2, 0)
+    assert eco.quarantine() == []
+    assert [q["locator"] for q in eco.quarantine(superseded=True)] == ["line:2"]
+    assert [q["locator"] for q in eco.quarantine(version=2)] == ["line:2"]  # as it was then

@@ -232,12 +232,14 @@ def trace(
 def quarantine(
     run: Annotated[str | None, typer.Option(help="Only this ingest run.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many records.")] = None,
+    superseded: Annotated[bool, typer.Option("--superseded", help="Also records of file contents that a corrected file replaced since.")] = False,
     version: VersionOpt = None,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """List quarantined records with their reason and locator."""
-    rows = Ecosystem.open(home).quarantine(run_id=run, version=version, limit=limit)
+    rows = Ecosystem.open(home).quarantine(run_id=run, version=version, limit=limit,
+                                           superseded=superseded)
     if json:
         print_json(rows)
         return

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from sagehealth.config import resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse
-from sagehealth.data.model import ALL_SCHEMAS, SCHEMAS, TABLE_OF_PREFIX
+from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
 from sagehealth.errors import RowNotFound
 
@@ -92,15 +92,23 @@ class Ecosystem:
         return out
 
     def quarantine(self, *, run_id: str | None = None, version: int | None = None,
-                   limit: int | None = None) -> list[dict[str, Any]]:
-        """Quarantined records (reason, locator, source), newest run first."""
+                   limit: int | None = None, superseded: bool = False) -> list[dict[str, Any]]:
+        """Quarantined records (reason, locator, source, raw), newest first.
+
+        By default only those of each file's latest ingested content: when a corrected file is
+        ingested again (same URI, new sha256), the quarantine of its earlier content is
+        superseded; it stays in the table and ``superseded=True`` shows it too.
+        """
         flt = f"run_id = '{_q(run_id)}'" if run_id else None
         rows = self.lake.read("quarantine", version, filter=flt).to_pylist()
+        if not superseded:
+            src = self.lake.read("sources", version, columns=["source_uri", "sha256", "ingested_at"])
+            latest: dict[str, str] = {}
+            for s in sorted(src.to_pylist(), key=lambda r: r["ingested_at"]):
+                latest[s["source_uri"]] = s["sha256"]
+            rows = [r for r in rows if latest.get(r["source_uri"], r["source_sha256"]) == r["source_sha256"]]
         rows.sort(key=lambda r: (r["quarantined_at"], r["source_uri"], r["locator"]), reverse=True)
         return rows[:limit] if limit else rows
-
-    def data_tables(self) -> list[str]:
-        return list(SCHEMAS)
 
 
 def _q(value: str) -> str:
