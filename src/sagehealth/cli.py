@@ -274,6 +274,73 @@ def tables(version: VersionOpt = None, home: HomeOpt = None, json: JsonOpt = Fal
 
 
 @app.command()
+def deid(
+    text: Annotated[str | None, typer.Argument(help="Text to de-identify, or `eval` to score the detector.")] = None,
+    file: Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (- for stdin).")] = None,
+    mode: Annotated[str, typer.Option(help="tags ([NAME], [DATE]) or surrogate (consistent fake values, dates shifted; needs $SAGEHEALTH_DEID_KEY).")] = "tags",
+    patient: Annotated[str, typer.Option(help="Patient the text belongs to (surrogates and date shift are per patient).")] = "",
+    physionet_text: Annotated[str | None, typer.Option(help="eval: PhysioNet deid id.text file.")] = None,
+    physionet_gold: Annotated[str | None, typer.Option(help="eval: PhysioNet deid id-phi.phrase file.")] = None,
+    presidio: Annotated[str | None, typer.Option(help="eval: presidio-research synthetic JSON file.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """De-identify clinical text (`sagehealth deid "..."`, `--file F`), or score the detector
+    (`sagehealth deid eval --physionet-text id.text --physionet-gold id-phi.phrase`)."""
+    from sagehealth.privacy.deid import deidentify
+
+    if text == "eval":
+        _deid_eval(physionet_text, physionet_gold, presidio, json)
+        return
+    if (text is None) == (file is None):
+        raise typer.BadParameter("give either TEXT or --file", param_hint="TEXT")
+    if file is not None:
+        if file == "-":
+            raw: str | bytes = sys.stdin.buffer.read()
+        else:
+            try:
+                with open(file, "rb") as fh:
+                    raw = fh.read()
+            except OSError as exc:
+                raise typer.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="--file") from None
+    else:
+        raw = text or ""
+    result = deidentify(raw, mode=mode, patient=patient)
+    if json:
+        print_json(result.as_dict())
+    else:
+        sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
+
+
+def _deid_eval(physionet_text: str | None, physionet_gold: str | None, presidio: str | None,
+               as_json: bool) -> None:
+    from sagehealth.privacy.deid import detect
+    from sagehealth.privacy.deid.evaluate import load_physionet, load_presidio_synth, score
+
+    if (physionet_text is None) != (physionet_gold is None):
+        raise typer.BadParameter("give both --physionet-text and --physionet-gold", param_hint="eval")
+    if physionet_text is None and presidio is None:
+        raise typer.BadParameter("give --physionet-text/--physionet-gold or --presidio", param_hint="eval")
+    results: dict[str, Any] = {}
+    if physionet_text is not None:
+        results["physionet"] = score(load_physionet(physionet_text, physionet_gold), detect)
+    if presidio is not None:
+        results["presidio_synth"] = score(load_presidio_synth(presidio), detect)
+    keep = ("recall", "precision", "f1", "per_type", "notes_per_s", "notes", "gold_spans",
+            "predicted_spans", "false_positives")
+    results = {k: {m: v for m, v in r.items() if m in keep} for k, r in results.items()}
+    if as_json:
+        # one object: the first data set's metrics at the top level, every set under its name
+        first = next(iter(results.values()))
+        print_json({**first, "datasets": results})
+        return
+    for name, r in results.items():
+        out.print(f"[bold]{name}[/bold]: recall {r['recall']:.4f}, precision {r['precision']:.4f}, "
+                  f"F1 {r['f1']:.4f}, {r['notes_per_s']:,.0f} notes/s ({r['notes']} notes, "
+                  f"{r['gold_spans']} gold spans)")
+        print_rows([{"type": t, **v} for t, v in r["per_type"].items()], title="recall per gold type")
+
+
+@app.command()
 def demo(home: HomeOpt = None) -> None:
     """Ingest the bundled sample data into a store and show what is in it."""
     from sagehealth.demo import run_demo

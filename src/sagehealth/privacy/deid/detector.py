@@ -1,0 +1,440 @@
+"""PHI detection in clinical free text: patterns, context cues and name/place lexicons.
+
+Three passes, all driven by ``rules.json`` and :mod:`lexicon`:
+
+1. Patterns: dates (numeric, month names, years where context says so), phone and pager
+   numbers, e-mail, URLs, IPs, SSNs, record and reference numbers, ages over 89, addresses.
+2. Names: tokens next to a cue — a title before ("Dr.", "Mr", "NP"), a credential after
+   ("RN", "RRT"), a relation before ("wife", "son:", "pt's daughter"), a verb before ("spoke
+   with", "per") — are names when the lexicon does not call them plain words; without a cue a
+   token must be a census name that is no dictionary word (and, in mixed-case text,
+   capitalised). Found names extend to neighbouring name-like tokens ("mary anderson").
+3. Places: words before a facility word ("Holy Cross Rehab", "Kessler Adventist"), tokens after
+   a transfer cue ("transferred to Quartermain"), and US city names.
+
+Clinical text is often all capitals, abbreviated and telegraphic: casing is used as evidence only
+in mixed-case notes. Overlapping findings are merged. Runs at thousands of notes per second.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from sagehealth.privacy.deid.lexicon import (
+    ALWAYS_WORDS,
+    NAME,
+    NAME_WORD,
+    UNKNOWN,
+    WORD,
+    Lexicon,
+    lexicon,
+)
+from sagehealth.privacy.deid.spans import Span
+
+_UPPER = re.compile(r"[A-Z]")
+_LOWER = re.compile(r"[a-z]")
+TOKEN = re.compile(r"[A-Za-z](?:[A-Za-z']*[A-Za-z])?")
+#: what may separate two parts of one name ("mary anderson", "A. Forman-Lyons", "Smith-Jones")
+NAME_GAP = re.compile(r"^(?:\s|\.\s?|-|\.)$|^\.?[ \t]{1,2}$")
+#: what separates names in a list after one cue ("Drs Joseph, Smith and Jones")
+COORDINATION = re.compile(r"^\s*(?:,|&|,?\s+and)\s*$", re.IGNORECASE)
+#: credentials written with dots: "R.N.", "M.D.", "R.R.T."
+DOTTED_CREDENTIAL = re.compile(r"(?:R\.N|R\.R\.T|M\.D|N\.P|P\.A|L\.P\.N|C\.R\.T|D\.O)\.?", re.IGNORECASE)
+#: what may separate a strong cue from the name it introduces ("Dr. X", "Mr: X")
+CUE_GAP = re.compile(r"^[ \t]*[.,:\-]?[ \t]*$")
+#: what may separate a relation from a name ("son, Ed", "wife: Mary", "daughter - Krissy")
+RELATION_GAP = re.compile(r"^[ \t]*[,:\-]{0,3}[ \t]*(?:is |was |named )?[ \t]*$")
+#: modifiers before a facility word that do not name a place ("cardiac rehab", "the hospital")
+#: Title-case words after "to/at/from" that are not places
+PLACE_STOP = frozenset("""
+floor unit team rehab home bed chair bedside room icu ccu micu sicu er ed or cath lab radiology
+surgery dialysis hospital monday tuesday wednesday thursday friday saturday sunday today
+tomorrow tonight yesterday morning evening night afternoon noon midnight present time times
+baseline all none some most many more less much few several each every other another
+january february march april may june july august september october november december
+lasix heparin insulin propofol morphine fentanyl levophed neo dopamine dobutamine vent
+extubation intubation transfer discharge admission pain comfort sleep bathroom toilet commode
+cardiology neurology nephrology medicine oncology pulmonary renal cardiac ortho gi gu hr bp
+be see keep help get make follow continue start stop check assess monitor hold give
+""".split())
+GENERIC_PLACE_WORDS = frozenset("""
+cardiac pulmonary pulm physical inpatient outpatient acute subacute chronic the a an his her
+their this that local nursing rehab rehabilitation other outside another same different
+community general hospital hosp to from at for in of by with back home go going went sent
+transfer transferred return returned discharge discharged d/c dc admit admitted long term
+short care skilled private day and or state county city area university
+""".split())
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One regex rule: ``group`` selects the PHI; a match is dropped when the text before it
+    matches ``not_before``, the text after it ``not_after``, or the PHI ``exclude_group``."""
+
+    name: str
+    type: str
+    regex: re.Pattern[str]
+    group: int = 0
+    not_before: re.Pattern[str] | None = None
+    not_after: re.Pattern[str] | None = None
+    exclude_group: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The compiled rules of ``rules.json`` (or of a file given by the user)."""
+
+    patterns: list[Pattern]
+    titles: frozenset[str]
+    strong_titles: frozenset[str]
+    credentials: frozenset[str]
+    relations: frozenset[str]
+    name_verbs: re.Pattern[str]
+    clinical_words: frozenset[str]
+    facility: re.Pattern[str]
+    location_cues: re.Pattern[str]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rules:
+        pats = []
+        for p in data["patterns"]:
+            flags = 0 if p.get("case_sensitive") else re.IGNORECASE
+
+            def opt(key: str) -> re.Pattern[str] | None:
+                return re.compile(p[key], re.IGNORECASE) if p.get(key) else None
+
+            pats.append(Pattern(p["name"], p["type"], re.compile(p["regex"], flags),
+                                int(p.get("group", 0)), opt("not_before"), opt("not_after"),
+                                opt("exclude_group")))
+
+        def alternation(words: list[str]) -> str:
+            return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
+
+        return cls(
+            patterns=pats,
+            titles=frozenset(data["titles"]),
+            strong_titles=frozenset(data.get("strong_titles", [])),
+            clinical_words=frozenset(data.get("clinical_words", [])),
+            credentials=frozenset(data["credentials"]),
+            relations=frozenset(data["relations"]),
+            name_verbs=re.compile(rf"\b(?:{alternation(data['name_verbs'])})\s*[:,]?\s*", re.IGNORECASE),
+            facility=re.compile(rf"\b(?:{alternation(data['facility_words'])})\b", re.IGNORECASE),
+            location_cues=re.compile(
+                rf"\b(?:{alternation([c for c in data['location_cues'] if ' ' in c])})\s+", re.IGNORECASE),
+        )
+
+    @classmethod
+    def load(cls, path: str | None = None) -> Rules:
+        """The bundled rules, or those of a JSON file."""
+        if path:
+            with open(path, encoding="utf-8") as fh:
+                return cls.from_dict(json.load(fh))
+        raw = resources.files("sagehealth.privacy.deid").joinpath("rules.json").read_text("utf-8")
+        return cls.from_dict(json.loads(raw))
+
+
+@lru_cache(maxsize=1)
+def default_rules() -> Rules:
+    return Rules.load()
+
+
+class Detector:
+    """Finds PHI spans in text (see the module docstring)."""
+
+    def __init__(self, rules: Rules | None = None, lex: Lexicon | None = None) -> None:
+        self.rules = rules or default_rules()
+        self.lex = lex or lexicon(self.rules.clinical_words)
+
+    # -- public ---------------------------------------------------------------------------
+    def detect(self, text: str) -> list[Span]:
+        """PHI spans of ``text``, sorted and non-overlapping."""
+        if not text:
+            return []
+        found: list[Span] = []
+        for p in self.rules.patterns:
+            for m in p.regex.finditer(text):
+                s, e = m.span(p.group)
+                if e <= s:
+                    continue
+                if p.not_before and p.not_before.search(text[max(0, m.start() - 16):m.start()]):
+                    continue
+                if p.not_after and p.not_after.search(text[m.end():m.end() + 16]):
+                    continue
+                if p.exclude_group and p.exclude_group.search(text[s:e]):
+                    continue
+                found.append(Span(s, e, p.type, text[s:e], p.name))
+        toks = [(m.start(), m.end(), m.group()) for m in TOKEN.finditer(text)]
+        if toks:
+            ups = len(_UPPER.findall(text))
+            lows = len(_LOWER.findall(text))
+            # casing is evidence only in mixed-case notes; all-caps and all-lower notes are caseless
+            upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
+            kinds = [self.lex.kind(t) for _, _, t in toks]
+            found += self._names(text, toks, kinds, upper)
+            found += self._places(text, toks, kinds, upper)
+        return _merge(found, text)
+
+    # -- names ----------------------------------------------------------------------------
+    def _names(self, text: str, toks: list[tuple[int, int, str]], kinds: list[str],
+               upper: bool) -> list[Span]:
+        r, lex = self.rules, self.lex
+        n = len(toks)
+        flagged: dict[int, str] = {}
+
+        def gap(i: int, j: int) -> str:
+            return text[toks[i][1]:toks[j][0]]
+
+        def is_cue_word(t: str) -> bool:
+            low = t.lower()
+            return low in r.titles or low in r.credentials or low in r.relations
+
+        def name_like(i: int, strength: int) -> bool:
+            """Could token i be (part of) a name? ``strength``: 2 strong cue (Dr., Mr., a
+            signature), 1 weak cue (a relation, Ms, a verb), 0 no cue."""
+            k, t = kinds[i], toks[i][2]
+            if k == WORD or is_cue_word(t) or _glued_to_digit(text, toks[i]):
+                return False
+            if len(t) == 1:  # an initial
+                return strength > 0 and (t.isupper() or text[toks[i][1]:toks[i][1] + 1] == ".")
+            titled = t[0].isupper() and not upper
+            if k == NAME_WORD:
+                return strength == 2 or (strength == 1 and (t.lower() in lex.first_names or titled))
+            if k == UNKNOWN:
+                return strength > 0 or (titled and len(t) > 3 and not _sentence_start(text, toks[i][0]))
+            return True  # NAME
+
+        def take_after(i: int, rule: str, strength: int, limit: int = 3) -> None:
+            """Name tokens after cue token i; lists go on after "and", "&" or a comma
+            ("Drs Joseph and Robbinson", "Sons Smokey, Morris and Roger")."""
+            j, taken = i + 1, 0
+            first = True
+            while j < n and taken < limit:
+                g = gap(j - 1, j)
+                if first:
+                    if not (CUE_GAP if strength == 2 else RELATION_GAP).match(g):
+                        break
+                elif toks[j][2].lower() in ("and", "&") and j + 1 < n and NAME_GAP.match(g):
+                    j += 1
+                    taken = 0
+                    continue
+                elif not (NAME_GAP.match(g) or (taken and COORDINATION.match(g))):
+                    break
+                if COORDINATION.match(g) and not first:
+                    taken = 0
+                if not name_like(j, strength):
+                    break
+                flagged.setdefault(j, rule)
+                taken += 1
+                first = False
+                j += 1
+
+        after_verb = {m.end() for m in r.name_verbs.finditer(text)}
+        for i, (s, e, t) in enumerate(toks):
+            low = t.lower()
+            if low in r.titles:
+                strong = low in r.strong_titles and (upper or t[0].isupper() or low != "np")
+                take_after(i, "title", 2 if strong else 1)
+            if i > 0 and (low in r.credentials or DOTTED_CREDENTIAL.match(text, s)) \
+                    and _line_end(text, DOTTED_CREDENTIAL.match(text, s).end() if DOTTED_CREDENTIAL.match(text, s) else e):
+                self._signature(text, toks, i, flagged)
+            if low in r.relations:
+                take_after(i, "relation", 1, limit=2)
+                if i > 0 and text[s - 1:s] == "(":  # "Hank Przybylo (son)"
+                    j = i - 1
+                    while j >= 0 and i - j <= 3 and name_like(j, 1):
+                        flagged.setdefault(j, "relation")
+                        j -= 1
+            if s in after_verb and name_like(i, 1):
+                flagged.setdefault(i, "verb")
+            if i not in flagged and kinds[i] == NAME and len(t) > 2 and (upper or t[0].isupper()) \
+                    and not _glued_to_digit(text, toks[i]) and lex.probable_name(t):
+                flagged[i] = "lexicon"
+            if (not upper and i + 1 < n and i not in flagged and t[0].isupper() and len(t) > 2
+                    and toks[i + 1][2][0].isupper() and len(toks[i + 1][2]) > 2
+                    and gap(i, i + 1) == " " and not (toks[i][2].isupper() or toks[i + 1][2].isupper())
+                    and ((kinds[i] in (NAME, UNKNOWN) and kinds[i + 1] in (NAME, UNKNOWN))
+                         or (t.lower() in lex.first_names and t.lower() in lex.common_names
+                             and kinds[i + 1] in (NAME, NAME_WORD, UNKNOWN)
+                             and toks[i + 1][2].lower() in lex.surnames))):
+                flagged[i] = flagged[i + 1] = "pair"  # "Lopie Certusi"
+        # extend found names to neighbouring name-like tokens ("Vladimir Erickson")
+        for i in sorted(flagged):
+            for step in (1, -1):
+                j = i + step
+                while 0 <= j < n and j not in flagged:
+                    a, b = (j - 1, j) if step == 1 else (j, j + 1)
+                    tj = toks[j][2]
+                    initial = len(tj) == 1 and text[toks[j][1]:toks[j][1] + 1] == "." and tj.isalpha()
+                    if not NAME_GAP.match(gap(a, b)) or not (initial or (len(tj) > 1 and name_like(j, 1))):
+                        break
+                    if not upper and not tj[0].isupper():
+                        break
+                    flagged[j] = flagged[i] + "+"
+                    j += step
+        return [Span(toks[i][0], toks[i][1], "NAME", toks[i][2], rule) for i, rule in flagged.items()]
+
+    def _signature(self, text: str, toks: list[tuple[int, int, str]], i: int,
+                   flagged: dict[int, str]) -> None:
+        """A credential ending a line closes a signature: "Ilene Macdonald RN",
+        "q. lander rrt", "DAN A. FORMAN-LYONS, RRT". The up to four words before it are the
+        name when they start a line, a sentence or a block after a run of spaces."""
+        run: list[int] = []
+        j = i - 1
+        while j >= 0 and len(run) < 4:
+            t = toks[j][2]
+            g = text[toks[j][1]:toks[j + 1][0]]
+            if not (NAME_GAP.match(g) or (j == i - 1 and re.match(r"^,? ?$", g))):
+                break
+            initial = len(t) == 1 and text[toks[j][1]:toks[j][1] + 1] == "."
+            if (t.lower() in ALWAYS_WORDS and not initial) or _glued_to_digit(text, toks[j]):
+                return
+            run.append(j)
+            before = text[max(0, toks[j][0] - 3):toks[j][0]]
+            if toks[j][0] == 0 or "\n" in before or before.endswith("   ") or re.search(r"\w{2}[.:;] $", text[max(0, toks[j][0] - 5):toks[j][0]]):
+                for k in run:
+                    flagged.setdefault(k, "signature")
+                return
+            j -= 1
+
+    # -- places ---------------------------------------------------------------------------
+    def _places(self, text: str, toks: list[tuple[int, int, str]], kinds: list[str],
+                upper: bool) -> list[Span]:
+        out: list[Span] = []
+        starts = {s: i for i, (s, _, _) in enumerate(toks)}
+        ends = {e: i for i, (_, e, _) in enumerate(toks)}
+        # facility names: "Holy Cross Rehab", "Kessler Adventist", "UNION HOSP"
+        for m in self.rules.facility.finditer(text):
+            j = _token_ending_before(text, m.start(), ends)
+            first = None
+            while j is not None and j >= 0:
+                t = toks[j][2]
+                if t.lower() in GENERIC_PLACE_WORDS or t.lower() in self.rules.titles:
+                    break
+                if not upper and not t[0].isupper():
+                    break
+                if upper and kinds[j] == WORD and t.lower() not in self.lex.cities:
+                    # all-caps text: a dictionary word names a place only right before the word
+                    if first is not None or m.group().lower() not in ("hospital", "hosp", "rehab", "adventist", "medical center", "manor", "nursing home"):
+                        break
+                first = j
+                if m.start() - toks[j][0] > 40 or (j > 0 and not re.match(r"^[ \t]+$", text[toks[j - 1][1]:toks[j][0]])):
+                    break
+                j -= 1
+            if first is not None:
+                out.append(Span(toks[first][0], m.end(), "HOSPITAL", text[toks[first][0]:m.end()], "facility"))
+        # places after a movement cue: "transferred to Quartermain", "admitted from Kessler"
+        after_cue = {m.end() for m in self.rules.location_cues.finditer(text)}
+        for i, (s, e, t) in enumerate(toks):
+            if s not in after_cue:
+                continue
+            if kinds[i] == WORD and t.lower() not in self.lex.cities:
+                continue
+            if (not upper and not t[0].isupper()) or len(t) < 3:
+                continue
+            out.append(Span(s, e, "LOCATION", t, "cue"))
+        # wards and units named after something: "Quartermain 2", "QUARTERMAIN7"
+        for i, (s, e, t) in enumerate(toks):
+            if kinds[i] in (UNKNOWN, NAME) and len(t) > 3 and re.match(r"^ ?\d\b", text[e:e + 3]) \
+                    and (upper or t[0].isupper()) \
+                    and re.search(r"\b(?:to|on|from|at|in|into)\s+$", text[max(0, s - 8):s], re.I):
+                out.append(Span(s, e, "LOCATION", t, "ward"))
+        # Title-case names after a place cue in mixed-case text: "to Harbor", "at Holy Cross"
+        if not upper:
+            for m in re.finditer(r"\b(?:to|at|from|into)\s+((?:[A-Z][a-z']{2,}\s?){1,3})", text):
+                s, e = m.span(1)
+                words = m.group(1).split()
+                if all(w.lower() not in PLACE_STOP and w.lower() not in ALWAYS_WORDS for w in words):
+                    e = s + len(m.group(1).rstrip())
+                    out.append(Span(s, e, "LOCATION", text[s:e], "place_cue"))
+        # US cities (one to three words)
+        city_heads = self.lex.city_heads
+        for i in range(len(toks)):
+            if toks[i][2].lower() not in city_heads:
+                continue
+            for width in (3, 2, 1):
+                if i + width > len(toks):
+                    continue
+                s, e = toks[i][0], toks[i + width - 1][1]
+                phrase = text[s:e]
+                if "\n" in phrase or phrase.lower() not in self.lex.cities:
+                    continue
+                t = toks[i][2]
+                proper = t[0].isupper() and not upper
+                common = width == 1 and kinds[i] in (WORD, NAME_WORD)
+                if (proper and not common) or (upper and not common and width > 1) or (
+                        proper and common and _after_place_cue(text, s)):
+                    out.append(Span(s, e, "LOCATION", phrase, "city"))
+                break
+        del starts
+        return out
+
+
+def _line_end(text: str, pos: int) -> bool:
+    """True when only spaces/punctuation stand between ``pos`` and the end of the line."""
+    m = re.match(r"[ \t.,;]*(\n|$| {2,})", text[pos:pos + 40])
+    return bool(m)
+
+
+def _last_wide_gap(text: str, pos: int) -> int:
+    """Index of the last character of the last run of 3+ spaces before ``pos`` (or -1)."""
+    k = text.rfind("   ", 0, pos)
+    return k + 2 if k >= 0 else -1
+
+
+def _glued_to_digit(text: str, tok: tuple[int, int, str]) -> bool:
+    """"SaO2", "x3": a token touching a digit is an abbreviation, not a name."""
+    s, e, _ = tok
+    return (e < len(text) and text[e].isdigit()) or (s > 0 and text[s - 1].isdigit())
+
+
+def _sentence_start(text: str, pos: int) -> bool:
+    k = pos - 1
+    while k >= 0 and text[k] in " \t":
+        k -= 1
+    return k < 0 or text[k] in ".!?:;\n-*"
+
+
+def _token_ending_before(text: str, pos: int, ends: dict[int, int]) -> int | None:
+    k = pos
+    while k > 0 and text[k - 1] in " \t":
+        k -= 1
+    return ends.get(k)
+
+
+def _after_place_cue(text: str, pos: int) -> bool:
+    return bool(re.search(r"\b(?:in|from|to|of|at|near|lives|resides)\s+$", text[max(0, pos - 12):pos], re.I))
+
+
+def _merge(spans: list[Span], text: str) -> list[Span]:
+    """Sorted, non-overlapping spans: overlapping or touching findings become one span whose
+    type is that of the longest part."""
+    if not spans:
+        return []
+    spans.sort(key=lambda s: (s.start, -s.end))
+    out: list[Span] = []
+    cur = spans[0]
+    for sp in spans[1:]:
+        if sp.start < cur.end:
+            if sp.end > cur.end:
+                longer = sp if sp.end - sp.start > cur.end - cur.start else cur
+                cur = Span(cur.start, sp.end, longer.type, text[cur.start:sp.end], longer.rule)
+        else:
+            out.append(cur)
+            cur = sp
+    out.append(cur)
+    return out
+
+
+@lru_cache(maxsize=1)
+def default_detector() -> Detector:
+    return Detector()
+
+
+def detect(text: str) -> list[Span]:
+    """PHI spans of ``text`` with the bundled rules and lexicons."""
+    return default_detector().detect(text)
