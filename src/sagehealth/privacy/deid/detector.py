@@ -50,6 +50,16 @@ CUE_GAP = re.compile(r"^[ \t]*[.,:\-]?[ \t]*$")
 #: what may separate a relation from a name ("son, Ed", "wife: Mary", "daughter - Krissy")
 RELATION_GAP = re.compile(r"^[ \t]*[,:\-]{0,3}[ \t]*(?:is |was |named )?[ \t]*$")
 #: modifiers before a facility word that do not name a place ("cardiac rehab", "the hospital")
+CITY_STATE = re.compile(
+    r"\b([A-Za-z][A-Za-z]+(?: [A-Za-z][A-Za-z]+)?),\s(AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|IA|ID|IL|IN|KS|"
+    r"KY|LA|MA|MD|ME|MI|MN|MO|MS|MT|NC|ND|NE|NH|NJ|NM|NV|NY|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VA|VT|WA|"
+    r"WI|WV|WY)\b")
+#: state codes that are also clinical abbreviations (MI, CO, PA, CT, ID, ...)
+AMBIGUOUS_STATES = frozenset("MI CO PA CT ID IN OR MS ME DE LA OK NE VA MD AL MA NC SC HI".split())
+#: a Title-case phrase after "at"/"from" or after "go/went/transferred ... to"
+PLACE_AFTER_CUE = re.compile(
+    r"\b(?:(?:go|goes|went|going|gone|transferr?(?:ed|ing)?|sent|taken|admitted|returned|moved|"
+    r"discharged|back|headed|travell?ed)\s+(?:back\s+)?(?:in)?to|at|from)\s+((?:[A-Z][a-z']{2,}\s?){1,3})")
 #: Title-case words after "to/at/from" that are not places
 PLACE_STOP = frozenset("""
 floor unit team rehab home bed chair bedside room icu ccu micu sicu er ed or cath lab radiology
@@ -67,7 +77,9 @@ cardiac pulmonary pulm physical inpatient outpatient acute subacute chronic the 
 their this that local nursing rehab rehabilitation other outside another same different
 community general hospital hosp to from at for in of by with back home go going went sent
 transfer transferred return returned discharge discharged d/c dc admit admitted long term
-short care skilled private day and or state county city area university
+short care skilled private day and or state county city area university re poss possible
+prev previous current leave left right needs need screening screen eval evaluation consult
+consults for via per pending await awaiting waiting
 """.split())
 
 
@@ -92,6 +104,7 @@ class Rules:
     patterns: list[Pattern]
     titles: frozenset[str]
     strong_titles: frozenset[str]
+    honorifics: frozenset[str]
     credentials: frozenset[str]
     relations: frozenset[str]
     name_verbs: re.Pattern[str]
@@ -119,6 +132,7 @@ class Rules:
             patterns=pats,
             titles=frozenset(data["titles"]),
             strong_titles=frozenset(data.get("strong_titles", [])),
+            honorifics=frozenset(data.get("honorifics", [])),
             clinical_words=frozenset(data.get("clinical_words", [])),
             credentials=frozenset(data["credentials"]),
             relations=frozenset(data["relations"]),
@@ -199,8 +213,8 @@ class Detector:
             k, t = kinds[i], toks[i][2]
             if k == WORD or is_cue_word(t) or _glued_to_digit(text, toks[i]):
                 return False
-            if len(t) == 1:  # an initial
-                return strength > 0 and (t.isupper() or text[toks[i][1]:toks[i][1] + 1] == ".")
+            if len(t) == 1:  # an initial: "A." (or "L RUUSKA" right after a title)
+                return strength > 0 and text[toks[i][1]:toks[i][1] + 1] == "."
             titled = t[0].isupper() and not upper
             if k == NAME_WORD:
                 return strength == 2 or (strength == 1 and (t.lower() in lex.first_names or titled))
@@ -226,7 +240,7 @@ class Detector:
                     break
                 if COORDINATION.match(g) and not first:
                     taken = 0
-                if not name_like(j, strength):
+                if not name_like(j, strength if first else min(strength, 1)):
                     break
                 flagged.setdefault(j, rule)
                 taken += 1
@@ -237,8 +251,13 @@ class Detector:
         for i, (s, e, t) in enumerate(toks):
             low = t.lower()
             if low in r.titles:
-                strong = low in r.strong_titles and (upper or t[0].isupper() or low != "np")
-                take_after(i, "title", 2 if strong else 1)
+                follow = text[e:e + 2]
+                if low in ("ms", "miss") and (":" in follow or "/" in follow):
+                    pass  # "MS:" is mental status
+                elif low in r.honorifics:
+                    take_after(i, "title", 2)
+                elif not follow.startswith("."):  # role words: "NP Djuric", not "fellow. VVI"
+                    take_after(i, "title", 1)
             if i > 0 and (low in r.credentials or DOTTED_CREDENTIAL.match(text, s)) \
                     and _line_end(text, DOTTED_CREDENTIAL.match(text, s).end() if DOTTED_CREDENTIAL.match(text, s) else e):
                 self._signature(text, toks, i, flagged)
@@ -330,7 +349,7 @@ class Detector:
         # places after a movement cue: "transferred to Quartermain", "admitted from Kessler"
         after_cue = {m.end() for m in self.rules.location_cues.finditer(text)}
         for i, (s, e, t) in enumerate(toks):
-            if s not in after_cue:
+            if s not in after_cue or t.lower() in PLACE_STOP:
                 continue
             if kinds[i] == WORD and t.lower() not in self.lex.cities:
                 continue
@@ -345,12 +364,18 @@ class Detector:
                 out.append(Span(s, e, "LOCATION", t, "ward"))
         # Title-case names after a place cue in mixed-case text: "to Harbor", "at Holy Cross"
         if not upper:
-            for m in re.finditer(r"\b(?:to|at|from|into)\s+((?:[A-Z][a-z']{2,}\s?){1,3})", text):
+            for m in PLACE_AFTER_CUE.finditer(text):
                 s, e = m.span(1)
                 words = m.group(1).split()
                 if all(w.lower() not in PLACE_STOP and w.lower() not in ALWAYS_WORDS for w in words):
                     e = s + len(m.group(1).rstrip())
                     out.append(Span(s, e, "LOCATION", text[s:e], "place_cue"))
+        # "Annapolis, MD": a known city, or a Title-case word, before a state code
+        for m in CITY_STATE.finditer(text):
+            city = m.group(1)
+            if city.lower() in self.lex.cities or (city[0].isupper() and not city.isupper()
+                                                   and m.group(2) not in AMBIGUOUS_STATES):
+                out.append(Span(m.start(1), m.end(1), "LOCATION", city, "city_state"))
         # US cities (one to three words)
         city_heads = self.lex.city_heads
         for i in range(len(toks)):
