@@ -109,6 +109,8 @@ class Rules:
     relations: frozenset[str]
     name_verbs: re.Pattern[str]
     clinical_words: frozenset[str]
+    aware_verbs: re.Pattern[str]
+    aware_words: frozenset[str]
     facility: re.Pattern[str]
     location_cues: re.Pattern[str]
 
@@ -134,6 +136,8 @@ class Rules:
             strong_titles=frozenset(data.get("strong_titles", [])),
             honorifics=frozenset(data.get("honorifics", [])),
             clinical_words=frozenset(data.get("clinical_words", [])),
+            aware_words=frozenset(w for w in data.get("aware_verbs", []) if " " not in w),
+            aware_verbs=re.compile(rf"\s*(?:{alternation(data.get('aware_verbs', ['aware']))})\b", re.IGNORECASE),
             credentials=frozenset(data["credentials"]),
             relations=frozenset(data["relations"]),
             name_verbs=re.compile(rf"\b(?:{alternation(data['name_verbs'])})\s*[:,]?\s*", re.IGNORECASE),
@@ -219,6 +223,8 @@ class Detector:
             if k == NAME_WORD:
                 return strength == 2 or (strength == 1 and (t.lower() in lex.first_names or titled))
             if k == UNKNOWN:
+                if strength < 2 and lex.misspelling(t.lower()):
+                    return False  # "secreations", "CUNFUSED": a misspelt word, not a name
                 return strength > 0 or (titled and len(t) > 3 and not _sentence_start(text, toks[i][0]))
             return True  # NAME
 
@@ -270,6 +276,12 @@ class Detector:
                         j -= 1
             if s in after_verb and name_like(i, 1):
                 flagged.setdefault(i, "verb")
+            if (low in r.credentials or low in r.aware_words) and i > 0 and low not in ("pt", "do", "ot", "sn"):
+                # "WARREN KAVALIUNAS NP", "BEA TURA AWARE", "bob visited": names right before
+                j = i - 1
+                while j >= 0 and i - j <= 2 and gap(j, j + 1) == " " and name_like(j, 1):
+                    flagged.setdefault(j, "before_verb")
+                    j -= 1
             if i not in flagged and kinds[i] == NAME and len(t) > 2 and (upper or t[0].isupper()) \
                     and not _glued_to_digit(text, toks[i]) and lex.probable_name(t):
                 flagged[i] = "lexicon"
