@@ -50,12 +50,16 @@ CUE_GAP = re.compile(r"^[ \t]*[.,:\-]?[ \t]*$")
 #: what may separate a relation from a name ("son, Ed", "wife: Mary", "daughter - Krissy")
 RELATION_GAP = re.compile(r"^[ \t]*[,:\-]{0,3}[ \t]*(?:is |was |named )?[ \t]*$")
 #: modifiers before a facility word that do not name a place ("cardiac rehab", "the hospital")
+#: where a person lives or works: the place follows "in"
+RESIDENCE = re.compile(
+    r"\b(?:lives?|living|resides?|residing|located|moved|job|works?|working|shelter|housing|home|"
+    r"area|vacation|visiting|born)\b[^.\n]{0,40}?\bin\s+", re.IGNORECASE)
 CITY_STATE = re.compile(
-    r"\b([A-Za-z][A-Za-z]+(?: [A-Za-z][A-Za-z]+)?),\s(AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|IA|ID|IL|IN|KS|"
+    r"\b([A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?),\s(AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|IA|ID|IL|IN|KS|"
     r"KY|LA|MA|MD|ME|MI|MN|MO|MS|MT|NC|ND|NE|NH|NJ|NM|NV|NY|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VA|VT|WA|"
     r"WI|WV|WY)\b")
 #: state codes that are also clinical abbreviations (MI, CO, PA, CT, ID, ...)
-AMBIGUOUS_STATES = frozenset("MI CO PA CT ID IN OR MS ME DE LA OK NE VA MD AL MA NC SC HI".split())
+AMBIGUOUS_STATES = frozenset("MI CO PA CT ID IN OR MS ME DE LA OK NE VA MD AL MA NC SC HI ND SD NH NM".split())
 #: a Title-case phrase after "at"/"from" or after "go/went/transferred ... to"
 PLACE_AFTER_CUE = re.compile(
     r"\b(?:(?:go|goes|went|going|gone|transferr?(?:ed|ing)?|sent|taken|admitted|returned|moved|"
@@ -215,7 +219,10 @@ class Detector:
             """Could token i be (part of) a name? ``strength``: 2 strong cue (Dr., Mr., a
             signature), 1 weak cue (a relation, Ms, a verb), 0 no cue."""
             k, t = kinds[i], toks[i][2]
-            if k == WORD or is_cue_word(t) or _glued_to_digit(text, toks[i]):
+            if k == WORD and strength == 2 and t.lower() in lex.common_names \
+                    and t.lower() not in ALWAYS_WORDS and len(t) > 2:
+                return True  # "Dr. Foley", "dr small": a surname that is also a word
+            if k == WORD or is_cue_word(t) or _glued_to_digit(text, toks[i]) or ("'" in t and len(t) <= 4):
                 return False
             if len(t) == 1:  # an initial: "A." (or "L RUUSKA" right after a title)
                 return strength > 0 and text[toks[i][1]:toks[i][1] + 1] == "."
@@ -223,7 +230,7 @@ class Detector:
             if k == NAME_WORD:
                 return strength == 2 or (strength == 1 and (t.lower() in lex.first_names or titled))
             if k == UNKNOWN:
-                if strength < 2 and lex.misspelling(t.lower()):
+                if strength < 2 and not titled and lex.misspelling(t.lower()):
                     return False  # "secreations", "CUNFUSED": a misspelt word, not a name
                 return strength > 0 or (titled and len(t) > 3 and not _sentence_start(text, toks[i][0]))
             return True  # NAME
@@ -261,7 +268,8 @@ class Detector:
                 if low in ("ms", "miss") and (":" in follow or "/" in follow):
                     pass  # "MS:" is mental status
                 elif low in r.honorifics:
-                    take_after(i, "title", 2)
+                    if s == 0 or text[s - 1] not in "+-/0123456789":  # not "3-4+MR." (mitral)
+                        take_after(i, "title", 2)
                 elif not follow.startswith("."):  # role words: "NP Djuric", not "fellow. VVI"
                     take_after(i, "title", 1)
             if i > 0 and (low in r.credentials or DOTTED_CREDENTIAL.match(text, s)) \
@@ -325,8 +333,10 @@ class Detector:
             if (t.lower() in ALWAYS_WORDS and not initial) or _glued_to_digit(text, toks[j]):
                 return
             run.append(j)
-            before = text[max(0, toks[j][0] - 3):toks[j][0]]
-            if toks[j][0] == 0 or "\n" in before or before.endswith("   ") or re.search(r"\w{2}[.:;] $", text[max(0, toks[j][0] - 5):toks[j][0]]):
+            prev_end = toks[j - 1][1] if j > 0 else 0
+            between = text[prev_end:toks[j][0]]
+            if toks[j][0] == 0 or "\n" in between or "   " in between or (
+                    re.search(r"[.:;!?]\s+$", between) and not (j > 0 and len(toks[j - 1][2]) == 1)):
                 for k in run:
                     flagged.setdefault(k, "signature")
                 return
@@ -370,9 +380,9 @@ class Detector:
             out.append(Span(s, e, "LOCATION", t, "cue"))
         # wards and units named after something: "Quartermain 2", "QUARTERMAIN7"
         for i, (s, e, t) in enumerate(toks):
-            if kinds[i] in (UNKNOWN, NAME) and len(t) > 3 and re.match(r"^ ?\d\b", text[e:e + 3]) \
-                    and (upper or t[0].isupper()) \
-                    and re.search(r"\b(?:to|on|from|at|in|into)\s+$", text[max(0, s - 8):s], re.I):
+            if kinds[i] in (UNKNOWN, NAME) and len(t) > 3 and re.match(r"^ \d\b(?![./-])", text[e:e + 4]) and "'" not in t \
+                    and (upper or t[0].isupper()) and not self.lex.misspelling(t.lower()) \
+                    and (kinds[i] == UNKNOWN or re.search(r"\b(?:to|on|from|at|in|into|per)\s+$", text[max(0, s - 8):s], re.I)):
                 out.append(Span(s, e, "LOCATION", t, "ward"))
         # Title-case names after a place cue in mixed-case text: "to Harbor", "at Holy Cross"
         if not upper:
@@ -382,6 +392,19 @@ class Detector:
                 if all(w.lower() not in PLACE_STOP and w.lower() not in ALWAYS_WORDS for w in words):
                     e = s + len(m.group(1).rstrip())
                     out.append(Span(s, e, "LOCATION", text[s:e], "place_cue"))
+        # where someone lives: "lives nearby in rockport", "in elderly housing ... in Lansdowne"
+        for m in RESIDENCE.finditer(text):
+            j = starts.get(m.end())
+            k = 0
+            while j is not None and j < len(toks) and k < 2:
+                t = toks[j][2]
+                if kinds[j] == WORD or t.lower() in PLACE_STOP or (not upper and not t[0].isupper()):
+                    break
+                out.append(Span(toks[j][0], toks[j][1], "LOCATION", t, "residence"))
+                k += 1
+                j += 1
+                if j < len(toks) and text[toks[j - 1][1]:toks[j][0]] != " ":
+                    break
         # "Annapolis, MD": a known city, or a Title-case word, before a state code
         for m in CITY_STATE.finditer(text):
             city = m.group(1)
@@ -401,13 +424,16 @@ class Detector:
                 if "\n" in phrase or phrase.lower() not in self.lex.cities:
                     continue
                 t = toks[i][2]
-                proper = t[0].isupper() and not upper
-                common = width == 1 and kinds[i] in (WORD, NAME_WORD)
-                if (proper and not common) or (upper and not common and width > 1) or (
-                        proper and common and _after_place_cue(text, s)):
+                cue = _after_place_cue(text, s)
+                if width > 1:
+                    ok = upper or t[0].isupper()
+                elif kinds[i] in (WORD, NAME_WORD):
+                    ok = _after_residence_cue(text, s) and (upper or t[0].isupper())
+                else:
+                    ok = upper or t[0].isupper() or cue
+                if ok:
                     out.append(Span(s, e, "LOCATION", phrase, "city"))
                 break
-        del starts
         return out
 
 
@@ -441,6 +467,10 @@ def _token_ending_before(text: str, pos: int, ends: dict[int, int]) -> int | Non
     while k > 0 and text[k - 1] in " \t":
         k -= 1
     return ends.get(k)
+
+
+def _after_residence_cue(text: str, pos: int) -> bool:
+    return bool(re.search(r"\b(?:in|near|lives|resides)\s+$", text[max(0, pos - 10):pos], re.I))
 
 
 def _after_place_cue(text: str, pos: int) -> bool:

