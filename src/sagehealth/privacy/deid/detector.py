@@ -36,9 +36,9 @@ from sagehealth.privacy.deid.lexicon import (
 )
 from sagehealth.privacy.deid.spans import Span
 
-_UPPER = re.compile(r"[A-Z]")
+_UPPER = re.compile(r"[^\W\d_a-z]")
 _LOWER = re.compile(r"[a-z]")
-TOKEN = re.compile(r"[A-Za-z](?:[A-Za-z']*[A-Za-z])?")
+TOKEN = re.compile(r"[^\W\d_](?:(?:[^\W\d_]|')*[^\W\d_])?")
 #: what may separate two parts of one name ("mary anderson", "A. Forman-Lyons", "Smith-Jones")
 NAME_GAP = re.compile(r"^(?:\s|\.\s?|-|\.)$|^\.?[ \t]{1,2}$")
 #: what separates names in a list after one cue ("Drs Joseph, Smith and Jones")
@@ -99,6 +99,17 @@ class Pattern:
     not_before: re.Pattern[str] | None = None
     not_after: re.Pattern[str] | None = None
     exclude_group: re.Pattern[str] | None = None
+    validator: str | None = None
+
+
+def luhn(value: str) -> bool:
+    """The Luhn checksum of the digits of ``value`` (payment card numbers)."""
+    digits = [int(c) for c in value if c.isdigit()]
+    total = sum(digits[-1::-2]) + sum(sum(divmod(2 * d, 10)) for d in digits[-2::-2])
+    return len(digits) >= 13 and total % 10 == 0
+
+
+VALIDATORS = {"luhn": luhn}
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,7 @@ class Rules:
 
             pats.append(Pattern(p["name"], p["type"], re.compile(p["regex"], flags),
                                 int(p.get("group", 0)), opt("not_before"), opt("not_after"),
-                                opt("exclude_group")))
+                                opt("exclude_group"), p.get("validator")))
 
         def alternation(words: list[str]) -> str:
             return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
@@ -188,6 +199,8 @@ class Detector:
                 if p.not_after and p.not_after.search(text[m.end():m.end() + 16]):
                     continue
                 if p.exclude_group and p.exclude_group.search(text[s:e]):
+                    continue
+                if p.validator and not VALIDATORS[p.validator](text[s:e]):
                     continue
                 found.append(Span(s, e, p.type, text[s:e], p.name))
         toks = [(m.start(), m.end(), m.group()) for m in TOKEN.finditer(text)]
