@@ -311,8 +311,8 @@ class Detector:
                     and gap(i, i + 1) == " " and not (toks[i][2].isupper() or toks[i + 1][2].isupper())
                     and ((kinds[i] in (NAME, UNKNOWN) and kinds[i + 1] in (NAME, UNKNOWN))
                          or (t.lower() in lex.first_names and t.lower() in lex.common_names
-                             and kinds[i + 1] in (NAME, NAME_WORD, UNKNOWN)
-                             and toks[i + 1][2].lower() in lex.surnames))):
+                             and (kinds[i + 1] == UNKNOWN or (kinds[i + 1] in (NAME, NAME_WORD)
+                                                              and toks[i + 1][2].lower() in lex.surnames))))):
                 flagged[i] = flagged[i + 1] = "pair"  # "Lopie Certusi"
         # extend found names to neighbouring name-like tokens ("Vladimir Erickson")
         for i in sorted(flagged):
@@ -394,7 +394,8 @@ class Detector:
         # wards and units named after something: "Quartermain 2", "QUARTERMAIN7"
         for i, (s, e, t) in enumerate(toks):
             if kinds[i] in (UNKNOWN, NAME) and len(t) > 3 and re.match(r"^ \d\b(?![./-])", text[e:e + 4]) and "'" not in t \
-                    and (upper or t[0].isupper()) and not self.lex.misspelling(t.lower()) \
+                    and (upper or t[0].isupper() or re.search(r"\b(?:to|from)\s+$", text[max(0, s - 6):s])) \
+                    and not self.lex.misspelling(t.lower()) \
                     and (kinds[i] == UNKNOWN or re.search(r"\b(?:to|on|from|at|in|into|per)\s+$", text[max(0, s - 8):s], re.I)):
                 out.append(Span(s, e, "LOCATION", t, "ward"))
         # Title-case names after a place cue in mixed-case text: "to Harbor", "at Holy Cross"
