@@ -348,10 +348,49 @@ def demo(home: HomeOpt = None) -> None:
     run_demo(home, out)
 
 
+audit_app = typer.Typer(help="The tamper-evident audit log: verify it, show it.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Recompute the audit log's hash chain; exit 1 and say where when it was tampered with."""
+    result = Ecosystem.open(home).audit.verify()
+    if json:
+        print_json({"ok": result.ok, "entries": result.entries, "problem": result.problem,
+                    "line": result.line})
+    elif result.ok:
+        out.print(f"[green]audit log intact[/green]: {result.entries} entries, hash chain verified")
+    else:
+        err.print(f"[bold red]audit log tampered:[/bold red] {result.problem} (line {result.line})")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def audit_show(
+    limit: Annotated[int, typer.Option(help="The last N entries.")] = 50,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show the last entries of the audit log (who, what, allowed or denied, why)."""
+    from collections import deque
+    from dataclasses import asdict
+
+    rows = [asdict(e) for e in deque(Ecosystem.open(home).audit.entries(), maxlen=limit)]
+    if json:
+        print_json(rows)
+        return
+    print_rows([{k: r[k] for k in ("seq", "at", "user", "role", "purpose", "action", "resource",
+                                   "allowed", "reason")} for r in rows], title="audit log")
+
+
 def main() -> None:
     """Console entry point: run the app, turning library errors into one clean line."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            raise SystemExit(rc)
     except SageHealthError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}")
         raise SystemExit(1) from None

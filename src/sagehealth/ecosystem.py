@@ -14,6 +14,7 @@ from sagehealth.data.lakehouse import Commit, Lakehouse
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
 from sagehealth.errors import RowNotFound
+from sagehealth.governance.audit import AuditLog
 
 #: columns left out of ``trace`` output (large or binary)
 BULKY = {"thumbnail", "resource_json"}
@@ -38,6 +39,11 @@ class Ecosystem:
     @property
     def home(self) -> str:
         return self.lake.uri
+
+    @property
+    def audit(self) -> AuditLog:
+        """The store's audit log (``<home>/audit``)."""
+        return AuditLog(Path(self.lake.uri) / "audit")
 
     # -- writing ----------------------------------------------------------------------
     def ingest(

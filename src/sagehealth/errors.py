@@ -7,6 +7,8 @@
     │   ├── RowNotFound             a row id that no table holds
     │   └── StoreLocked             another process is writing to the same store
     ├── QueryError                  SQL that DuckDB rejects (message says where)
+    ├── AccessDenied                a principal may not do this (the audit log records it)
+    ├── AuditError                  the audit log cannot be written or read
     └── IngestError                 an ingest that cannot start (bad path, unknown format)
         ├── SourceNotFound          a path that does not exist
         └── UnknownFormat           no reader recognises the file
@@ -47,6 +49,14 @@ class QueryError(SageHealthError):
     """A SQL query failed."""
 
 
+class AccessDenied(SageHealthError):
+    """A principal is not allowed an action; the message says who, what and why."""
+
+
+class AuditError(SageHealthError):
+    """The audit log cannot be written or read."""
+
+
 class IngestError(SageHealthError):
     """An ingest cannot start."""
 
@@ -67,6 +77,8 @@ __all__ = [
     "RowNotFound",
     "StoreLocked",
     "QueryError",
+    "AccessDenied",
+    "AuditError",
     "IngestError",
     "SourceNotFound",
     "UnknownFormat",
