@@ -37,6 +37,7 @@ def found(text: str) -> set[str]:
         ("98 yo gentleman s/p fall", {"98"}),
         ("Pager 54321 if any questions", {"54321"}),
         ("email jdoe@example.org or see www.example.org/x", {"jdoe@example.org", "www.example.org/x"}),
+        ("Devin82\n is a 1 year-old male. Seen by Dr. Liane379 Kunze215.", {"Devin82", "Liane379", "Kunze215"}),
     ],
 )
 def test_finds_phi_in_clinical_text(text, phi):
@@ -52,6 +53,7 @@ def test_finds_phi_in_clinical_text(text, phi):
         "Neuro: alert, MAE, PERRLA. CV: NSR 80-90's, no VEA. Resp: LS coarse, sx q2-3 hrs.",
         "family in to visit, updated by team. plan to wean levo to keep map > 60.",
         "RR 12-16, TV 500, FIO2 40%, PEEP 5. ABG 7.38/40/95. K 3.9, MG 1.8 REPLETED.",
+        "Sao2 95-97%. Pao2 76 on 40%. Transfer back to Ward3 when stable.",
     ],
 )
 def test_plain_clinical_text_has_no_phi(text):

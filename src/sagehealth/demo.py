@@ -130,5 +130,45 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
     out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested"))
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
+    _privacy(eco, out)
     out.print(f"\nExplore it: [bold]sagehealth sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
     return eco
+
+
+def _privacy(eco: Ecosystem, out: Console) -> None:
+    """De-identify a clinical note of the store and show the audit trail of the accesses."""
+    from sagehealth.errors import AccessDenied
+    from sagehealth.governance import Principal, authorize
+    from sagehealth.privacy.deid import deidentify
+
+    out.print(Rule("De-identification of a clinical note (tags; surrogates need a key)"))
+    rows = eco.sql("""SELECT patient_id, text FROM documents WHERE source_system = 'fhir'
+                      AND text IS NOT NULL ORDER BY date LIMIT 1""").to_pylist()
+    if rows:
+        note = rows[0]["text"][:600]
+        result = deidentify(note)
+        out.print("[dim]original (clinical zone):[/dim]")
+        out.print(note)
+        out.print("[dim]de-identified:[/dim]")
+        out.print(result.text)
+        out.print(f"[dim]{len(result.spans)} PHI spans: "
+                  + ", ".join(sorted({s.type for s in result.spans})) + "[/dim]")
+    out.print(Rule("Access checks and the hash-chained audit log"))
+    log = eco.audit
+    asks = [
+        (Principal("dr.ana", "clinician", "treatment", patients={"sage-demo-001"}), "read_clinical", {"sage-demo-001"}),
+        (Principal("dr.ana", "clinician", "treatment", patients={"sage-demo-001"}), "read_clinical", {"someone-else"}),
+        (Principal("rita", "researcher", "research"), "read_clinical", {"sage-demo-001"}),
+        (Principal("steward", "steward", "operations"), "read_quarantine", None),
+    ]
+    for principal, action, patients in asks:
+        try:
+            authorize(principal, action, patients)
+            allowed, reason = True, ""
+        except AccessDenied as exc:
+            allowed, reason = False, str(exc)
+        log.record(principal, action, "demo", allowed=allowed, patients=patients or (), reason=reason)
+        out.print(f"{'[green]allowed[/green]' if allowed else '[red]denied[/red] '} "
+                  f"{principal.user} ({principal.role}) {action}" + (f": {reason}" if reason else ""))
+    v = log.verify()
+    out.print(f"audit log: {v.entries} entries, chain {'verified' if v.ok else 'BROKEN: ' + str(v.problem)}")

@@ -36,6 +36,7 @@ from sagehealth.privacy.deid.lexicon import (
 )
 from sagehealth.privacy.deid.spans import Span
 
+NAME_WITH_NUMBER = re.compile(r"\b([A-Z][a-z]{2,})\d{1,3}\b")
 _UPPER = re.compile(r"[^\W\d_a-z]")
 _LOWER = re.compile(r"[a-z]")
 TOKEN = re.compile(r"[^\W\d_](?:(?:[^\W\d_]|')*[^\W\d_])?")
@@ -66,7 +67,7 @@ PLACE_AFTER_CUE = re.compile(
     r"discharged|back|headed|travell?ed)\s+(?:back\s+)?(?:in)?to|at|from)\s+((?:[A-Z][a-z']{2,}\s?){1,3})")
 #: Title-case words after "to/at/from" that are not places
 PLACE_STOP = frozenset("""
-floor unit team rehab home bed chair bedside room icu ccu micu sicu er ed or cath lab radiology
+floor unit team rehab home bed chair bedside room icu ccu micu sicu er ed or cath lab radiology ward wards
 surgery dialysis hospital monday tuesday wednesday thursday friday saturday sunday today
 tomorrow tonight yesterday morning evening night afternoon noon midnight present time times
 baseline all none some most many more less much few several each every other another
@@ -221,6 +222,11 @@ class Detector:
             upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
             kinds = [self.lex.kind(t) for _, _, t in toks]
             found += self._names(text, toks, kinds, upper)
+            # synthetic-data names with a number glued on ("Devin82", "Kunze215", Synthea style)
+            for m in NAME_WITH_NUMBER.finditer(text):
+                w = m.group(1).lower()
+                if self.lex.kind(w) in (NAME, NAME_WORD) and w not in self.rules.clinical_words:
+                    found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
             found += self._places(text, toks, kinds, upper)
         return _merge(found, text)
 
