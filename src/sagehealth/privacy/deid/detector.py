@@ -36,7 +36,7 @@ from sagehealth.privacy.deid.lexicon import (
 )
 from sagehealth.privacy.deid.spans import Span
 
-NAME_WITH_NUMBER = re.compile(r"\b([A-Z][a-z]{2,})\d{1,3}\b")
+NAME_WITH_NUMBER = re.compile(r"\b([A-Z][a-z]+)(\d{1,3})\b")
 _UPPER = re.compile(r"[^\W\d_a-z]")
 _LOWER = re.compile(r"[a-z]")
 TOKEN = re.compile(r"[^\W\d_](?:(?:[^\W\d_]|')*[^\W\d_])?")
@@ -225,7 +225,10 @@ class Detector:
             # synthetic-data names with a number glued on ("Devin82", "Kunze215", Synthea style)
             for m in NAME_WITH_NUMBER.finditer(text):
                 w = m.group(1).lower()
-                if self.lex.kind(w) in (NAME, NAME_WORD) and w not in self.rules.clinical_words:
+                if w in self.rules.clinical_words:
+                    continue
+                if self.lex.kind(w) in (NAME, NAME_WORD) or (
+                        len(m.group(2)) >= 2 and (w in self.lex.first_names or w in self.lex.surnames)):
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
             found += self._places(text, toks, kinds, upper)
         return _merge(found, text)
