@@ -348,6 +348,31 @@ def demo(home: HomeOpt = None) -> None:
     run_demo(home, out)
 
 
+@app.command()
+def consent(
+    patient: Annotated[str, typer.Argument(help="Patient id (clinical zone).")],
+    withdraw: Annotated[bool, typer.Option("--withdraw/--grant", help="Withdraw (default) or grant research consent.")] = True,
+    note: Annotated[str, typer.Option(help="Why / reference of the consent form.")] = "",
+    home: HomeOpt = None,
+) -> None:
+    """Record a research-consent decision; a withdrawal removes the patient from the research zone."""
+    c = Ecosystem.open(home).set_consent(patient, research_allowed=not withdraw, note=note)
+    out.print(f"version {c.version}: {c.message} ({c.summary.get('research', {})})")
+
+
+@app.command()
+def research(
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Refresh the de-identified research zone (needs $SAGEHEALTH_DEID_KEY)."""
+    result = Ecosystem.open(home).refresh_research()
+    if json:
+        print_json(result)
+    else:
+        out.print(f"research zone refreshed: {result or 'already up to date'}")
+
+
 audit_app = typer.Typer(help="The tamper-evident audit log: verify it, show it.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

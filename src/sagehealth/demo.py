@@ -92,12 +92,18 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
 
     eco = Ecosystem.open(home or DEMO_HOME)
     root = sample_root()
+    # The research zone needs the de-identification key. The demo makes a throw-away one for
+    # this process (never stored); a real deployment sets SAGEHEALTH_DEID_KEY.
+    import os
+    import secrets
+
+    key = os.environ.get("SAGEHEALTH_DEID_KEY") or secrets.token_hex(16)
     out.print(Rule(f"SAGE-Health demo — store at {eco.home}"))
     for folder, fmt, message in SAMPLES:
         path = root / folder
         if not path.exists():
             continue
-        s = eco.ingest([path], format=fmt, message=message)
+        s = eco.ingest([path], format=fmt, message=message, options={"deid_key": key})
         if not any(not f.skipped for f in s.files):
             out.print(f"[dim]{folder}: already ingested (same content) — no new version[/dim]")
             continue
@@ -130,12 +136,12 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
     out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested"))
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
-    _privacy(eco, out)
+    _privacy(eco, out, key)
     out.print(f"\nExplore it: [bold]sagehealth sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
     return eco
 
 
-def _privacy(eco: Ecosystem, out: Console) -> None:
+def _privacy(eco: Ecosystem, out: Console, key: str) -> None:
     """De-identify a clinical note of the store and show the audit trail of the accesses."""
     from sagehealth.errors import AccessDenied
     from sagehealth.governance import Principal, authorize
@@ -153,6 +159,17 @@ def _privacy(eco: Ecosystem, out: Console) -> None:
         out.print(result.text)
         out.print(f"[dim]{len(result.spans)} PHI spans: "
                   + ", ".join(sorted({s.type for s in result.spans})) + "[/dim]")
+    out.print(Rule("Research zone: the same data de-identified (pseudonyms, shifted dates)"))
+    from sagehealth.cli import print_rows
+
+    print_rows(eco.sql("""SELECT p.patient_id, p.gender, p.birth_date, p.postal_code,
+                                 count(e.row_id) AS events, min(e.start)::DATE AS first_event
+                          FROM research_patients p LEFT JOIN research_events e USING (patient_id)
+                          GROUP BY ALL ORDER BY events DESC LIMIT 5""").to_pylist())
+    c = eco.set_consent("sage-demo-001", research_allowed=False, note="demo withdrawal", key=key)
+    left = eco.sql("SELECT count(*) AS n FROM research_patients").to_pylist()[0]["n"]
+    out.print(f"v{c.version}: patient sage-demo-001 withdraws research consent -> "
+              f"{c.summary['research'].get('removed', 0)} research rows removed, {left} patients left")
     out.print(Rule("Access checks and the hash-chained audit log"))
     log = eco.audit
     asks = [

@@ -59,6 +59,35 @@ class Ecosystem:
         run = IngestRun(self.lake, message=message, options=options, progress=progress)
         return run.ingest([Path(p) for p in paths], format)
 
+    def set_consent(self, patient_id: str, *, research_allowed: bool, note: str = "",
+                    key: str | bytes | None = None) -> Commit:
+        """Record a research-consent decision; a withdrawal removes the patient from the
+        research zone in the same new version (the refresh needs the de-identification key)."""
+        from datetime import UTC, datetime
+
+        from sagehealth.privacy.research import refresh
+
+        with self.lake.write_lock():
+            self.lake.rollback_uncommitted()
+            self.lake.table("consent").add(pa.Table.from_pylist(
+                [{"patient_id": patient_id, "research_allowed": research_allowed,
+                  "updated_at": datetime.now(UTC), "note": note}], schema=ALL_SCHEMAS["consent"]))
+            result = refresh(self.lake, key)
+            verb = "grants" if research_allowed else "withdraws"
+            return self.lake.commit(f"consent: a patient {verb} research use", run_id=None,
+                                    summary={"research": result})
+
+    def refresh_research(self, *, key: str | bytes | None = None) -> dict[str, int]:
+        """Bring the research zone up to date (e.g. after setting the key) as a new version."""
+        from sagehealth.privacy.research import refresh
+
+        with self.lake.write_lock():
+            self.lake.rollback_uncommitted()
+            result = refresh(self.lake, key)
+            if result:
+                self.lake.commit("refresh the research zone", run_id=None, summary={"research": result})
+            return result
+
     # -- reading ----------------------------------------------------------------------
     def sql(self, query: str, *, version: int | None = None) -> pa.Table:
         """DuckDB SQL over every table as of ``version`` (latest when None)."""

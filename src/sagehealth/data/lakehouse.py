@@ -138,7 +138,10 @@ class Lakehouse:
         """Bring every table back to its committed version; returns the tables that moved."""
         head = self.head()
         moved = []
-        for name, committed in head.table_versions.items():
+        for name in ALL_SCHEMAS:
+            if name == COMMITS:
+                continue
+            committed = head.table_versions.get(name, 1)  # 1: created empty, never committed
             tbl = self.table(name)
             tbl.checkout_latest()
             if tbl.version != committed:

@@ -244,7 +244,16 @@ SYSTEM_SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-ALL_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, **SYSTEM_SCHEMAS}
+#: tables copied, de-identified, into the research zone as ``research_<table>``
+RESEARCH_TABLES = ("patients", "encounters", "events", "documents", "imaging_studies",
+                   "imaging_series", "imaging_instances", "variants", "claims", "literature")
+RESEARCH_SCHEMAS: dict[str, pa.Schema] = {f"research_{t}": SCHEMAS[t] for t in RESEARCH_TABLES}
+
+SYSTEM_SCHEMAS["consent"] = pa.schema(
+    [_f("patient_id"), _f("research_allowed", pa.bool_()), _f("updated_at", TS), _f("note")]
+)
+
+ALL_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, **SYSTEM_SCHEMAS, **RESEARCH_SCHEMAS}
 
 #: row-id prefix of each data table; ``trace`` finds a row's table from it.
 PREFIX: dict[str, str] = {

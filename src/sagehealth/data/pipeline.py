@@ -103,6 +103,7 @@ class IngestSummary:
     rows: dict[str, int] = field(default_factory=dict)
     files: list[FileSummary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    research: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +203,8 @@ class IngestRun:
                     }])
             self._add_rows("quarantine", self._quarantined_rows)
             self._flush_all()
+            if any(not f.skipped for f in summary.files):
+                self._refresh_research(summary)
             summary.rows = {t: n for t, n in sorted(self._written.items()) if n}
             summary.seconds = round(time.perf_counter() - start, 3)
             if not self.message:
@@ -214,6 +217,19 @@ class IngestRun:
                 summary.version = self.lake.head().version
                 summary.warnings.append("nothing new to ingest: no new version was created")
         return summary
+
+    def _refresh_research(self, summary: IngestSummary) -> None:
+        """De-identify the new rows into the research zone (needs the de-identification key)."""
+        from sagehealth.privacy.deid.transform import KEY_ENV
+
+        key = self.options.get("deid_key") or os.environ.get(KEY_ENV)
+        if not key:
+            summary.warnings.append(
+                f"research zone not refreshed: set {KEY_ENV} (the de-identification key)")
+            return
+        from sagehealth.privacy.research import refresh
+
+        summary.research = refresh(self.lake, key)
 
     def _load_state(self) -> None:
         """Known file hashes and patients of the committed store."""

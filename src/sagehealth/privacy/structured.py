@@ -106,6 +106,10 @@ class RowDeidentifier:
         """The research-zone id of a patient: the same for the same id everywhere."""
         return "psn_" + self._mac("patient", patient_id)[:24]
 
+    def key_of(self, col: str, value: str) -> str:
+        """The research-zone form of an id column (``row_id``, ``event_id``, ...)."""
+        return f"{col.split('_')[0]}_{self._mac(col, str(value))[:24]}"
+
     def row(self, table: str, row: dict[str, Any]) -> dict[str, Any] | None:
         """The research-zone row, or None when ``table`` never enters the research zone."""
         rules = RULES.get(table)
@@ -127,7 +131,7 @@ class RowDeidentifier:
         if rule == "pseudonym":
             return self.pseudonym(str(value))
         if rule == "id":
-            return f"{col.split('_')[0]}_{self._mac(col, str(value))[:24]}"
+            return self.key_of(col, str(value))
         if rule == "uid":
             return "2.25." + str(int(self._mac("uid", str(value))[:30], 16))
         if rule == "shift":

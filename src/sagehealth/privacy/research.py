@@ -1,0 +1,80 @@
+"""The research zone: de-identified copies of the clinical tables, kept in step with them.
+
+``refresh(lake, key)`` writes, for every table of ``RESEARCH_TABLES``, the de-identified version
+(:class:`~sagehealth.privacy.structured.RowDeidentifier`) of each clinical row the research
+table does not hold yet (research row ids are keyed hashes of the clinical ones, so a refresh is
+incremental and idempotent), and removes every row of patients who withdrew research consent
+(``consent`` table, latest decision per patient). The caller commits: an ingest run refreshes
+the zone before its own commit, so both zones move to the new version together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pyarrow as pa
+
+from sagehealth.data.model import ALL_SCHEMAS, RESEARCH_TABLES
+from sagehealth.privacy.structured import RowDeidentifier
+
+BATCH = 20_000
+
+
+def withdrawn_patients(lake: Any) -> set[str]:
+    """Patients whose latest consent decision refuses research use."""
+    rows = lake.table("consent").to_arrow().to_pylist()  # live: includes a decision being written
+    latest: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["updated_at"]):
+        latest[r["patient_id"]] = r
+    return {pid for pid, r in latest.items() if not r["research_allowed"]}
+
+
+def refresh(lake: Any, key: str | bytes | None = None) -> dict[str, int]:
+    """Bring the research zone up to date with the (uncommitted or committed) clinical tables;
+    returns rows added per research table (and ``removed`` for withdrawn patients)."""
+    deid = RowDeidentifier(key)
+    withdrawn = withdrawn_patients(lake)
+    gone = [deid.pseudonym(p) for p in withdrawn]
+    added: dict[str, int] = defaultdict(int)
+    for table in RESEARCH_TABLES:
+        name = f"research_{table}"
+        target = lake.table(name)
+        have: dict[str, str] = {}
+        if target.count_rows():
+            cur = target.to_arrow().select(["row_id", "provenance_id"])
+            have = dict(zip(cur.column("row_id").to_pylist(), cur.column("provenance_id").to_pylist()))
+        stale: list[str] = []
+        batch: list[dict[str, Any]] = []
+        source = lake.table(table).to_lance()  # the live table: rows of the running ingest too
+        for rb in source.to_batches(batch_size=BATCH):
+            for row in rb.to_pylist():
+                if row.get("patient_id") in withdrawn:
+                    continue
+                rid = deid.key_of("row_id", row["row_id"])
+                prov = deid.key_of("provenance_id", row["provenance_id"]) if row.get("provenance_id") else None
+                if rid in have:
+                    if have[rid] == prov:
+                        continue
+                    stale.append(rid)  # the clinical row was replaced by a newer version
+                have[rid] = prov or ""
+                batch.append(deid.row(table, row))
+                if len(batch) >= BATCH:
+                    added[name] += _write(target, name, batch, stale)
+                    batch, stale = [], []
+        if batch:
+            added[name] += _write(target, name, batch, stale)
+        if gone and "patient_id" in ALL_SCHEMAS[name].names and target.count_rows():
+            ids = ", ".join("'" + g + "'" for g in gone)
+            before = target.count_rows()
+            target.delete(f"patient_id IN ({ids})")
+            added["removed"] += before - target.count_rows()
+    return dict(added)
+
+
+def _write(target: Any, name: str, rows: list[dict[str, Any]], stale: list[str]) -> int:
+    if stale:
+        ids = ", ".join("'" + r + "'" for r in stale)
+        target.delete(f"row_id IN ({ids})")
+    target.add(pa.Table.from_pylist(rows, schema=ALL_SCHEMAS[name]))
+    return len(rows)

@@ -1,0 +1,86 @@
+"""The research zone: filled by ingest with a key, free of identified values, honours consent."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sagehealth import Ecosystem
+
+KEY = "research-zone-test-key-0123456789"
+
+
+@pytest.fixture
+def store(tmp_path, samples):
+    eco = Ecosystem.open(tmp_path / "store")
+    for sub in ("fhir", "notes", "dicom", "vcf"):
+        s = eco.ingest([samples / sub], options={"deid_key": KEY})
+        assert s.research  # rows went to the research zone in the same run
+    return eco
+
+
+def test_ingest_fills_the_research_zone_in_the_same_version(store):
+    counts = store.tables()
+    for t in ("patients", "encounters", "events", "documents", "variants"):
+        assert counts[f"research_{t}"] == counts[t], t
+    assert counts["research_imaging_instances"] == counts["imaging_instances"]
+    head = store.versions()[-1]
+    assert "research_patients" in head.table_versions
+    assert head.summary["research"]  # refreshed before that commit
+
+
+def test_research_zone_holds_no_identified_value(store):
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    deid = RowDeidentifier(KEY)
+    tables = ("patients", "encounters", "events", "documents", "imaging_studies", "imaging_series",
+              "imaging_instances", "variants", "claims")
+    research = {t: store.read(f"research_{t}").to_pylist() for t in tables}
+    everything = "\n".join(repr(rows) for rows in research.values())
+    for p in store.read("patients").to_pylist():
+        ids = {p["patient_id"]} | {i["value"] for i in p["identifiers"] or [] if i["value"] and len(i["value"]) > 4}
+        assert not [v for v in ids if v in everything], p["patient_id"]
+        # names and birth date: not in any research row of this patient
+        mine = "\n".join(repr(r) for rows in research.values() for r in rows
+                          if r.get("patient_id") == deid.pseudonym(p["patient_id"]))
+        assert mine  # the patient is in the research zone
+        personal = [w for w in (p["family_name"], p["given_names"]) if w and len(w) > 3]
+        if p["birth_date"]:
+            personal.append(p["birth_date"].isoformat())
+        assert not [w for w in personal if re.search(rf"\b{re.escape(w)}\b", mine)], p["patient_id"]
+
+
+def test_reingest_adds_nothing_and_refresh_is_idempotent(store, samples):
+    before = store.tables()
+    store.ingest([samples / "fhir"], options={"deid_key": KEY})
+    assert store.refresh_research(key=KEY) == {}
+    assert store.tables() == before
+
+
+def test_withdrawn_consent_removes_the_patient_everywhere_in_research(store, samples):
+    pid = "sage-demo-001"
+    assert store.sql("SELECT count(*) AS n FROM research_variants").to_pylist()[0]["n"] > 0
+    c = store.set_consent(pid, research_allowed=False, note="form 42", key=KEY)
+    assert c.summary["research"]["removed"] > 0
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    psn = RowDeidentifier(KEY).pseudonym(pid)
+    for t in ("patients", "imaging_studies", "variants"):
+        n = store.sql(f"SELECT count(*) AS n FROM research_{t} WHERE patient_id = '{psn}'").to_pylist()[0]["n"]
+        assert n == 0, t
+    # a later ingest does not bring the patient back
+    store.ingest([samples / "omop"], options={"deid_key": KEY})
+    assert store.sql(f"SELECT count(*) AS n FROM research_patients WHERE patient_id = '{psn}'").to_pylist() == [{"n": 0}]
+    # the previous version still shows the research zone as it was (time travel)
+    prev = c.version - 1
+    assert store.sql(f"SELECT count(*) AS n FROM research_patients WHERE patient_id = '{psn}'",
+                     version=prev).to_pylist() == [{"n": 1}]
+
+
+def test_without_a_key_the_research_zone_is_not_refreshed(tmp_path, samples, monkeypatch):
+    monkeypatch.delenv("SAGEHEALTH_DEID_KEY", raising=False)
+    eco = Ecosystem.open(tmp_path / "s")
+    s = eco.ingest([samples / "fhir" / "linked"])
+    assert any("research zone not refreshed" in w for w in s.warnings)
+    assert eco.tables()["research_patients"] == 0
