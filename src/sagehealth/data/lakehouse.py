@@ -172,6 +172,7 @@ class Lakehouse:
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone='UTC'")
+            con.execute("SET enable_progress_bar = false")
             for name in ALL_SCHEMAS:
                 if name == COMMITS:
                     con.register(name, self.dataset(name))

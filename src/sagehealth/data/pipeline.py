@@ -229,7 +229,7 @@ class IngestRun:
             return
         from sagehealth.privacy.research import refresh
 
-        summary.research = refresh(self.lake, key)
+        summary.research = refresh(self.lake, key, run_id=self.run_id)
 
     def _load_state(self) -> None:
         """Known file hashes and patients of the committed store."""

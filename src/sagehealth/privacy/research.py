@@ -30,9 +30,27 @@ def withdrawn_patients(lake: Any) -> set[str]:
     return {pid for pid, r in latest.items() if not r["research_allowed"]}
 
 
-def refresh(lake: Any, key: str | bytes | None = None) -> dict[str, int]:
+def _source_batches(lake: Any, table: str, run_id: str | None) -> Any:
+    """Record batches of the live clinical table: all rows, or those written by ``run_id``."""
+    source = lake.table(table).to_lance()  # the live table: rows of the running ingest too
+    if run_id is None:
+        return source.to_batches(batch_size=BATCH)
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.register("src", source)
+    con.register("prov", lake.table("provenance").to_lance())
+    safe = run_id.replace("'", "''")
+    rel = con.sql("SELECT src.* FROM src WHERE provenance_id IN "
+                  f"(SELECT provenance_id FROM prov WHERE run_id = '{safe}')")
+    return rel.to_arrow_reader(BATCH)
+
+
+def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = None) -> dict[str, int]:
     """Bring the research zone up to date with the (uncommitted or committed) clinical tables;
-    returns rows added per research table (and ``removed`` for withdrawn patients)."""
+    with ``run_id`` only the rows that ingest run wrote are looked at (the incremental path).
+    Returns rows added per research table (and ``removed`` for withdrawn patients)."""
     deid = RowDeidentifier(key)
     withdrawn = withdrawn_patients(lake)
     gone = [deid.pseudonym(p) for p in withdrawn]
@@ -46,8 +64,7 @@ def refresh(lake: Any, key: str | bytes | None = None) -> dict[str, int]:
             have = dict(zip(cur.column("row_id").to_pylist(), cur.column("provenance_id").to_pylist()))
         stale: list[str] = []
         batch: list[dict[str, Any]] = []
-        source = lake.table(table).to_lance()  # the live table: rows of the running ingest too
-        for rb in source.to_batches(batch_size=BATCH):
+        for rb in _source_batches(lake, table, run_id):
             for row in rb.to_pylist():
                 if row.get("patient_id") in withdrawn:
                     continue
