@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from sagehealth import Ecosystem
 from sagehealth.data import pipeline

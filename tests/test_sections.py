@@ -5,27 +5,14 @@ from __future__ import annotations
 import base64
 import csv
 import gzip
-import os
 import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
 from sagehealth.data.sections import CANONICAL, canonical_name, split_sections
 
-SHARED = Path(
-    os.environ.get(
-        "SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-)
-
-
-def _shared(rel: str) -> Path:
-    p = SHARED / rel
-    if not p.exists():
-        pytest.skip(f"shared data not present: {p}")
-    return p
+from helpers import shared_path as _shared  # noqa: E402
 
 
 def names(text: str) -> list[str]:

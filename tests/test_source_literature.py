@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,7 @@ from sagehealth.data.sources.literature import LiteratureReader, detect
 
 FIX = Path(__file__).parent / "fixtures" / "literature"
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "sagehealth" / "sample_data" / "literature"
-SHARED = Path(
-    os.environ.get(
-        "SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-)
-
-
-def _shared(rel: str) -> Path:
-    p = SHARED / rel
-    if not p.exists():
-        pytest.skip(f"shared data not present: {p}")
-    return p
+from helpers import shared_path as _shared  # noqa: E402
 
 
 def read(path: Path, **options: Any) -> list[Record | Bad]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,18 +19,7 @@ from sagehealth.data.sources.notes import NotesReader, detect
 
 FIX = Path(__file__).parent / "fixtures" / "notes"
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "sagehealth" / "sample_data" / "notes"
-SHARED = Path(
-    os.environ.get(
-        "SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-)
-
-
-def _shared(rel: str) -> Path:
-    p = SHARED / rel
-    if not p.exists():
-        pytest.skip(f"shared data not present: {p}")
-    return p
+from helpers import shared_path as _shared  # noqa: E402
 
 
 def read(path: Path, reader: NotesReader | None = None, **options: Any) -> list[Record | Bad]:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from sagehealth.data.model import SCHEMAS, row_id
-from sagehealth.data.sources.base import Bad, ReadContext, Record, open_text
+from sagehealth.data.model import row_id
+from sagehealth.data.sources.base import Bad, ReadContext, Record
+
+from helpers import SHARED, data_rows, rows_of, validate_rows
 from sagehealth.data.sources.omop import SKIPPED_TABLES, OmopReader, detect
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "omop" / "cdm"
-SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA")
-              or Path(__file__).resolve().parents[2] / "shared" / "data")
 EUNOMIA = SHARED / "ehr" / "omop_eunomia_cdm54"
 
 
@@ -25,27 +23,8 @@ def _read(path: Path, reader: OmopReader | None = None) -> list[Record | Bad]:
     return list((reader or OmopReader()).read(path, ReadContext(str(path))))
 
 
-def _rows(items: list, table: str) -> list[dict]:
-    return [r for it in items if isinstance(it, Record) for t, r in it.rows if t == table]
+_rows, _validate, _data_rows = rows_of, validate_rows, data_rows
 
-
-def _validate(items: list) -> None:
-    by: dict[str, list] = {}
-    for it in items:
-        if isinstance(it, Record):
-            for t, r in it.rows:
-                assert set(r) <= set(SCHEMAS[t].names), set(r) - set(SCHEMAS[t].names)
-                assert "provenance_id" not in r
-                by.setdefault(t, []).append(r)
-    for t, rs in by.items():
-        pa.Table.from_pylist(rs, schema=SCHEMAS[t])
-
-
-def _data_rows(path: Path) -> int:
-    with open_text(path) as fh:
-        reader = csv.reader(fh)
-        next(reader)
-        return sum(1 for row in reader if row)
 
 
 def _by_name(folder: Path) -> dict[str, Path]:
