@@ -84,3 +84,22 @@ def test_without_a_key_the_research_zone_is_not_refreshed(tmp_path, samples, mon
     s = eco.ingest([samples / "fhir" / "linked"])
     assert any("research zone not refreshed" in w for w in s.warnings)
     assert eco.tables()["research_patients"] == 0
+
+
+@pytest.mark.integration
+def test_research_zone_of_the_shared_fhir_export_has_no_identified_value(tmp_path, shared):
+    eco = Ecosystem.open(tmp_path / "s")
+    s = eco.ingest([shared / "fhir" / "bulk_ndjson_10patients"], options={"deid_key": KEY})
+    assert s.research["research_documents"] == 1215
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    deid = RowDeidentifier(KEY)
+    docs = eco.read("research_documents").to_pylist()
+    for p in eco.read("patients").to_pylist():
+        mine = "\n".join(d["text"] or "" for d in docs if d["patient_id"] == deid.pseudonym(p["patient_id"]))
+        assert mine, p["patient_id"]
+        # Synthea names carry digits ("Devin82"): the whole name must be gone from the notes
+        for name in (p["given_names"] or "").split() + [p["family_name"] or ""]:
+            if len(name) > 3:
+                assert not re.search(rf"\b{re.escape(name)}\b", mine), (p["patient_id"], name)
+        assert p["patient_id"] not in mine
