@@ -373,6 +373,21 @@ def research(
         out.print(f"research zone refreshed: {result or 'already up to date'}")
 
 
+@app.command("export-deid")
+def export_deid(
+    paths: Annotated[list[str], typer.Argument(help="DICOM or VCF files or folders.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder for the de-identified copies.")],
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Write de-identified copies of DICOM (PS3.15 basic profile) and VCF (keyed sample ids) files."""
+    done = Ecosystem.open(home).export_deidentified_files(paths, out)
+    if json:
+        print_json(done)
+        return
+    print_rows(done, title=f"{len(done)} files de-identified into {out}")
+
+
 audit_app = typer.Typer(help="The tamper-evident audit log: verify it, show it.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -88,6 +88,22 @@ class Ecosystem:
                 self.lake.commit("refresh the research zone", run_id=None, summary={"research": result})
             return result
 
+    def export_deidentified_files(self, paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str],
+                                  *, key: str | bytes | None = None) -> list[dict[str, str]]:
+        """De-identified copies of DICOM and VCF files (PS3.15 basic profile; keyed sample ids),
+        with the same pseudonyms and UIDs as the research tables."""
+        from sagehealth.privacy.files import deidentify_files
+        from sagehealth.privacy.structured import RowDeidentifier
+
+        index: dict[str, str] = {}
+        for p in self.read("patients", columns=["patient_id", "identifiers"]).to_pylist():
+            index[p["patient_id"]] = p["patient_id"]
+            for ident in p["identifiers"] or []:
+                if ident.get("value"):
+                    index.setdefault(ident["value"], p["patient_id"])
+        return deidentify_files([Path(p) for p in paths], Path(out), RowDeidentifier(key),
+                                find_patient=index.get)
+
     # -- reading ----------------------------------------------------------------------
     def sql(self, query: str, *, version: int | None = None) -> pa.Table:
         """DuckDB SQL over every table as of ``version`` (latest when None)."""

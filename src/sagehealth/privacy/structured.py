@@ -110,6 +110,10 @@ class RowDeidentifier:
         """The research-zone form of an id column (``row_id``, ``event_id``, ...)."""
         return f"{col.split('_')[0]}_{self._mac(col, str(value))[:24]}"
 
+    def uid(self, value: str) -> str:
+        """A DICOM UID replaced by a keyed one under the ``2.25`` (UUID-derived) root."""
+        return "2.25." + str(int(self._mac("uid", str(value))[:30], 16))
+
     def row(self, table: str, row: dict[str, Any]) -> dict[str, Any] | None:
         """The research-zone row, or None when ``table`` never enters the research zone."""
         rules = RULES.get(table)
@@ -133,7 +137,7 @@ class RowDeidentifier:
         if rule == "id":
             return self.key_of(col, str(value))
         if rule == "uid":
-            return "2.25." + str(int(self._mac("uid", str(value))[:30], 16))
+            return self.uid(str(value))
         if rule == "shift":
             return _shift(value, self.text.date_offset(patient))
         if rule == "year":
