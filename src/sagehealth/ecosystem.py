@@ -115,7 +115,9 @@ class Ecosystem:
 
     def tables(self, *, version: int | None = None) -> dict[str, int]:
         """Row count of every table as of ``version``."""
-        return {name: self.lake.count(name, version) for name in ALL_SCHEMAS if name != "commits"}
+        commit = self.lake.resolve(version)
+        return {name: self.lake.dataset(name, commit).count_rows()
+                for name in ALL_SCHEMAS if name != "commits" and name in commit.table_versions}
 
     def versions(self) -> list[Commit]:
         """Every version of the store, oldest first."""

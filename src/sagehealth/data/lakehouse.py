@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -150,9 +151,9 @@ class Lakehouse:
         return moved
 
     # -- reading --------------------------------------------------------------------------
-    def dataset(self, name: str, version: int | None = None) -> lance.LanceDataset:
+    def dataset(self, name: str, version: int | Commit | None = None) -> lance.LanceDataset:
         """The Lance dataset of ``name`` as of global ``version`` (latest commit when None)."""
-        commit = self.resolve(version)
+        commit = version if isinstance(version, Commit) else self.resolve(version)
         if name == COMMITS:
             return lance.dataset(self.table_uri(name))
         if name not in commit.table_versions:
@@ -173,11 +174,13 @@ class Lakehouse:
         try:
             con.execute("SET TimeZone='UTC'")
             con.execute("SET enable_progress_bar = false")
-            for name in ALL_SCHEMAS:
-                if name == COMMITS:
-                    con.register(name, self.dataset(name))
-                elif name in commit.table_versions:
-                    con.register(name, self.dataset(name, commit.version))
+            # open only the tables the query names (each opened dataset costs ~1.5 ms)
+            named = [n for n in ALL_SCHEMAS if re.search(rf"\b{n}\b", query, re.IGNORECASE)]
+            if not named or re.search(r"\b(?:information_schema|show|describe|duckdb_tables)\b", query, re.I):
+                named = list(ALL_SCHEMAS)
+            for name in named:
+                if name == COMMITS or name in commit.table_versions:
+                    con.register(name, self.dataset(name, commit))
             try:
                 rel = con.sql(query)
                 return rel.to_arrow_table() if rel is not None else pa.table({})
