@@ -161,10 +161,11 @@ class Rules:
             aware_verbs=re.compile(rf"\s*(?:{alternation(data.get('aware_verbs', ['aware']))})\b", re.IGNORECASE),
             credentials=frozenset(data["credentials"]),
             relations=frozenset(data["relations"]),
-            name_verbs=re.compile(rf"\b(?:{alternation(data['name_verbs'])})\s*[:,]?\s*", re.IGNORECASE),
-            facility=re.compile(rf"\b(?:{alternation(data['facility_words'])})\b", re.IGNORECASE),
+            # matched against the lower-cased text (word lists are lower case): faster than IGNORECASE
+            name_verbs=re.compile(rf"\b(?:{alternation(data['name_verbs'])})\s*[:,]?\s*"),
+            facility=re.compile(rf"\b(?:{alternation(data['facility_words'])})\b"),
             location_cues=re.compile(
-                rf"\b(?:{alternation([c for c in data['location_cues'] if ' ' in c])})\s+", re.IGNORECASE),
+                rf"\b(?:{alternation([c for c in data['location_cues'] if ' ' in c])})\s+"),
         )
 
     @classmethod
@@ -221,7 +222,7 @@ class Detector:
             # casing is evidence only in mixed-case notes; all-caps and all-lower notes are caseless
             upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
             kinds = [self.lex.kind(t) for _, _, t in toks]
-            found += self._names(text, toks, kinds, upper)
+            found += self._names(text, low, toks, kinds, upper)
             # synthetic-data names with a number glued on ("Devin82", "Kunze215", Synthea style)
             for m in NAME_WITH_NUMBER.finditer(text):
                 w = m.group(1).lower()
@@ -230,11 +231,11 @@ class Detector:
                 if self.lex.kind(w) in (NAME, NAME_WORD) or (
                         len(m.group(2)) >= 2 and (w in self.lex.first_names or w in self.lex.surnames)):
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
-            found += self._places(text, toks, kinds, upper)
+            found += self._places(text, low, toks, kinds, upper)
         return _merge(found, text)
 
     # -- names ----------------------------------------------------------------------------
-    def _names(self, text: str, toks: list[tuple[int, int, str]], kinds: list[str],
+    def _names(self, text: str, low: str, toks: list[tuple[int, int, str]], kinds: list[str],
                upper: bool) -> list[Span]:
         r, lex = self.rules, self.lex
         n = len(toks)
@@ -292,7 +293,7 @@ class Detector:
                 first = False
                 j += 1
 
-        after_verb = {m.end() for m in r.name_verbs.finditer(text)}
+        after_verb = {m.end() for m in r.name_verbs.finditer(low)}
         for i, (s, e, t) in enumerate(toks):
             low = t.lower()
             if low in r.titles:
@@ -375,13 +376,13 @@ class Detector:
             j -= 1
 
     # -- places ---------------------------------------------------------------------------
-    def _places(self, text: str, toks: list[tuple[int, int, str]], kinds: list[str],
+    def _places(self, text: str, low: str, toks: list[tuple[int, int, str]], kinds: list[str],
                 upper: bool) -> list[Span]:
         out: list[Span] = []
         starts = {s: i for i, (s, _, _) in enumerate(toks)}
         ends = {e: i for i, (_, e, _) in enumerate(toks)}
         # facility names: "Holy Cross Rehab", "Kessler Adventist", "UNION HOSP"
-        for m in self.rules.facility.finditer(text):
+        for m in self.rules.facility.finditer(low):
             j = _token_ending_before(text, m.start(), ends)
             first = None
             while j is not None and j >= 0:
@@ -401,7 +402,7 @@ class Detector:
             if first is not None:
                 out.append(Span(toks[first][0], m.end(), "HOSPITAL", text[toks[first][0]:m.end()], "facility"))
         # places after a movement cue: "transferred to Quartermain", "admitted from Kessler"
-        after_cue = {m.end() for m in self.rules.location_cues.finditer(text)}
+        after_cue = {m.end() for m in self.rules.location_cues.finditer(low)}
         for i, (s, e, t) in enumerate(toks):
             if s not in after_cue or t.lower() in PLACE_STOP:
                 continue
