@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from abc import ABC, abstractmethod
 import hashlib
 import io
 import re
@@ -53,7 +54,7 @@ class ReadContext:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-class Reader:
+class Reader(ABC):
     """Base class of the readers. Subclasses set ``name``/``version`` and implement ``read``."""
 
     name: ClassVar[str] = "reader"
@@ -69,9 +70,9 @@ class Reader:
         """The order in which these files (found by format detection) must be read."""
         return sorted(files)
 
-    def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:  # pragma: no cover
+    @abstractmethod
+    def read(self, path: Path, ctx: ReadContext) -> Iterator[Item]:
         """Stream the items of one file."""
-        raise NotImplementedError
 
     # Readers whose files split into independent slices also implement ``split`` (in the main
     # process: yields picklable slices, reporting bytes read) and ``read_unit`` (in a worker:
