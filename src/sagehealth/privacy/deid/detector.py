@@ -37,6 +37,9 @@ from sagehealth.privacy.deid.lexicon import (
 from sagehealth.privacy.deid.spans import Span
 
 NAME_WITH_NUMBER = re.compile(r"\b([A-Z][a-z]+)(\d{1,3})\b")
+#: texts longer than two windows are read window by window (characters)
+WINDOW = 64 * 1024
+MARGIN = 256
 _UPPER = re.compile(r"[^\W\d_a-z]")
 _LOWER = re.compile(r"[a-z]")
 TOKEN = re.compile(r"[^\W\d_](?:(?:[^\W\d_]|')*[^\W\d_])?")
@@ -192,7 +195,26 @@ class Detector:
 
     # -- public ---------------------------------------------------------------------------
     def detect(self, text: str) -> list[Span]:
-        """PHI spans of ``text``, sorted and non-overlapping."""
+        """PHI spans of ``text``, sorted and non-overlapping. Very long texts are read in
+        windows of about 64 KiB cut at line ends, so memory stays bounded."""
+        if len(text) <= WINDOW * 2:
+            return self._detect(text)
+        spans: list[Span] = []
+        start = 0
+        while start < len(text):
+            end = min(len(text), start + WINDOW)
+            if end < len(text):  # cut at a line end, else at a space
+                cut = max(text.rfind("\n", start + WINDOW // 2, end), text.rfind(" ", start + WINDOW // 2, end))
+                end = cut + 1 if cut > 0 else end
+            # read a margin on both sides so that cues and names across the cut are seen whole
+            lo, hi = max(0, start - MARGIN), min(len(text), end + MARGIN)
+            for sp in self._detect(text[lo:hi]):
+                if start <= sp.start + lo < end:
+                    spans.append(Span(sp.start + lo, sp.end + lo, sp.type, sp.text, sp.rule))
+            start = end
+        return _merge(spans, text)
+
+    def _detect(self, text: str) -> list[Span]:
         if not text:
             return []
         found: list[Span] = []
