@@ -36,6 +36,7 @@ def found(text: str) -> set[str]:
         ("PMH: CAD, MI '92, CABG 1977. Lithium toxicity 9/2/92.", {"92", "1977", "9/2/92"}),
         ("98 yo gentleman s/p fall", {"98"}),
         ("Pager 54321 if any questions", {"54321"}),
+        ("call 516 466 638 or +44 20 7946 0958 tomorrow", {"516 466 638", "+44 20 7946 0958"}),
         ("email jdoe@example.org or see www.example.org/x", {"jdoe@example.org", "www.example.org/x"}),
         ("Devin82\n is a 1 year-old male. Seen by Dr. Liane379 Kunze215.", {"Devin82", "Liane379", "Kunze215"}),
     ],

@@ -116,7 +116,12 @@ def luhn(value: str) -> bool:
     return len(digits) >= 13 and total % 10 == 0
 
 
-VALIDATORS = {"luhn": luhn}
+def phone_digits(value: str) -> bool:
+    """Grouped digits that make a phone number: 9 to 13 digits, not a date or a range."""
+    return 9 <= sum(c.isdigit() for c in value) <= 13
+
+
+VALIDATORS = {"luhn": luhn, "phone_digits": phone_digits}
 
 
 @dataclass(frozen=True)
