@@ -233,13 +233,15 @@ class IngestRun:
 
     def _load_state(self) -> None:
         """Known file hashes and patients of the committed store."""
-        src = self.lake.read("sources", columns=["sha256", "run_id"])
+        head = self.lake.head()  # one read of the commit log for all that follows
+        src = self.lake.dataset("sources", head).to_table(columns=["sha256", "run_id"])
         self._done = dict(zip(src.column("sha256").to_pylist(), src.column("run_id").to_pylist()))
-        for p in self.lake.read("patients", columns=["patient_id", "identifiers"]).to_pylist():
+        pats = self.lake.dataset("patients", head).to_table(columns=["patient_id", "identifiers"])
+        for p in pats.to_pylist():
             self._register_patient(p)
         for name in ALL_SCHEMAS:
             if name != "commits":
-                self._upsert[name] = self.lake.count(name) > 0
+                self._upsert[name] = name in head.table_versions and self.lake.dataset(name, head).count_rows() > 0
 
     def _register_patient(self, row: dict[str, Any]) -> None:
         """Know a patient id and index its identifier values (ambiguous values link nobody)."""

@@ -64,7 +64,7 @@ from sagehealth.data.sources.base import (
     to_float,
     to_int,
 )
-from sagehealth.data.sources.omop import cached_datetime, iter_csv, required_str, table_name
+from sagehealth.data.sources.csvtables import cached_datetime, iter_csv, required_str, table_name
 
 SOURCE_SYSTEM = "mimic-iv"
 LABITEMS = "mimic-iv/d_labitems"
