@@ -9,6 +9,7 @@ import pytest
 
 from sagehealth import Ecosystem
 from sagehealth.demo import sample_root
+from helpers import STEWARD
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -17,7 +18,7 @@ SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().
 @pytest.fixture
 def eco(tmp_path: Path) -> Ecosystem:
     """An empty store in a temporary folder."""
-    return Ecosystem.open(tmp_path / "store")
+    return Ecosystem.open(tmp_path / "store", STEWARD)
 
 
 @pytest.fixture

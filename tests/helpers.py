@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from sagehealth.data.model import SCHEMAS
+from sagehealth.governance import Principal
 from sagehealth.data.sources.base import Record, open_text
 
 #: ../shared/data, or $SAGEHEALTH_SHARED_DATA
@@ -50,3 +51,14 @@ def data_rows(path: Path) -> int:
         reader = csv.reader(fh)
         next(reader, None)
         return sum(1 for row in reader if row)
+
+#: the data steward the tests ingest as (reads of clinical rows in tests go through ``eco.lake``,
+#: the storage layer; the access rules themselves are tested in test_access.py)
+STEWARD = Principal("test-steward", "steward", "operations")
+
+
+def clinician_of(eco, patients=None):  # noqa: ANN001, ANN201 - test helper
+    """The same store opened by a clinician whose care team is ``patients`` (default: everyone)."""
+    if patients is None:
+        patients = eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist()
+    return eco.as_principal(Principal("test-clinician", "clinician", "treatment", patients=frozenset(patients)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import lance
 
 from sagehealth import Ecosystem
+from helpers import STEWARD
 
 N_OBS = 40_000
 
@@ -34,10 +35,10 @@ def test_kill_mid_ingest_then_rerun(tmp_path):
     home = tmp_path / "store"
     export = tmp_path / "export"
     _write_export(export)
-    eco = Ecosystem.open(home)
+    eco = Ecosystem.open(home, STEWARD)
     base = eco.versions()[-1]
     committed_events = base.table_versions["events"]
-    env = {**os.environ, "SAGEHEALTH_BATCH_ROWS": "2000"}
+    env = {**os.environ, "SAGEHEALTH_BATCH_ROWS": "2000", "SAGEHEALTH_ROLE": "steward"}
     cmd = [sys.executable, "-m", "sagehealth.cli", "ingest", str(export), "--home", str(home), "--json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
@@ -52,18 +53,18 @@ def test_kill_mid_ingest_then_rerun(tmp_path):
     proc.wait(timeout=30)
     assert lance.dataset(events_uri).count_rows() > 0  # partial data reached disk...
 
-    after_kill = Ecosystem.open(home)
+    after_kill = Ecosystem.open(home, STEWARD)
     assert [c.version for c in after_kill.versions()] == [base.version]  # ...but no commit
     assert after_kill.tables()["events"] == 0 and after_kill.tables()["sources"] == 0
-    assert after_kill.sql("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 0}]
+    assert after_kill.lake.sql("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 0}]
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["records_in"] == N_OBS + 1 and summary["quarantined"] == 0
     assert any("rolled back uncommitted writes" in w for w in summary["warnings"])
-    done = Ecosystem.open(home)
+    done = Ecosystem.open(home, STEWARD)
     assert done.tables()["events"] == N_OBS
-    n_distinct = done.sql("SELECT count(DISTINCT row_id) AS n FROM events").to_pylist()[0]["n"]
+    n_distinct = done.lake.sql("SELECT count(DISTINCT row_id) AS n FROM events").to_pylist()[0]["n"]
     assert n_distinct == N_OBS
     assert [c.version for c in done.versions()] == [base.version, base.version + 1]

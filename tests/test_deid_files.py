@@ -9,13 +9,14 @@ import pytest
 
 from sagehealth import Ecosystem
 from sagehealth.privacy.structured import RowDeidentifier
+from helpers import STEWARD
 
 KEY = "files-test-key-0123456789abcdef"
 
 
 @pytest.fixture
 def store(tmp_path, samples):
-    eco = Ecosystem.open(tmp_path / "store")
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
     for sub in ("fhir", "dicom", "vcf"):
         eco.ingest([samples / sub], options={"deid_key": KEY})
     return eco
@@ -34,7 +35,7 @@ def test_dicom_copy_follows_the_basic_profile_and_matches_the_research_tables(st
     for tag in ("InstitutionName", "ReferringPhysicianName", "AccessionNumber", "PatientBirthDate"):
         assert str(ds.get(tag) or "") != str(src.get(tag) or "x"), tag
     assert str(src.PatientName) not in str(ds)
-    research = store.sql("SELECT study_uid, patient_id FROM research_imaging_studies").to_pylist()
+    research = store.lake.sql("SELECT study_uid, patient_id FROM research_imaging_studies").to_pylist()
     assert {"study_uid": ds.StudyInstanceUID, "patient_id": ds.PatientID} in research
     assert ds.pixel_array.shape == src.pixel_array.shape  # pixels kept
 
@@ -46,7 +47,7 @@ def test_vcf_copy_has_keyed_sample_ids_matching_the_research_tables(store, sampl
     src = (samples / "vcf" / "test-hemi.vcf").read_text()
     original = [c for line in src.splitlines() if line.startswith("#CHROM") for c in line.split("\t")[9:]]
     assert original and not [s for s in original if s in text]
-    research_ids = {r["sample_id"] for r in store.read("research_variants").to_pylist()}
+    research_ids = {r["sample_id"] for r in store.lake.read("research_variants").to_pylist()}
     header = next(line for line in text.splitlines() if line.startswith("#CHROM")).split("\t")[9:]
     assert research_ids <= set(header)
     assert sum(1 for l in text.splitlines() if not l.startswith("#")) == sum(

@@ -11,18 +11,19 @@ import pytest
 
 from sagehealth.errors import AccessDenied
 from sagehealth.governance import ACTIONS, ROLES, AuditLog, Principal, authorize
-from sagehealth.governance.policy import MATRIX
+from sagehealth.governance.policy import MATRIX, ROLE_PURPOSES
 
 ALLOWED = {
     ("clinician", "read_clinical"), ("researcher", "read_research"), ("steward", "ingest"),
-    ("steward", "read_quarantine"), ("steward", "configure"), ("auditor", "read_audit"),
+    ("steward", "read_quarantine"), ("steward", "configure"), ("steward", "read_system"),
+    ("steward", "export"), ("auditor", "read_audit"),
 }
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("action", ACTIONS)
 def test_role_matrix(role, action):
-    p = Principal("u1", role, "treatment", patients={"p1"})
+    p = Principal("u1", role, ROLE_PURPOSES[role][0], patients={"p1"})
     if (role, action) in ALLOWED:
         authorize(p, action, patients={"p1"})
     else:
@@ -121,18 +122,18 @@ def test_concurrent_writers_keep_the_chain(tmp_path):
 
 def test_cli_audit_verify_and_show(tmp_path):
     home = tmp_path / "h"
-    from sagehealth import Ecosystem
-
-    eco = Ecosystem.open(home)
-    _fill(eco.audit)
-    cmd = [sys.executable, "-m", "sagehealth.cli", "audit"]
+    log = AuditLog(home / "audit")
+    _fill(log)
+    cmd = [sys.executable, "-m", "sagehealth.cli", "--role", "auditor", "audit"]
     ok = subprocess.run([*cmd, "verify", "--home", str(home), "--json"], capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"ok": True, "entries": 5, "problem": None, "line": None}
+    # reading the log is itself audited: entry 6 is the verification above
     shown = subprocess.run([*cmd, "show", "--home", str(home), "--json", "--limit", "2"],
                            capture_output=True, text=True)
-    assert [e["seq"] for e in json.loads(shown.stdout)] == [4, 5]
-    lines = _lines(eco.audit)
+    assert [e["seq"] for e in json.loads(shown.stdout)] == [5, 6]
+    assert json.loads(shown.stdout)[1]["action"] == "read_audit"
+    lines = _lines(log)
     lines[0] = lines[0].replace('"ana"', '"eve"')
-    eco.audit.path.write_text("".join(lines))
+    log.path.write_text("".join(lines))
     bad = subprocess.run([*cmd, "verify", "--home", str(home)], capture_output=True, text=True)
     assert bad.returncode == 1 and "entry 1 was edited" in bad.stderr and "line 1" in bad.stderr

@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from sagehealth import Ecosystem
+from helpers import STEWARD, clinician_of
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def ingested(tmp_path_factory, request):
 
     if not SHARED.is_dir():
         pytest.skip(f"shared data not present at {SHARED}")
-    eco = Ecosystem.open(tmp_path_factory.mktemp("all") / "store")
+    eco = Ecosystem.open(tmp_path_factory.mktemp("all") / "store", STEWARD)
     summary = eco.ingest([SHARED], message="all shared data")
     return eco, summary, SHARED
 
@@ -53,7 +54,7 @@ def test_the_store_agrees_with_the_summary(ingested):
     for table, n in s.rows.items():
         assert counts[table] == n, table
     assert counts["quarantine"] == s.quarantined
-    src = eco.sql("SELECT sum(records_in) AS r, sum(quarantined) AS q, count(*) AS files FROM sources"
+    src = eco.lake.sql("SELECT sum(records_in) AS r, sum(quarantined) AS q, count(*) AS files FROM sources"
                   ).to_pylist()[0]
     assert (src["r"], src["q"]) == (s.records_in, s.quarantined)
     assert src["files"] == sum(1 for f in s.files if not f.skipped)
@@ -64,24 +65,24 @@ def test_every_row_traces_to_a_provenance_record(ingested):
     eco, _, _ = ingested
     for table in ("patients", "encounters", "events", "documents", "imaging_instances",
                   "variants", "literature", "claims", "directory"):
-        orphans = eco.sql(
+        orphans = eco.lake.sql(
             f"SELECT count(*) AS n FROM {table} t ANTI JOIN provenance p USING (provenance_id)"
         ).to_pylist()[0]["n"]
         assert orphans == 0, table
-    assert eco.sql("SELECT count(*) AS n FROM quarantine WHERE reason IS NULL OR locator IS NULL"
+    assert eco.lake.sql("SELECT count(*) AS n FROM quarantine WHERE reason IS NULL OR locator IS NULL"
                    ).to_pylist()[0]["n"] == 0
 
 
 def test_cross_source_questions_answer_from_sql(ingested):
     eco, _, _ = ingested
-    per_source = {r["source_system"]: r["n"] for r in eco.sql(
+    per_source = {r["source_system"]: r["n"] for r in eco.lake.sql(
         "SELECT source_system, count(*) AS n FROM patients GROUP BY 1").to_pylist()}
     assert per_source == {"fhir": 25, "omop": 28, "mimic-iv": 100}
-    labs = eco.sql("""SELECT count(*) AS n FROM events
+    labs = eco.lake.sql("""SELECT count(*) AS n FROM events
                       WHERE kind = 'observation' AND value_num IS NOT NULL AND unit IS NOT NULL""").to_pylist()
     assert labs[0]["n"] > 100_000
     # every FHIR DocumentReference note decoded to text, with sections
-    docs = eco.sql("""SELECT count(*) AS n, count(text) AS t, sum(CASE WHEN len(sections) > 0 THEN 1 END) AS s
+    docs = eco.lake.sql("""SELECT count(*) AS n, count(text) AS t, sum(CASE WHEN len(sections) > 0 THEN 1 END) AS s
                       FROM documents WHERE source_system = 'fhir'""").to_pylist()[0]
     assert docs["n"] == docs["t"] == docs["s"] == 1_215
 
@@ -96,9 +97,9 @@ def test_reingesting_everything_adds_nothing(ingested):
 
 def test_trace_of_a_mimic_lab_points_at_its_csv_row(ingested):
     eco, _, shared = ingested
-    row = eco.sql("""SELECT row_id FROM events WHERE source_system LIKE 'mimic%'
+    row = eco.lake.sql("""SELECT row_id FROM events WHERE source_system LIKE 'mimic%'
                      AND category = 'laboratory' ORDER BY row_id LIMIT 1""").to_pylist()[0]
-    prov = eco.trace(row["row_id"])["provenance"]
+    prov = clinician_of(eco).trace(row["row_id"])["provenance"]
     assert prov["source_uri"].endswith("hosp/labevents.csv.gz")
     assert prov["locator"].startswith("row:") and len(prov["source_sha256"]) == 64
     assert json.dumps(prov, default=str)
@@ -106,12 +107,12 @@ def test_trace_of_a_mimic_lab_points_at_its_csv_row(ingested):
 
 def test_mimic_transfers_and_icu_stays_belong_to_their_admission(ingested):
     eco, _, _ = ingested
-    rows = {r["class_code"]: r for r in eco.sql(
+    rows = {r["class_code"]: r for r in eco.lake.sql(
         """SELECT class_code, count(*) AS n, count(part_of) AS linked FROM encounters
            WHERE source_system = 'mimic-iv' GROUP BY 1""").to_pylist()}
     assert rows["ICU"]["n"] == rows["ICU"]["linked"] == 140
     assert rows["transfer"]["linked"] > 1_000  # ED-only transfers have no admission
-    dangling = eco.sql("""SELECT count(*) AS n FROM encounters c
+    dangling = eco.lake.sql("""SELECT count(*) AS n FROM encounters c
                           ANTI JOIN encounters a ON c.part_of = a.encounter_id
                           WHERE c.part_of IS NOT NULL""").to_pylist()[0]["n"]
     assert dangling == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from sagehealth import Ecosystem
 from sagehealth.data import pipeline
 from sagehealth.data.detect import plan_inputs
+from helpers import STEWARD
 
 
 def _export(folder: Path, n: int = 3000) -> Path:
@@ -31,7 +32,7 @@ def _export(folder: Path, n: int = 3000) -> Path:
 def _snapshot(eco: Ecosystem) -> dict:
     return {
         "tables": eco.tables(),
-        "events": sorted(eco.sql("SELECT row_id, value_num, provenance_id FROM events").to_pylist(),
+        "events": sorted(eco.lake.sql("SELECT row_id, value_num, provenance_id FROM events").to_pylist(),
                          key=lambda r: r["row_id"]),
         "quarantine": sorted((q["locator"], q["reason"]) for q in eco.quarantine()),
     }
@@ -40,9 +41,9 @@ def _snapshot(eco: Ecosystem) -> dict:
 def test_worker_processes_give_the_same_store_as_one_process(tmp_path, monkeypatch):
     export = _export(tmp_path / "export")
     monkeypatch.setattr(pipeline, "PARALLEL_MIN_BYTES", 0)
-    serial = Ecosystem.open(tmp_path / "serial")
+    serial = Ecosystem.open(tmp_path / "serial", STEWARD)
     s1 = serial.ingest([export], options={"workers": 0})
-    parallel = Ecosystem.open(tmp_path / "parallel")
+    parallel = Ecosystem.open(tmp_path / "parallel", STEWARD)
     # small slices so that several are in flight at once
     from sagehealth.data.sources.fhir import FhirReader
 
@@ -56,29 +57,29 @@ def test_worker_processes_give_the_same_store_as_one_process(tmp_path, monkeypat
 
 
 def test_dicom_and_vcf_link_to_patients_by_identifier(tmp_path, samples):
-    eco = Ecosystem.open(tmp_path / "store")
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
     eco.ingest([samples / "fhir" / "linked"])
     eco.ingest([samples / "dicom"])
     eco.ingest([samples / "vcf"])
-    ct = eco.sql("SELECT patient_id, source_patient_id FROM imaging_studies "
+    ct = eco.lake.sql("SELECT patient_id, source_patient_id FROM imaging_studies "
                  "WHERE source_patient_id = '1CT1'").to_pylist()
     assert ct == [{"patient_id": "sage-demo-001", "source_patient_id": "1CT1"}]
-    mr = eco.sql("SELECT patient_id FROM imaging_studies WHERE source_patient_id = '4MR1'").to_pylist()
+    mr = eco.lake.sql("SELECT patient_id FROM imaging_studies WHERE source_patient_id = '4MR1'").to_pylist()
     assert mr == [{"patient_id": None}]  # no patient holds that identifier
-    linked = eco.sql("SELECT sample_id, gene, consequence FROM variants "
+    linked = eco.lake.sql("SELECT sample_id, gene, consequence FROM variants "
                      "WHERE patient_id = 'sage-demo-001'").to_pylist()
     assert linked == [{"sample_id": "15G18300", "gene": "LDLR", "consequence": "missense_variant"}]
-    assert eco.sql("SELECT count(*) AS n FROM variants WHERE patient_id IS NULL").to_pylist() == [{"n": 2}]
+    assert eco.lake.sql("SELECT count(*) AS n FROM variants WHERE patient_id IS NULL").to_pylist() == [{"n": 2}]
 
 
 def test_ambiguous_identifier_links_nobody(tmp_path, samples):
-    eco = Ecosystem.open(tmp_path / "store")
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
     f = tmp_path / "Patient.ndjson"
     f.write_text("\n".join(json.dumps({"resourceType": "Patient", "id": pid,
                                        "identifier": [{"value": "1CT1"}]}) for pid in ("a", "b")))
     eco.ingest([f])
     eco.ingest([samples / "dicom"])
-    assert eco.sql("SELECT patient_id FROM imaging_studies WHERE source_patient_id = '1CT1'"
+    assert eco.lake.sql("SELECT patient_id FROM imaging_studies WHERE source_patient_id = '1CT1'"
                    ).to_pylist() == [{"patient_id": None}]
 
 
@@ -91,7 +92,7 @@ def test_plan_orders_patients_first_and_skips_non_records(samples):
 
 
 def test_demo_sample_data_ingests_clean(tmp_path, samples):
-    eco = Ecosystem.open(tmp_path / "store")
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
     for sub in ("fhir", "omop", "notes", "dicom", "vcf", "literature"):
         s = eco.ingest([samples / sub])
         assert s.quarantined == 0, (sub, eco.quarantine())

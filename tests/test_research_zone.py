@@ -7,13 +7,14 @@ import re
 import pytest
 
 from sagehealth import Ecosystem
+from helpers import STEWARD
 
 KEY = "research-zone-test-key-0123456789"
 
 
 @pytest.fixture
 def store(tmp_path, samples):
-    eco = Ecosystem.open(tmp_path / "store")
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
     for sub in ("fhir", "notes", "dicom", "vcf"):
         s = eco.ingest([samples / sub], options={"deid_key": KEY})
         assert s.research  # rows went to the research zone in the same run
@@ -36,9 +37,9 @@ def test_research_zone_holds_no_identified_value(store):
     deid = RowDeidentifier(KEY)
     tables = ("patients", "encounters", "events", "documents", "imaging_studies", "imaging_series",
               "imaging_instances", "variants", "claims")
-    research = {t: store.read(f"research_{t}").to_pylist() for t in tables}
+    research = {t: store.lake.read(f"research_{t}").to_pylist() for t in tables}
     everything = "\n".join(repr(rows) for rows in research.values())
-    for p in store.read("patients").to_pylist():
+    for p in store.lake.read("patients").to_pylist():
         ids = {p["patient_id"]} | {i["value"] for i in p["identifiers"] or [] if i["value"] and len(i["value"]) > 4}
         assert not [v for v in ids if v in everything], p["patient_id"]
         # names and birth date: not in any research row of this patient
@@ -60,27 +61,27 @@ def test_reingest_adds_nothing_and_refresh_is_idempotent(store, samples):
 
 def test_withdrawn_consent_removes_the_patient_everywhere_in_research(store, samples):
     pid = "sage-demo-001"
-    assert store.sql("SELECT count(*) AS n FROM research_variants").to_pylist()[0]["n"] > 0
+    assert store.lake.sql("SELECT count(*) AS n FROM research_variants").to_pylist()[0]["n"] > 0
     c = store.set_consent(pid, research_allowed=False, note="form 42", key=KEY)
     assert c.summary["research"]["removed"] > 0
     from sagehealth.privacy.structured import RowDeidentifier
 
     psn = RowDeidentifier(KEY).pseudonym(pid)
     for t in ("patients", "imaging_studies", "variants"):
-        n = store.sql(f"SELECT count(*) AS n FROM research_{t} WHERE patient_id = '{psn}'").to_pylist()[0]["n"]
+        n = store.lake.sql(f"SELECT count(*) AS n FROM research_{t} WHERE patient_id = '{psn}'").to_pylist()[0]["n"]
         assert n == 0, t
     # a later ingest does not bring the patient back
     store.ingest([samples / "omop"], options={"deid_key": KEY})
-    assert store.sql(f"SELECT count(*) AS n FROM research_patients WHERE patient_id = '{psn}'").to_pylist() == [{"n": 0}]
+    assert store.lake.sql(f"SELECT count(*) AS n FROM research_patients WHERE patient_id = '{psn}'").to_pylist() == [{"n": 0}]
     # the previous version still shows the research zone as it was (time travel)
     prev = c.version - 1
-    assert store.sql(f"SELECT count(*) AS n FROM research_patients WHERE patient_id = '{psn}'",
+    assert store.lake.sql(f"SELECT count(*) AS n FROM research_patients WHERE patient_id = '{psn}'",
                      version=prev).to_pylist() == [{"n": 1}]
 
 
 def test_without_a_key_the_research_zone_is_not_refreshed(tmp_path, samples, monkeypatch):
     monkeypatch.delenv("SAGEHEALTH_DEID_KEY", raising=False)
-    eco = Ecosystem.open(tmp_path / "s")
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
     s = eco.ingest([samples / "fhir" / "linked"])
     assert any("research zone not refreshed" in w for w in s.warnings)
     assert eco.tables()["research_patients"] == 0
@@ -88,14 +89,14 @@ def test_without_a_key_the_research_zone_is_not_refreshed(tmp_path, samples, mon
 
 @pytest.mark.integration
 def test_research_zone_of_the_shared_fhir_export_has_no_identified_value(tmp_path, shared):
-    eco = Ecosystem.open(tmp_path / "s")
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
     s = eco.ingest([shared / "fhir" / "bulk_ndjson_10patients"], options={"deid_key": KEY})
     assert s.research["research_documents"] == 1215
     from sagehealth.privacy.structured import RowDeidentifier
 
     deid = RowDeidentifier(KEY)
-    docs = eco.read("research_documents").to_pylist()
-    for p in eco.read("patients").to_pylist():
+    docs = eco.lake.read("research_documents").to_pylist()
+    for p in eco.lake.read("patients").to_pylist():
         mine = "\n".join(d["text"] or "" for d in docs if d["patient_id"] == deid.pseudonym(p["patient_id"]))
         assert mine, p["patient_id"]
         # Synthea names carry digits ("Devin82"): the whole name must be gone from the notes

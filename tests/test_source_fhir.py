@@ -12,6 +12,7 @@ import pytest
 from sagehealth.data.sources.base import Bad, ReadContext, Record
 from sagehealth.data.sources.fhir import FhirReader, map_resource
 from sagehealth.errors import SourceNotFound, UnknownFormat
+from helpers import STEWARD, clinician_of
 
 PID = "p-1"
 
@@ -264,16 +265,16 @@ def test_reingest_same_file_adds_nothing_and_updated_file_upserts(eco, tmp_path)
     write_ndjson(f, patient(gender="male"), patient("p-3"))
     third = eco.ingest([f])
     assert third.version == 3
-    rows = {r["patient_id"]: r["gender"] for r in eco.read("patients").to_pylist()}
+    rows = {r["patient_id"]: r["gender"] for r in eco.lake.read("patients").to_pylist()}
     assert rows == {"p-1": "male", "p-2": "female", "p-3": "female"}
-    assert eco.sql("SELECT count(*) AS n FROM patients", version=2).to_pylist() == [{"n": 2}]
+    assert eco.lake.sql("SELECT count(*) AS n FROM patients", version=2).to_pylist() == [{"n": 2}]
 
 
 def test_trace_returns_source_file_sha_and_locator(eco, tmp_path):
     f = write_ndjson(tmp_path / "Patient.ndjson", patient(), patient("p-2"))
     s = eco.ingest([f])
-    rid = eco.sql("SELECT row_id FROM patients WHERE patient_id = 'p-2'").to_pylist()[0]["row_id"]
-    t = eco.trace(rid)
+    rid = eco.lake.sql("SELECT row_id FROM patients WHERE patient_id = 'p-2'").to_pylist()[0]["row_id"]
+    t = clinician_of(eco).trace(rid)
     prov = t["provenance"]
     assert t["table"] == "patients" and t["row"]["patient_id"] == "p-2"
     assert prov["source_uri"] == f.resolve().as_uri()
@@ -294,7 +295,7 @@ def test_bundle_forward_urn_uuid_reference_resolves(eco, tmp_path):
     p.write_text(json.dumps(b))
     s = eco.ingest([p])
     assert (s.ingested, s.quarantined) == (2, 0)
-    assert eco.sql("SELECT patient_id FROM events").to_pylist() == [{"patient_id": "p1"}]
+    assert eco.lake.sql("SELECT patient_id FROM events").to_pylist() == [{"patient_id": "p1"}]
 
 
 def test_bundle_whose_entry_is_not_an_array_is_quarantined(eco, tmp_path):
@@ -315,7 +316,7 @@ def test_value_that_does_not_fit_the_model_quarantines_only_its_record(eco, tmp_
     assert (s.records_in, s.ingested, s.quarantined) == (4, 3, 1)
     (q,) = eco.quarantine()
     assert q["locator"] == "line:3" and q["reason"].startswith("events.code")
-    assert sorted(r["event_id"] for r in eco.read("events").to_pylist()) == ["o1", "o3"]
+    assert sorted(r["event_id"] for r in eco.lake.read("events").to_pylist()) == ["o1", "o3"]
 
 
 def test_truncated_gzip_read_by_workers_keeps_the_lines_before_the_cut(tmp_path, monkeypatch):
@@ -334,7 +335,7 @@ def test_truncated_gzip_read_by_workers_keeps_the_lines_before_the_cut(tmp_path,
     monkeypatch.setattr(pipeline, "PARALLEL_MIN_BYTES", 0)
     got = {}
     for workers in (0, 2):
-        eco = Ecosystem.open(tmp_path / f"w{workers}")
+        eco = Ecosystem.open(tmp_path / f"w{workers}", STEWARD)
         s = eco.ingest([p], options={"workers": workers})
         assert s.records_in == s.ingested + s.quarantined and s.quarantined == 1
         got[workers] = s.ingested

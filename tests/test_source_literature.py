@@ -19,7 +19,7 @@ from sagehealth.data.sources.literature import LiteratureReader, detect
 
 FIX = Path(__file__).parent / "fixtures" / "literature"
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "sagehealth" / "sample_data" / "literature"
-from helpers import shared_path as _shared  # noqa: E402
+from helpers import STEWARD, shared_path as _shared  # noqa: E402
 
 
 def read(path: Path, **options: Any) -> list[Record | Bad]:
@@ -205,5 +205,5 @@ def test_non_string_title_is_a_bad_record_and_the_rest_is_kept(tmp_path: Path) -
     p = tmp_path / "c" / "corpus.jsonl"
     p.parent.mkdir()
     p.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    s = Ecosystem.open(tmp_path / "store").ingest([p])
+    s = Ecosystem.open(tmp_path / "store", STEWARD).ingest([p])
     assert (s.records_in, s.ingested, s.quarantined) == (10, 9, 1)

@@ -10,6 +10,7 @@ import pytest
 from sagehealth import Ecosystem
 from sagehealth.errors import ConfigError
 from sagehealth.privacy.structured import RULES, RowDeidentifier
+from helpers import STEWARD
 
 KEY = "structured-test-key-0123456789"
 TABLES = ["patients", "encounters", "events", "documents", "imaging_studies", "imaging_series",
@@ -20,7 +21,7 @@ TABLES = ["patients", "encounters", "events", "documents", "imaging_studies", "i
 def store(tmp_path_factory):
     from sagehealth.demo import sample_root
 
-    eco = Ecosystem.open(tmp_path_factory.mktemp("s") / "store")
+    eco = Ecosystem.open(tmp_path_factory.mktemp("s") / "store", STEWARD)
     for sub in ("fhir", "omop", "notes", "dicom", "vcf"):
         eco.ingest([sample_root() / sub])
     return eco
@@ -31,7 +32,7 @@ def _identified_values(eco: Ecosystem) -> tuple[set[str], dict[str, set[str]]]:
     and each patient's names, address, telecom and birth date (per patient)."""
     glob: set[str] = set()
     per: dict[str, set[str]] = {}
-    for p in eco.read("patients").to_pylist():
+    for p in eco.lake.read("patients").to_pylist():
         glob.add(p["patient_id"])
         mine = per.setdefault(p["patient_id"], set())
         for k in ("family_name", "given_names", "address_line"):
@@ -45,9 +46,9 @@ def _identified_values(eco: Ecosystem) -> tuple[set[str], dict[str, set[str]]]:
                 glob.add(t["value"])
         if p["birth_date"]:
             mine.add(p["birth_date"].isoformat())
-    for st in eco.read("imaging_studies").to_pylist():
+    for st in eco.lake.read("imaging_studies").to_pylist():
         glob.update(v for v in (st["source_patient_id"], st["accession"], st["study_uid"]) if v and len(v) > 3)
-    for v in eco.read("variants").to_pylist():
+    for v in eco.lake.read("variants").to_pylist():
         if v["sample_id"]:
             glob.add(v["sample_id"])
     return glob, per
@@ -61,7 +62,7 @@ def test_no_identified_value_reaches_the_research_rows(store):
     leaks: list[tuple[str, str]] = []
     rows = 0
     for table in TABLES:
-        for row in store.read(table).to_pylist():
+        for row in store.lake.read(table).to_pylist():
             out = deid.row(table, row)
             if table in ("directory", "fhir_other"):
                 assert out is None  # never enters the research zone
@@ -76,7 +77,7 @@ def test_no_identified_value_reaches_the_research_rows(store):
 
 def test_same_patient_same_pseudonym_and_intervals_survive(store):
     deid = RowDeidentifier(KEY)
-    enc = [r for r in store.read("encounters").to_pylist() if r["start"] and r["end"]][:20]
+    enc = [r for r in store.lake.read("encounters").to_pylist() if r["start"] and r["end"]][:20]
     for r in enc:
         out = deid.row("encounters", r)
         assert out["patient_id"] == deid.pseudonym(r["patient_id"]).__str__()
@@ -102,7 +103,7 @@ def test_birth_year_zip3_and_age_bucket():
 
 def test_documents_text_is_deidentified_and_sections_recomputed(store):
     deid = RowDeidentifier(KEY)
-    docs = [d for d in store.read("documents").to_pylist() if d["patient_id"] and d["text"]][:5]
+    docs = [d for d in store.lake.read("documents").to_pylist() if d["patient_id"] and d["text"]][:5]
     for d in docs:
         out = deid.row("documents", d)
         assert out["text"] != d["text"] or not d["sections"]

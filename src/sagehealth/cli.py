@@ -47,6 +47,32 @@ HomeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Read this store version (time travel).")]
 
+#: who runs this command (set by the top-level options / environment, read by ``_open``)
+_WHO: dict[str, Any] = {}
+
+
+@app.callback()
+def _principal(
+    role: Annotated[str | None, typer.Option("--role", envvar="SAGEHEALTH_ROLE", help="Act as: clinician, researcher, steward or auditor.", show_default=False)] = None,
+    user: Annotated[str | None, typer.Option("--user", envvar="SAGEHEALTH_USER", help="Who you are (default: your login name).", show_default=False)] = None,
+    purpose: Annotated[str | None, typer.Option("--purpose", envvar="SAGEHEALTH_PURPOSE", help="Purpose of use (default: the role's usual one: treatment, research, operations, audit).", show_default=False)] = None,
+    patients: Annotated[str | None, typer.Option("--patients", envvar="SAGEHEALTH_PATIENTS", help="Clinicians: care-team patient ids, comma-separated or @FILE.", show_default=False)] = None,
+) -> None:
+    """SAGE-Health: a governed, versioned medical data ecosystem for generative AI.
+
+    Every command that touches a store runs as a principal (role, user, purpose, care team):
+    give --role ... before the command, or set $SAGEHEALTH_ROLE."""
+    _WHO.update(role=role, user=user, purpose=purpose, patients=patients)
+
+
+def _open(home: str | None) -> Ecosystem:
+    """The store at ``home``, opened by the principal of the top-level options."""
+    from sagehealth.governance.policy import make_principal
+
+    who = make_principal(_WHO.get("role"), user=_WHO.get("user"), purpose=_WHO.get("purpose"),
+                         patients=_WHO.get("patients"))
+    return Ecosystem.open(home, who)
+
 
 def _default(value: Any) -> Any:
     if isinstance(value, bytes):
@@ -166,7 +192,7 @@ def ingest(
         raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     if validate not in ("schema", "strict", "none"):
         raise typer.BadParameter("must be schema, strict or none", param_hint="--validate")
-    eco = Ecosystem.open(home)
+    eco = _open(home)
     progress = _RichProgress(enabled=not json and err.is_terminal)
     options: dict[str, Any] = {"validate": validate}
     if text_column:
@@ -200,7 +226,7 @@ def sql(
     json: JsonOpt = False,
 ) -> None:
     """Run SQL (DuckDB) over every table, at the latest or an earlier version."""
-    result = Ecosystem.open(home).sql(query, version=version)
+    result = _open(home).sql(query, version=version)
     rows = result.to_pylist()
     if json:
         print_json(rows)
@@ -218,7 +244,7 @@ def trace(
     json: JsonOpt = False,
 ) -> None:
     """Show where a row came from: source file, sha256, locator, reader, pipeline version, run."""
-    info = Ecosystem.open(home).trace(row_id, version=version)
+    info = _open(home).trace(row_id, version=version)
     if json:
         print_json(info)
         return
@@ -238,7 +264,7 @@ def quarantine(
     json: JsonOpt = False,
 ) -> None:
     """List quarantined records with their reason and locator."""
-    rows = Ecosystem.open(home).quarantine(run_id=run, version=version, limit=limit,
+    rows = _open(home).quarantine(run_id=run, version=version, limit=limit,
                                            superseded=superseded)
     if json:
         print_json(rows)
@@ -253,7 +279,7 @@ def quarantine(
 @app.command()
 def versions(home: HomeOpt = None, json: JsonOpt = False) -> None:
     """List the store's versions (one per ingest run) with their messages."""
-    commits = Ecosystem.open(home).versions()
+    commits = _open(home).versions()
     rows = [{"version": c.version, "committed_at": c.committed_at, "run_id": c.run_id,
              "message": c.message, "records_in": c.summary.get("records_in"),
              "quarantined": c.summary.get("quarantined")} for c in commits]
@@ -266,7 +292,7 @@ def versions(home: HomeOpt = None, json: JsonOpt = False) -> None:
 @app.command()
 def tables(version: VersionOpt = None, home: HomeOpt = None, json: JsonOpt = False) -> None:
     """Row counts of every table."""
-    counts = Ecosystem.open(home).tables(version=version)
+    counts = _open(home).tables(version=version)
     if json:
         print_json(counts)
         return
@@ -356,7 +382,7 @@ def consent(
     home: HomeOpt = None,
 ) -> None:
     """Record a research-consent decision; a withdrawal removes the patient from the research zone."""
-    c = Ecosystem.open(home).set_consent(patient, research_allowed=not withdraw, note=note)
+    c = _open(home).set_consent(patient, research_allowed=not withdraw, note=note)
     out.print(f"version {c.version}: {c.message} ({c.summary.get('research', {})})")
 
 
@@ -366,7 +392,7 @@ def research(
     json: JsonOpt = False,
 ) -> None:
     """Refresh the de-identified research zone (needs $SAGEHEALTH_DEID_KEY)."""
-    result = Ecosystem.open(home).refresh_research()
+    result = _open(home).refresh_research()
     if json:
         print_json(result)
     else:
@@ -381,7 +407,7 @@ def export_deid(
     json: JsonOpt = False,
 ) -> None:
     """Write de-identified copies of DICOM (PS3.15 basic profile) and VCF (keyed sample ids) files."""
-    done = Ecosystem.open(home).export_deidentified_files(paths, out)
+    done = _open(home).export_deidentified_files(paths, out)
     if json:
         print_json(done)
         return
@@ -395,7 +421,7 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(home: HomeOpt = None, json: JsonOpt = False) -> None:
     """Recompute the audit log's hash chain; exit 1 and say where when it was tampered with."""
-    result = Ecosystem.open(home).audit.verify()
+    result = _open(home).verify_audit()
     if json:
         print_json({"ok": result.ok, "entries": result.entries, "problem": result.problem,
                     "line": result.line})
@@ -414,10 +440,9 @@ def audit_show(
     json: JsonOpt = False,
 ) -> None:
     """Show the last entries of the audit log (who, what, allowed or denied, why)."""
-    from collections import deque
     from dataclasses import asdict
 
-    rows = [asdict(e) for e in deque(Ecosystem.open(home).audit.entries(), maxlen=limit)]
+    rows = [asdict(e) for e in _open(home).audit_entries(limit=limit)]
     if json:
         print_json(rows)
         return

@@ -27,3 +27,8 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> str:
 def is_local(uri: str) -> bool:
     """True when ``uri`` is a local folder rather than an object-store URI."""
     return "://" not in uri
+
+
+def audit_folder(uri: str) -> str:
+    """Where the audit log of the store at ``uri`` lives (``<home>/audit``)."""
+    return f"{uri.rstrip('/')}/audit"

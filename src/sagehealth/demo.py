@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from sagehealth.ecosystem import Ecosystem
+from sagehealth.governance import Principal
 
 DEMO_HOME = "./sage-demo"
 
@@ -86,11 +87,17 @@ def sample_root() -> Path:
     return Path(str(resources.files("sagehealth") / "sample_data"))
 
 
+#: the demo's people (a real deployment takes them from its identity provider and EHR)
+STEWARD = Principal("sam.steward", "steward", "operations")
+RESEARCHER = Principal("rita.research", "researcher", "research")
+AUDITOR = Principal("aude.audit", "auditor", "audit")
+
+
 def run_demo(home: str | None, out: Console) -> Ecosystem:
     """Run the demo into ``home`` (default ./sage-demo) and print what it finds."""
     from sagehealth.cli import print_rows
 
-    eco = Ecosystem.open(home or DEMO_HOME)
+    eco = Ecosystem.open(home or DEMO_HOME, STEWARD)
     root = sample_root()
     # The research zone needs the de-identification key. The demo makes a throw-away one for
     # this process (never stored); a real deployment sets SAGEHEALTH_DEID_KEY.
@@ -99,6 +106,7 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
 
     key = os.environ.get("SAGEHEALTH_DEID_KEY") or secrets.token_hex(16)
     out.print(Rule(f"SAGE-Health demo — store at {eco.home}"))
+    out.print(f"[dim]ingest as {STEWARD.user} (data steward)[/dim]")
     for folder, fmt, message in SAMPLES:
         path = root / folder
         if not path.exists():
@@ -114,42 +122,47 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
         )
     out.print(Rule("What is in the store"))
     print_rows([{"table": t, "rows": n} for t, n in eco.tables().items() if n], title="tables")
+    # The care team comes from the hospital's EHR; here: every patient of the sample data.
+    team = frozenset(eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist())
+    doctor = eco.as_principal(Principal("dr.ana", "clinician", "treatment", patients=team))
+    out.print(f"[dim]the questions below run as dr.ana (clinician) with a care team of {len(team)} patients[/dim]")
     for title, query in QUESTIONS:
         out.print(Rule(title))
         out.print(f"[dim]{' '.join(query.split())}[/dim]")
-        print_rows(eco.sql(query).to_pylist())
-    versions = eco.versions()
+        print_rows(doctor.sql(query).to_pylist())
+    versions = doctor.versions()
     out.print(Rule("Time travel"))
     if len(versions) >= 3:
         v = versions[1].version
-        then = eco.sql("SELECT count(*) AS n FROM documents", version=v).to_pylist()[0]["n"]
-        now = eco.sql("SELECT count(*) AS n FROM documents").to_pylist()[0]["n"]
+        then = doctor.sql("SELECT count(*) AS n FROM documents", version=v).to_pylist()[0]["n"]
+        now = doctor.sql("SELECT count(*) AS n FROM documents").to_pylist()[0]["n"]
         out.print(f"documents at version {v}: {then}; at version {versions[-1].version}: {now}")
     out.print(Rule("Provenance of one document row"))
-    doc = eco.sql("SELECT row_id FROM documents WHERE patient_id IS NOT NULL LIMIT 1").to_pylist()
+    doc = doctor.sql("SELECT row_id FROM documents WHERE patient_id IS NOT NULL LIMIT 1").to_pylist()
     if doc:
-        t = eco.trace(doc[0]["row_id"])
+        t = doctor.trace(doc[0]["row_id"])
         prov = t["provenance"] or {}
         out.print(f"{doc[0]['row_id']} ← {prov.get('source_uri')} @ {prov.get('locator')} "
                   f"(sha256 {str(prov.get('source_sha256'))[:12]}…, reader {prov.get('reader')} "
                   f"v{prov.get('reader_version')}, {prov.get('run_id')})")
-    out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested"))
+    out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested (steward)"))
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
-    _privacy(eco, out, key)
-    out.print(f"\nExplore it: [bold]sagehealth sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
+    _privacy(eco, doctor, out, key)
+    out.print(f"\nExplore it: [bold]sagehealth --role researcher sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
     return eco
 
 
-def _privacy(eco: Ecosystem, out: Console, key: str) -> None:
-    """De-identify a clinical note of the store and show the audit trail of the accesses."""
+def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
+    """De-identify a clinical note, query the research zone, withdraw a consent, show access
+    checks and the audit trail they leave."""
+    from sagehealth.cli import print_rows
     from sagehealth.errors import AccessDenied
-    from sagehealth.governance import Principal, authorize
     from sagehealth.privacy.deid import deidentify
 
     out.print(Rule("De-identification of a clinical note (tags; surrogates need a key)"))
-    rows = eco.sql("""SELECT patient_id, text FROM documents WHERE source_system = 'fhir'
-                      AND text IS NOT NULL ORDER BY date LIMIT 1""").to_pylist()
+    rows = doctor.sql("""SELECT patient_id, text FROM documents WHERE source_system = 'fhir'
+                         AND text IS NOT NULL ORDER BY date LIMIT 1""").to_pylist()
     if rows:
         note = rows[0]["text"][:600]
         result = deidentify(note)
@@ -159,33 +172,43 @@ def _privacy(eco: Ecosystem, out: Console, key: str) -> None:
         out.print(result.text)
         out.print(f"[dim]{len(result.spans)} PHI spans: "
                   + ", ".join(sorted({s.type for s in result.spans})) + "[/dim]")
-    out.print(Rule("Research zone: the same data de-identified (pseudonyms, shifted dates)"))
-    from sagehealth.cli import print_rows
-
-    print_rows(eco.sql("""SELECT p.patient_id, p.gender, p.birth_date, p.postal_code,
-                                 count(e.row_id) AS events, min(e.start)::DATE AS first_event
-                          FROM research_patients p LEFT JOIN research_events e USING (patient_id)
-                          GROUP BY ALL ORDER BY events DESC LIMIT 5""").to_pylist())
+    out.print(Rule("Research zone as rita.research (researcher): pseudonyms, shifted dates"))
+    research = eco.as_principal(RESEARCHER)
+    query = """SELECT p.patient_id, p.gender, p.birth_date, p.postal_code,
+                      count(e.row_id) AS events, min(e.start)::DATE AS first_event
+               FROM patients p LEFT JOIN events e USING (patient_id)
+               GROUP BY ALL ORDER BY events DESC LIMIT 5"""
+    out.print(f"[dim]{' '.join(query.split())}[/dim]")
+    print_rows(research.sql(query).to_pylist())
     c = eco.set_consent("sage-demo-001", research_allowed=False, note="demo withdrawal", key=key)
-    left = eco.sql("SELECT count(*) AS n FROM research_patients").to_pylist()[0]["n"]
-    out.print(f"v{c.version}: patient sage-demo-001 withdraws research consent -> "
+    left = research.sql("SELECT count(*) AS n FROM patients").to_pylist()[0]["n"]
+    out.print(f"v{c.version}: patient sage-demo-001 withdraws research consent (recorded by the steward) -> "
               f"{c.summary['research'].get('removed', 0)} research rows removed, {left} patients left")
-    out.print(Rule("Access checks and the hash-chained audit log"))
-    log = eco.audit
-    asks = [
-        (Principal("dr.ana", "clinician", "treatment", patients={"sage-demo-001"}), "read_clinical", {"sage-demo-001"}),
-        (Principal("dr.ana", "clinician", "treatment", patients={"sage-demo-001"}), "read_clinical", {"someone-else"}),
-        (Principal("rita", "researcher", "research"), "read_clinical", {"sage-demo-001"}),
-        (Principal("steward", "steward", "operations"), "read_quarantine", None),
+    out.print(Rule("Access checks below every door, each one in the hash-chained audit log"))
+    with_docs = [r["patient_id"] for r in doctor.sql(
+        "SELECT patient_id FROM documents GROUP BY 1 ORDER BY count(*) DESC LIMIT 2").to_pylist()]
+    mine, other = (with_docs + ["someone-else", "someone-else"])[:2]
+    outsider = eco.as_principal(Principal("dr.bob", "clinician", "treatment", patients={mine}))
+    attempts = [
+        ("dr.bob (clinician) reads his patient's documents",
+         lambda: outsider.sql("SELECT count(*) AS n FROM documents").to_pylist()[0]["n"]),
+        ("dr.bob traces a document of another patient",
+         lambda: outsider.trace(doctor.sql(f"SELECT row_id FROM documents WHERE patient_id = '{other}' "
+                                           "LIMIT 1").to_pylist()[0]["row_id"])),
+        ("rita (researcher) reads the provenance table", lambda: research.sql("SELECT * FROM provenance")),
+        ("rita (researcher) asks for the quarantine", lambda: research.quarantine()),
+        ("sam (steward) reads clinical notes", lambda: eco.read("documents")),
     ]
-    for principal, action, patients in asks:
+    for what, attempt in attempts:
         try:
-            authorize(principal, action, patients)
-            allowed, reason = True, ""
-        except AccessDenied as exc:
-            allowed, reason = False, str(exc)
-        log.record(principal, action, "demo", allowed=allowed, patients=patients or (), reason=reason)
-        out.print(f"{'[green]allowed[/green]' if allowed else '[red]denied[/red] '} "
-                  f"{principal.user} ({principal.role}) {action}" + (f": {reason}" if reason else ""))
-    v = log.verify()
+            got = attempt()
+            out.print(f"[green]allowed[/green] {what}" + (f": {got}" if isinstance(got, int) else ""))
+        except (AccessDenied, IndexError) as exc:
+            out.print(f"[red]denied[/red]  {what}: {exc}")
+    auditor = eco.as_principal(AUDITOR)
+    v = auditor.verify_audit()
     out.print(f"audit log: {v.entries} entries, chain {'verified' if v.ok else 'BROKEN: ' + str(v.problem)}")
+    print_rows([{"seq": e.seq, "user": e.user, "action": e.action, "allowed": e.allowed,
+                 "patients": len(e.patients), "resource": e.resource}
+                for e in auditor.audit_entries(limit=6)], title="the last audit entries (aude.audit, auditor)",
+               width=48)

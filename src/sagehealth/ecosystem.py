@@ -3,47 +3,103 @@
 from __future__ import annotations
 
 import os
+import re
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 
-from sagehealth.config import resolve_home
+from sagehealth.config import audit_folder, resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
-from sagehealth.errors import RowNotFound
-from sagehealth.governance.audit import AuditLog
+from sagehealth.errors import AccessDenied, QueryError, RowNotFound
+from sagehealth.governance.audit import AuditEntry, AuditLog, Verification
+from sagehealth.governance.policy import Principal, authorize, principal_from_env
+from sagehealth.governance.scope import PATIENT_TABLES, READ_ACTION, Views, hidden_tables, views_for
 
 #: columns left out of ``trace`` output (large or binary)
 BULKY = {"thumbnail", "resource_json"}
 
 
 class Ecosystem:
-    """A SAGE-Health store: a versioned lakehouse of the common clinical model.
+    """A SAGE-Health store, opened by one principal: every read and write below is checked
+    against the principal's role, purpose and care team, and written to the audit log
+    (allowed or denied) before anything is returned.
 
-    >>> eco = Ecosystem.open("./sage-data")          # doctest: +SKIP
-    >>> eco.ingest(["bundle.json"]).to_dict()        # doctest: +SKIP
-    >>> eco.sql("SELECT count(*) FROM patients")     # doctest: +SKIP
+    >>> me = Principal("dr.ana", "clinician", "treatment", patients={"p1"})  # doctest: +SKIP
+    >>> eco = Ecosystem.open("./sage-data", me)          # doctest: +SKIP
+    >>> eco.sql("SELECT count(*) FROM events")           # doctest: +SKIP
+
+    ``lake`` is the storage engine underneath, without access checks: whoever can read the store
+    folder is inside the clinical zone, so protect it with file-system permissions.
     """
 
-    def __init__(self, lake: Lakehouse) -> None:
+    def __init__(self, lake: Lakehouse, principal: Principal | None = None) -> None:
         self.lake = lake
+        self._principal = principal
+        self._audit = AuditLog(audit_folder(lake.uri))
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None) -> Ecosystem:
-        """Open (creating when new) the store at ``home``, ``$SAGEHEALTH_HOME`` or ./sage-data."""
-        return cls(Lakehouse(resolve_home(home)))
+    def open(cls, home: str | os.PathLike[str] | None = None, principal: Principal | None = None) -> Ecosystem:
+        """Open (creating when new) the store at ``home``, ``$SAGEHEALTH_HOME`` or ./sage-data,
+        acting as ``principal`` (else the one described by ``$SAGEHEALTH_ROLE`` and friends)."""
+        return cls(Lakehouse(resolve_home(home)), principal if principal is not None else principal_from_env())
+
+    def as_principal(self, principal: Principal) -> Ecosystem:
+        """The same store opened by another principal."""
+        return Ecosystem(self.lake, principal)
+
+    @property
+    def principal(self) -> Principal | None:
+        return self._principal
 
     @property
     def home(self) -> str:
         return self.lake.uri
 
-    @property
-    def audit(self) -> AuditLog:
-        """The store's audit log (``<home>/audit``)."""
-        return AuditLog(Path(self.lake.uri) / "audit")
+    # -- access checks ----------------------------------------------------------------
+    def _allow(self, action: str, resource: str, patients: Iterable[str] | None = None) -> Principal:
+        """Check ``action`` for the principal; a denial is audited and raised."""
+        p = self._principal
+        if p is None:
+            reason = ("no principal: open the store with one (Ecosystem.open(home, Principal(...))) or set "
+                      "SAGEHEALTH_ROLE (and SAGEHEALTH_USER, SAGEHEALTH_PURPOSE, SAGEHEALTH_PATIENTS)")
+            self._audit.record(None, action, resource, allowed=False, reason=reason)
+            raise AccessDenied(reason)
+        try:
+            authorize(p, action, patients)
+        except AccessDenied as exc:
+            self._deny(p, action, resource, str(exc), patients)
+        return p
+
+    def _deny(self, p: Principal, action: str, resource: str, reason: str,
+              patients: Iterable[str] | None = None) -> NoReturn:
+        self._audit.record(p, action, resource, allowed=False, patients=patients or (), reason=reason)
+        raise AccessDenied(reason)
+
+    def _log(self, p: Principal, action: str, resource: str, patients: Iterable[str] = (), reason: str = "") -> None:
+        self._audit.record(p, action, resource, allowed=True, patients=patients, reason=reason)
+
+    def _read_scope(self, resource: str) -> tuple[Principal, str, Views]:
+        """Check a data read; returns the principal, the action and the tables it sees."""
+        who = self._principal
+        action = READ_ACTION[who.role] if who else "read_clinical"
+        p = self._allow(action, resource, who.patients if who and who.role == "clinician" else None)
+        return p, action, views_for(p)
+
+    @staticmethod
+    def _patients_in(p: Principal, table: pa.Table) -> list[str]:
+        """The patients a clinician's read touched (what the audit entry names): those in the
+        result, or the whole care team when the result does not say whose rows it read."""
+        if p.role != "clinician":
+            return []
+        if "patient_id" not in table.column_names:
+            return sorted(p.patients)
+        return sorted({v for v in table.column("patient_id").to_pylist() if v})
 
     # -- writing ----------------------------------------------------------------------
     def ingest(
@@ -55,9 +111,14 @@ class Ecosystem:
         options: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> IngestSummary:
-        """Ingest files or folders as one new version; returns the run summary."""
+        """Ingest files or folders as one new version (data stewards); returns the run summary."""
+        paths = [Path(p) for p in paths]
+        p = self._allow("ingest", "ingest: " + ", ".join(map(str, paths))[:500])
         run = IngestRun(self.lake, message=message, options=options, progress=progress)
-        return run.ingest([Path(p) for p in paths], format)
+        summary = run.ingest(paths, format)
+        self._log(p, "ingest", f"version {summary.version}: {summary.records_in} records, "
+                  f"{summary.quarantined} quarantined", reason="done")
+        return summary
 
     def set_consent(self, patient_id: str, *, research_allowed: bool, note: str = "",
                     key: str | bytes | None = None) -> Commit:
@@ -67,6 +128,8 @@ class Ecosystem:
 
         from sagehealth.privacy.research import refresh
 
+        p = self._allow("configure", f"consent: research {'granted' if research_allowed else 'withdrawn'}",
+                        [patient_id])
         with self.lake.write_lock():
             self.lake.rollback_uncommitted()
             self.lake.table("consent").add(pa.Table.from_pylist(
@@ -74,84 +137,149 @@ class Ecosystem:
                   "updated_at": datetime.now(UTC), "note": note}], schema=ALL_SCHEMAS["consent"]))
             result = refresh(self.lake, key)
             verb = "grants" if research_allowed else "withdraws"
-            return self.lake.commit(f"consent: a patient {verb} research use", run_id=None,
-                                    summary={"research": result})
+            commit = self.lake.commit(f"consent: a patient {verb} research use", run_id=None,
+                                      summary={"research": result})
+        self._log(p, "configure", f"consent recorded in version {commit.version}", [patient_id])
+        return commit
 
     def refresh_research(self, *, key: str | bytes | None = None) -> dict[str, int]:
         """Bring the research zone up to date (e.g. after setting the key) as a new version."""
         from sagehealth.privacy.research import refresh
 
+        p = self._allow("configure", "refresh the research zone")
         with self.lake.write_lock():
             self.lake.rollback_uncommitted()
             result = refresh(self.lake, key)
             if result:
                 self.lake.commit("refresh the research zone", run_id=None, summary={"research": result})
-            return result
+        self._log(p, "configure", f"research zone refreshed: {result}")
+        return result
 
     def export_deidentified_files(self, paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str],
                                   *, key: str | bytes | None = None) -> list[dict[str, str]]:
         """De-identified copies of DICOM and VCF files (PS3.15 basic profile; keyed sample ids),
-        with the same pseudonyms and UIDs as the research tables."""
+        with the same pseudonyms and UIDs as the research tables (data stewards)."""
         from sagehealth.privacy.files import deidentify_files
         from sagehealth.privacy.structured import RowDeidentifier
 
+        paths = [Path(p) for p in paths]
+        p = self._allow("export", f"export de-identified copies to {out}")
         index: dict[str, str] = {}
-        for p in self.read("patients", columns=["patient_id", "identifiers"]).to_pylist():
-            index[p["patient_id"]] = p["patient_id"]
-            for ident in p["identifiers"] or []:
+        for row in self.lake.read("patients", columns=["patient_id", "identifiers"]).to_pylist():
+            index[row["patient_id"]] = row["patient_id"]
+            for ident in row["identifiers"] or []:
                 if ident.get("value"):
-                    index.setdefault(ident["value"], p["patient_id"])
-        return deidentify_files([Path(p) for p in paths], Path(out), RowDeidentifier(key),
-                                find_patient=index.get)
+                    index.setdefault(ident["value"], row["patient_id"])
+        done = deidentify_files(paths, Path(out), RowDeidentifier(key), find_patient=index.get)
+        self._log(p, "export", f"{len(done)} de-identified files written to {out}")
+        return done
 
     # -- reading ----------------------------------------------------------------------
     def sql(self, query: str, *, version: int | None = None) -> pa.Table:
-        """DuckDB SQL over every table as of ``version`` (latest when None)."""
-        return self.lake.sql(query, version)
+        """DuckDB SQL as of ``version`` (latest when None) over the tables the principal sees:
+        a clinician the clinical tables limited to the care team, a researcher the research
+        zone under the plain names, a steward the operational tables."""
+        resource = "sql: " + " ".join(query.split())[:500]
+        p, action, views = self._read_scope(resource)
+        try:
+            result = self.lake.sql(query, version, views)
+        except QueryError as exc:
+            hidden = re.search(r'Table with name "?(\w+)"? does not exist', str(exc))
+            if hidden and hidden.group(1).lower() in hidden_tables(p):
+                self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {hidden.group(1)}")
+            raise
+        self._log(p, action, resource, self._patients_in(p, result))
+        return result
 
     def read(self, table: str, *, version: int | None = None, **scan: Any) -> pa.Table:
-        """One table as of ``version``; ``columns=`` and ``filter=`` are passed to Lance."""
-        return self.lake.read(table, version, **scan)
+        """One table as of ``version``, as the principal sees it; ``columns=`` and ``filter=``
+        are passed to Lance."""
+        resource = f"read: {table}" + (f" where {scan['filter']}" if scan.get("filter") else "")
+        p, action, views = self._read_scope(resource)
+        if table not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {table}")
+        stored, row_filter = views[table]
+        if row_filter:
+            scan["filter"] = f"({row_filter}) AND ({scan['filter']})" if scan.get("filter") else row_filter
+        columns = scan.get("columns")
+        if p.role == "clinician" and columns is not None and "patient_id" not in columns and table in PATIENT_TABLES:
+            result = self.lake.read(stored, version, **{**scan, "columns": [*columns, "patient_id"]})
+            touched = self._patients_in(p, result)
+            result = result.drop_columns(["patient_id"])
+        else:
+            result = self.lake.read(stored, version, **scan)
+            touched = self._patients_in(p, result)
+        self._log(p, action, resource, touched)
+        return result
 
     def tables(self, *, version: int | None = None) -> dict[str, int]:
-        """Row count of every table as of ``version``."""
+        """Row count of every table the principal sees (a steward: of every table) as of ``version``."""
+        p, action, views = self._read_scope("table counts")
         commit = self.lake.resolve(version)
-        return {name: self.lake.dataset(name, commit).count_rows()
-                for name in ALL_SCHEMAS if name != "commits" and name in commit.table_versions}
+        if p.role == "steward":
+            views = {n: (n, None) for n in ALL_SCHEMAS if n != "commits"}
+        counts = {name: self.lake.dataset(stored, commit).count_rows(flt)
+                  for name, (stored, flt) in views.items()
+                  if name != "commits" and stored in commit.table_versions
+                  and not (p.role == "researcher" and name.startswith("research_"))}
+        self._log(p, action, "table counts")
+        return counts
 
     def versions(self) -> list[Commit]:
-        """Every version of the store, oldest first."""
-        return self.lake.commits()
+        """Every version of the store, oldest first. Messages and run summaries (which name
+        source files) are for data stewards; others see numbers, times and run ids."""
+        p, action, _ = self._read_scope("versions")
+        commits = self.lake.commits()
+        if p.role != "steward":
+            commits = [replace(c, message="", summary={}) for c in commits]
+        self._log(p, action, "versions")
+        return commits
 
     def trace(self, row_id: str, *, version: int | None = None) -> dict[str, Any]:
-        """Where a row came from: its table, the row itself and its provenance record."""
-        prefix = row_id.split("_", 1)[0]
-        table = TABLE_OF_PREFIX.get(prefix)
+        """Where a row came from: its table, the row itself and its provenance record.
+
+        Clinicians trace rows of their patients (and reference rows), researchers research-zone
+        rows (whose provenance stays in the clinical zone), stewards quarantine records."""
+        resource = f"trace: {row_id}"
+        p, action, views = self._read_scope(resource)
+        table = TABLE_OF_PREFIX.get(row_id.split("_", 1)[0])
         if table is None:
             raise RowNotFound(
                 f"{row_id!r} is not a row id (row ids start with a table prefix such as pat_, doc_)"
             )
-        cols = [c for c in ALL_SCHEMAS[table].names if c not in BULKY]
-        rows = self.lake.read(table, version, columns=cols, filter=f"row_id = '{_q(row_id)}'").to_pylist()
+        if table not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {table}")
+        stored = views[table][0]
+        cols = [c for c in ALL_SCHEMAS[stored].names if c not in BULKY]
+        rows = self.lake.read(stored, version, columns=cols, filter=f"row_id = '{_q(row_id)}'").to_pylist()
         if not rows:
-            raise RowNotFound(f"no row {row_id!r} in table {table}")
+            raise RowNotFound(f"no row {row_id!r} in table {table}" + (" of the research zone" if stored != table else ""))
         row = rows[0]
+        patients = [row["patient_id"]] if row.get("patient_id") else []
+        if p.role == "clinician" and table in PATIENT_TABLES and row.get("patient_id") not in p.patients:
+            self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of the patient of {row_id}",
+                       patients)
         out: dict[str, Any] = {"row_id": row_id, "table": table, "row": row}
         if table == "quarantine":
             out["provenance"] = {k: row[k] for k in ("source_uri", "source_sha256", "locator", "reader", "run_id")}
-            return out
-        prov = self.lake.read("provenance", version, filter=f"provenance_id = '{_q(row['provenance_id'])}'").to_pylist()
-        out["provenance"] = prov[0] if prov else None
+        elif stored != table:
+            out["provenance"] = None  # research rows: the source lineage stays in the clinical zone
+        else:
+            prov = self.lake.read("provenance", version,
+                                  filter=f"provenance_id = '{_q(row['provenance_id'])}'").to_pylist()
+            out["provenance"] = prov[0] if prov else None
+        self._log(p, action, resource, patients if p.role == "clinician" else [])
         return out
 
     def quarantine(self, *, run_id: str | None = None, version: int | None = None,
                    limit: int | None = None, superseded: bool = False) -> list[dict[str, Any]]:
-        """Quarantined records (reason, locator, source, raw), newest first.
+        """Quarantined records (reason, locator, source, raw), newest first (data stewards).
 
         By default only those of each file's latest ingested content: when a corrected file is
         ingested again (same URI, new sha256), the quarantine of its earlier content is
         superseded; it stays in the table and ``superseded=True`` shows it too.
         """
+        p = self._allow("read_quarantine", f"quarantine{f' of run {run_id}' if run_id else ''}")
         flt = f"run_id = '{_q(run_id)}'" if run_id else None
         rows = self.lake.read("quarantine", version, filter=flt).to_pylist()
         if not superseded:
@@ -161,7 +289,25 @@ class Ecosystem:
                 latest[s["source_uri"]] = s["sha256"]
             rows = [r for r in rows if latest.get(r["source_uri"], r["source_sha256"]) == r["source_sha256"]]
         rows.sort(key=lambda r: (r["quarantined_at"], r["source_uri"], r["locator"]), reverse=True)
-        return rows[:limit] if limit else rows
+        rows = rows[:limit] if limit else rows
+        self._log(p, "read_quarantine", f"quarantine: {len(rows)} records")
+        return rows
+
+    # -- the audit log ------------------------------------------------------------------
+    def audit_entries(self, *, limit: int | None = None) -> list[AuditEntry]:
+        """The audit log's entries, oldest first (the last ``limit``); auditors only."""
+        p = self._allow("read_audit", "audit log")
+        entries = list(deque(self._audit.entries(), maxlen=limit)) if limit else list(self._audit.entries())
+        self._log(p, "read_audit", f"audit log: {len(entries)} entries")
+        return entries
+
+    def verify_audit(self) -> Verification:
+        """Recompute the audit log's hash chain and say where it breaks; auditors only."""
+        p = self._allow("read_audit", "audit log: verify")
+        result = self._audit.verify()
+        self._log(p, "read_audit", "audit log: verify",
+                  reason="intact" if result.ok else f"tampered: {result.problem} (line {result.line})")
+        return result
 
 
 def _q(value: str) -> str:

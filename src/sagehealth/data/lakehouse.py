@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,20 +167,35 @@ class Lakehouse:
     def count(self, name: str, version: int | None = None) -> int:
         return self.dataset(name, version).count_rows()
 
-    def sql(self, query: str, version: int | None = None) -> pa.Table:
-        """Run DuckDB SQL over every table as of ``version``; returns an Arrow table."""
+    def sql(self, query: str, version: int | None = None,
+            views: Mapping[str, tuple[str, str | None]] | None = None) -> pa.Table:
+        """Run DuckDB SQL as of ``version``; returns an Arrow table.
+
+        ``views`` maps each name a query may use to (stored table, Lance row filter or None);
+        without it every table is visible under its own name (the storage layer itself; the
+        governed API always passes the principal's views). The query runs sandboxed: no file or
+        network access, no extensions, no Python variables, settings locked.
+        """
         commit = self.resolve(version)
-        con = duckdb.connect()
+        if views is None:
+            views = {n: (n, None) for n in ALL_SCHEMAS}
+        con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
         try:
             con.execute("SET TimeZone='UTC'")
             con.execute("SET enable_progress_bar = false")
+            con.execute("SET python_enable_replacements = false")
+            con.execute("SET lock_configuration = true")
             # open only the tables the query names (each opened dataset costs ~1.5 ms)
-            named = [n for n in ALL_SCHEMAS if re.search(rf"\b{n}\b", query, re.IGNORECASE)]
+            named = [n for n in views if re.search(rf"\b{n}\b", query, re.IGNORECASE)]
             if not named or re.search(r"\b(?:information_schema|show|describe|duckdb_tables)\b", query, re.I):
-                named = list(ALL_SCHEMAS)
+                named = list(views)
             for name in named:
-                if name == COMMITS or name in commit.table_versions:
-                    con.register(name, self.dataset(name, commit))
+                table, row_filter = views[name]
+                if table != COMMITS and table not in commit.table_versions:
+                    continue
+                ds = self.dataset(table, commit)
+                con.register(name, ds.to_table(filter=row_filter) if row_filter else ds)
             try:
                 rel = con.sql(query)
                 return rel.to_arrow_table() if rel is not None else pa.table({})

@@ -79,9 +79,10 @@ class AuditLog:
         self.head_path = self.folder / "audit.head"
 
     # -- writing --------------------------------------------------------------------------
-    def record(self, principal: Principal, action: str, resource: str, *, allowed: bool,
+    def record(self, principal: Principal | None, action: str, resource: str, *, allowed: bool,
                patients: Iterable[str] = (), reason: str = "") -> AuditEntry:
-        """Append one entry (under an exclusive lock) and return it."""
+        """Append one entry (under an exclusive lock) and return it; ``principal`` None records an
+        attempt by nobody identified (always a denial)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             with open(self.path, "a+b") as fh:
@@ -90,7 +91,9 @@ class AuditLog:
                     seq, prev = self._tail(fh)
                     entry = AuditEntry(
                         seq=seq + 1, at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                        user=principal.user, role=principal.role, purpose=principal.purpose,
+                        user=principal.user if principal else "(none)",
+                        role=principal.role if principal else "(none)",
+                        purpose=principal.purpose if principal else "(none)",
                         action=action, resource=resource, patients=sorted(set(patients)),
                         allowed=allowed, reason=reason, prev=prev,
                     )

@@ -107,8 +107,10 @@ class RowDeidentifier:
         return "psn_" + self._mac("patient", patient_id)[:24]
 
     def key_of(self, col: str, value: str) -> str:
-        """The research-zone form of an id column (``row_id``, ``event_id``, ...)."""
-        return f"{col.split('_')[0]}_{self._mac(col, str(value))[:24]}"
+        """The research-zone form of an id column (``row_id``, ``event_id``, ...); a row id keeps
+        its table prefix (``evt_…``) so a research row can be traced to its research table."""
+        prefix = str(value).split("_", 1)[0] if col == "row_id" and "_" in str(value) else col.split("_")[0]
+        return f"{prefix}_{self._mac(col, str(value))[:24]}"
 
     def uid(self, value: str) -> str:
         """A DICOM UID replaced by a keyed one under the ``2.25`` (UUID-derived) root."""
