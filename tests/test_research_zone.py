@@ -7,6 +7,7 @@ import re
 import pytest
 
 from sagehealth import Ecosystem
+from sagehealth.errors import ConfigError
 from helpers import STEWARD
 
 KEY = "research-zone-test-key-0123456789"
@@ -104,3 +105,15 @@ def test_research_zone_of_the_shared_fhir_export_has_no_identified_value(tmp_pat
             if len(name) > 3:
                 assert not re.search(rf"\b{re.escape(name)}\b", mine), (p["patient_id"], name)
         assert p["patient_id"] not in mine
+
+
+def test_a_different_key_is_refused_and_loses_nothing(tmp_path, samples):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.ingest([samples / "vcf"], options={"deid_key": KEY})
+    before = eco.tables()
+    with pytest.raises(ConfigError, match="not the one this store's research zone was built with"):
+        eco.ingest([samples / "omop"], options={"deid_key": "another-key-0123456789"})
+    assert eco.tables() == before  # the failed run left the last good version
+    eco.ingest([samples / "omop"], options={"deid_key": KEY})
+    assert eco.tables()["research_patients"] > before["research_patients"]
+    assert KEY not in (tmp_path / "s" / "deid-key.check").read_text()

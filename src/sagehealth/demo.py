@@ -16,6 +16,8 @@ from sagehealth.ecosystem import Ecosystem
 from sagehealth.governance import Principal
 
 DEMO_HOME = "./sage-demo"
+#: the demo's de-identification key: public, so only for the synthetic sample data
+DEMO_KEY = "sagehealth-demo-key-not-a-secret"
 
 #: (folder under sample_data, format, commit message)
 SAMPLES = [
@@ -99,12 +101,11 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
 
     eco = Ecosystem.open(home or DEMO_HOME, STEWARD)
     root = sample_root()
-    # The research zone needs the de-identification key. The demo makes a throw-away one for
-    # this process (never stored); a real deployment sets SAGEHEALTH_DEID_KEY.
+    # The research zone needs the de-identification key. On synthetic sample data the demo uses
+    # a fixed, public demo key unless SAGEHEALTH_DEID_KEY is set; a real deployment sets its own.
     import os
-    import secrets
 
-    key = os.environ.get("SAGEHEALTH_DEID_KEY") or secrets.token_hex(16)
+    key = os.environ.get("SAGEHEALTH_DEID_KEY") or DEMO_KEY
     out.print(Rule(f"SAGE-Health demo — store at {eco.home}"))
     out.print(f"[dim]ingest as {STEWARD.user} (data steward)[/dim]")
     for folder, fmt, message in SAMPLES:

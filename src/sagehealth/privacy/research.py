@@ -10,15 +10,40 @@ the zone before its own commit, so both zones move to the new version together.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from sagehealth.config import is_local
 from sagehealth.data.model import ALL_SCHEMAS, RESEARCH_TABLES
+from sagehealth.errors import ConfigError
 from sagehealth.privacy.structured import RowDeidentifier
 
 BATCH = 20_000
+#: a keyed check value (not the key) that tells a later refresh it has the same key
+KEY_CHECK = "deid-key.check"
+
+
+def check_key(lake: Any, deid: RowDeidentifier) -> None:
+    """Refuse a key other than the one the research zone was built with (its pseudonyms would
+    not match); the first refresh records the key's check value (an HMAC, not the key)."""
+    if not is_local(lake.uri):
+        return
+    path = Path(lake.uri) / KEY_CHECK
+    mark = deid.key_check()
+    if path.exists():
+        if path.read_text().strip() != mark:
+            raise ConfigError(
+                "the de-identification key (SAGEHEALTH_DEID_KEY) is not the one this store's research zone "
+                f"was built with: its pseudonyms would not match; use the original key ({path} holds its check value)"
+            )
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(mark + "\n")
+    os.replace(tmp, path)
 
 
 def withdrawn_patients(lake: Any) -> set[str]:
@@ -52,6 +77,7 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
     with ``run_id`` only the rows that ingest run wrote are looked at (the incremental path).
     Returns rows added per research table (and ``removed`` for withdrawn patients)."""
     deid = RowDeidentifier(key)
+    check_key(lake, deid)
     withdrawn = withdrawn_patients(lake)
     gone = [deid.pseudonym(p) for p in withdrawn]
     added: dict[str, int] = defaultdict(int)

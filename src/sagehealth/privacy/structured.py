@@ -112,6 +112,10 @@ class RowDeidentifier:
         prefix = str(value).split("_", 1)[0] if col == "row_id" and "_" in str(value) else col.split("_")[0]
         return f"{prefix}_{self._mac(col, str(value))[:24]}"
 
+    def key_check(self) -> str:
+        """A value that tells whether two parties hold the same key, without revealing it."""
+        return self._mac("key-check", "sagehealth")[:32]
+
     def uid(self, value: str) -> str:
         """A DICOM UID replaced by a keyed one under the ``2.25`` (UUID-derived) root."""
         return "2.25." + str(int(self._mac("uid", str(value))[:30], 16))
