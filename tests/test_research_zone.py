@@ -51,6 +51,17 @@ def test_research_zone_holds_no_identified_value(store):
         if p["birth_date"]:
             personal.append(p["birth_date"].isoformat())
         assert not [w for w in personal if re.search(rf"\b{re.escape(w)}\b", mine)], p["patient_id"]
+        # street, city and phone numbers appear nowhere
+        places = [w for w in (*(p["address_line"] or []), p["city"]) if w and len(w) > 3]
+        places += [t["value"] for t in p["telecom"] or [] if t.get("value")]
+        assert not [w for w in places if w in everything], p["patient_id"]
+    # no research row keeps the timestamp of the clinical row it was made from
+    for t in ("encounters", "events", "documents", "imaging_studies", "claims"):
+        col = "date" if t in ("documents", "imaging_studies") else "start"
+        shifted = {r["row_id"]: r[col] for r in research[t] if r.get(col)}
+        clinical = store.lake.read(t, columns=["row_id", col]).to_pylist()
+        pairs = [(r[col], shifted.get(deid.key_of("row_id", r["row_id"]))) for r in clinical if r[col]]
+        assert pairs and all(new is not None and new != old for old, new in pairs), t
 
 
 def test_reingest_adds_nothing_and_refresh_is_idempotent(store, samples):
