@@ -141,3 +141,55 @@ def test_cli_deid_eval_on_physionet_dev(shared):
     floor = json.loads((__import__("pathlib").Path(__file__).parents[1] / "src" / "sagehealth"
                         / "privacy" / "deid" / "regression.json").read_text())["physionet_dev"]
     assert out["recall"] >= floor["recall"] - 0.002 and out["precision"] >= floor["precision"] - 0.002
+
+
+def test_combined_scanner_equals_one_scan_per_rule():
+    """The combined scanner finds exactly what ``finditer`` per rule finds (anchored rules at
+    digit runs and punctuation, gated rules, rules tried only at their head words)."""
+    import re as _re
+    from itertools import accumulate
+
+    from sagehealth.privacy.deid.detector import TOKEN_SPLIT, default_rules, lowered
+    from sagehealth.privacy.deid.scanner import first_chars
+
+    rules = default_rules()
+    scanner = rules.scanner
+    assert len(scanner.anchored) >= 15  # most rules start at a digit: no full scan for them
+    assert first_chars(r"(?<![\d/.])(?:0?[1-9]|1[0-2])/\d") is not None
+    assert first_chars(r"\bjan\s+\d") is None
+    texts = [
+        "Seen 7/22/2019 and 12/05/10; call (617) 555-1234 or 555-1234, pager 12345. MRN: ab12345.",
+        "born in '45, CABG 1998, MI 03, 2000s; age 92 yo; #A12345 acct 987654321; 4111 1111 1111 1111",
+        "on Jan 5, 2020 and March of 2019; in early June; seen on the 21st; SSN 123-45-6789 x 10.2.3.4",
+        "TRANSFERRED TO GBMC ON 3/4. PT SENT FROM VA. 19 Main Street, Boston, MA 02115. apt 4 +1 617 555 0199",
+        "e-mail j.doe@example.org www.example.com/x  St. Mary's; University of Maryland DE89 3704 0044 0532 0130 00",
+        "12345678 1/2 3/4 5/10 pain 4/10 peep 5/5 bp 120/80 40's 90's 1940s 11/21.93 10-12-2019 1-2-3",
+    ]
+    for text in texts:
+        low = text.lower()
+        parts = TOKEN_SPLIT.split(text)  # gap, token, gap, ..., token, gap
+        offsets = list(accumulate(map(len, parts)))
+        toks = list(zip(offsets[0::2], offsets[1::2], parts[1::2]))
+        def kept(k, m):  # a gate holds for the matches a rule keeps (with their needs_before)
+            nb = rules.patterns[k].needs_before
+            return not nb or nb.search(low[max(0, m.start() - 40):m.start()])
+
+        got = sorted((k, m.span(), tuple(m.span(g) for g in range(1, rules.patterns[k].regex.groups + 1)))
+                     for k, m in scanner.scan(text, low, [t[0] for t in toks], lowered(toks)) if kept(k, m))
+        want = sorted((k, m.span(), tuple(m.span(g) for g in range(1, m.re.groups + 1)))
+                      for k, p in enumerate(rules.patterns)
+                      for m in _re.compile(p.regex.pattern, p.regex.flags).finditer(low if p.on_lower else text)
+                      if kept(k, m))
+        assert got == want, text
+
+
+def test_initials_wards_and_city_state():
+    def found(text):
+        return [s.text for s in detect(text)]
+
+    assert "RUUSKA" in found("PRONOUNCED BY DR. L. RUUSKA. FAMILY AT BEDSIDE")
+    assert {"J", "Yi"} <= set(found("EKG done. Seen by J. Yi, MD. Pain improved."))
+    assert "ANNAPOLIS" in found("OLD RECORDS FROM ANNAPOLIS, MD. CONTINUE")
+    assert "QUARTERMAIN7" in found("PT ADMITTED TO QUARTERMAIN7 W/ CHF")
+    # bacteria and dictionary words after an initial are no names
+    assert found("sputum grew S. aureus and E. coli") == []

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
+from itertools import accumulate, compress, repeat
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 from sagehealth.privacy.deid.lexicon import (
     ALWAYS_WORDS,
@@ -34,15 +36,21 @@ from sagehealth.privacy.deid.lexicon import (
     Lexicon,
     lexicon,
 )
+from sagehealth.privacy.deid.scanner import Scanner
 from sagehealth.privacy.deid.spans import Span
 
-NAME_WITH_NUMBER = re.compile(r"\b([A-Z][a-z]+)(\d{1,3})\b")
+NAME_WITH_NUMBER = re.compile(r"([A-Z][a-z]+)(\d{1,3})\b")  # and a word boundary before (checked)
+_WORD_CHAR = re.compile(r"\w")
 #: texts longer than two windows are read window by window (characters)
 WINDOW = 64 * 1024
 MARGIN = 256
-_UPPER = re.compile(r"[^\W\d_a-z]")
-_LOWER = re.compile(r"[a-z]")
-TOKEN = re.compile(r"[^\W\d_](?:(?:[^\W\d_]|')*[^\W\d_])?")
+_UPPER_RUN = re.compile(r"[^\W\d_a-z]+")
+_LOWER_RUN = re.compile(r"[a-z]+")
+#: a word: letters, with apostrophes inside ("pt's")
+TOKEN = re.compile(r"[^\W\d_]+(?:'+[^\W\d_]+)*")
+TOKEN_SPLIT = re.compile(f"({TOKEN.pattern})")
+#: the lexicon classes of this many distinct tokens are remembered (per detector)
+KIND_CACHE = 200_000
 #: what may separate two parts of one name ("mary anderson", "A. Forman-Lyons", "Smith-Jones")
 NAME_GAP = re.compile(r"^(?:\s|\.\s?|-|\.)$|^\.?[ \t]{1,2}$")
 #: what separates names in a list after one cue ("Drs Joseph, Smith and Jones")
@@ -55,13 +63,17 @@ CUE_GAP = re.compile(r"^[ \t]*[.,:\-]?[ \t]*$")
 RELATION_GAP = re.compile(r"^[ \t]*[,:\-]{0,3}[ \t]*(?:is |was |named )?[ \t]*$")
 #: modifiers before a facility word that do not name a place ("cardiac rehab", "the hospital")
 #: where a person lives or works: the place follows "in"
-RESIDENCE = re.compile(
-    r"\b(?:lives?|living|resides?|residing|located|moved|job|works?|working|shelter|housing|home|"
-    r"area|vacation|visiting|born)\b[^.\n]{0,40}?\bin\s+", re.IGNORECASE)
+RESIDENCE_WORDS = frozenset("""live lives living reside resides residing located moved job work works
+working shelter housing home area vacation visiting born""".split())
+RESIDENCE = re.compile(  # matched against the lower-cased text
+    rf"\b(?:{'|'.join(sorted(RESIDENCE_WORDS, key=len, reverse=True))})\b[^.\n]{{0,40}}?\bin\s+")
+#: a word followed by a one-digit number: a ward or unit ("Quartermain 2")
+WARD_NUMBER = re.compile(r" \d\b(?![./-]\d|[/-])")
 CITY_STATE = re.compile(
     r"\b([A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?),\s(AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|IA|ID|IL|IN|KS|"
     r"KY|LA|MA|MD|ME|MI|MN|MO|MS|MT|NC|ND|NE|NH|NJ|NM|NV|NY|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VA|VT|WA|"
     r"WI|WV|WY)\b")
+CITY_STATE_GATE = re.compile(r",\s[A-Z]{2}\b")
 #: state codes that are also clinical abbreviations (MI, CO, PA, CT, ID, ...)
 AMBIGUOUS_STATES = frozenset("MI CO PA CT ID IN OR MS ME DE LA OK NE VA MD AL MA NC SC HI ND SD NH NM".split())
 #: a Title-case phrase after "at"/"from" or after "go/went/transferred ... to"
@@ -107,6 +119,10 @@ class Pattern:
     needs_before: re.Pattern[str] | None = None
     #: matched against the lower-cased text (faster than IGNORECASE; same offsets)
     on_lower: bool = False
+    #: a regex every match contains: the rule is skipped on texts without it (speed only)
+    gate: str | None = None
+    #: the lower-case words every match starts with: the rule is tried only there (speed only)
+    heads: tuple[str, ...] | None = None
 
 
 def luhn(value: str) -> bool:
@@ -140,6 +156,22 @@ class Rules:
     aware_words: frozenset[str]
     facility: re.Pattern[str]
     location_cues: re.Pattern[str]
+    #: first words of the name verbs and location cues (tokens where such a cue may start)
+    name_verb_heads: frozenset[str] = frozenset()
+    location_cue_heads: frozenset[str] = frozenset()
+    #: titles, credentials, relations and aware-verbs: the tokens that may start a name finding
+    cue_words: frozenset[str] = frozenset()
+    #: all patterns in one combined scanner (built from ``patterns`` when not given)
+    scanner: Scanner | None = None
+
+    def __post_init__(self) -> None:
+        if not self.cue_words:
+            object.__setattr__(self, "cue_words", frozenset(
+                self.titles | self.credentials | self.relations | self.aware_words))
+        if self.scanner is None:
+            object.__setattr__(self, "scanner", Scanner(
+                [(p.regex.pattern, p.regex.flags & ~re.UNICODE, p.on_lower) for p in self.patterns],
+                [p.gate for p in self.patterns], [p.heads for p in self.patterns]))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rules:
@@ -154,7 +186,7 @@ class Rules:
             pats.append(Pattern(p["name"], p["type"], re.compile(p["regex"], 0 if on_lower else flags),
                                 int(p.get("group", 0)), opt("not_before"), opt("not_after"),
                                 opt("exclude_group"), p.get("validator"), opt("needs_before"),
-                                on_lower))
+                                on_lower, p.get("gate"), tuple(p["heads"]) if p.get("heads") else None))
 
         def alternation(words: list[str]) -> str:
             return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
@@ -171,9 +203,12 @@ class Rules:
             relations=frozenset(data["relations"]),
             # matched against the lower-cased text (word lists are lower case): faster than IGNORECASE
             name_verbs=re.compile(rf"\b(?:{alternation(data['name_verbs'])})\s*[:,]?\s*"),
-            facility=re.compile(rf"\b(?:{alternation(data['facility_words'])})\b"),
+            # no leading \b (a literal start lets the regex engine skip fast): checked per match
+            facility=re.compile(rf"(?:{alternation(data['facility_words'])})\b"),
             location_cues=re.compile(
                 rf"\b(?:{alternation([c for c in data['location_cues'] if ' ' in c])})\s+"),
+            name_verb_heads=_heads(data["name_verbs"]),
+            location_cue_heads=_heads([c for c in data["location_cues"] if " " in c]),
         )
 
     @classmethod
@@ -197,6 +232,7 @@ class Detector:
     def __init__(self, rules: Rules | None = None, lex: Lexicon | None = None) -> None:
         self.rules = rules or default_rules()
         self.lex = lex or lexicon(self.rules.clinical_words)
+        self._kind_cache: dict[str, str] = {}
 
     # -- public ---------------------------------------------------------------------------
     def detect(self, text: str) -> list[Span]:
@@ -226,44 +262,67 @@ class Detector:
         low = text.lower()
         if len(low) != len(text):  # a character whose lower case has another length: no shortcut
             low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-        for p in self.rules.patterns:
-            for m in p.regex.finditer(low if p.on_lower else text):
-                s, e = m.span(p.group)
-                if e <= s:
-                    continue
-                if p.needs_before and not p.needs_before.search(low[max(0, m.start() - 40):m.start()]):
-                    continue
-                if p.not_before and p.not_before.search(text[max(0, m.start() - 16):m.start()]):
-                    continue
-                if p.not_after and p.not_after.search(text[m.end():m.end() + 16]):
-                    continue
-                if p.exclude_group and p.exclude_group.search(text[s:e]):
-                    continue
-                if p.validator and not VALIDATORS[p.validator](text[s:e]):
-                    continue
-                found.append(Span(s, e, p.type, text[s:e], p.name))
-        toks = [(m.start(), m.end(), m.group()) for m in TOKEN.finditer(text)]
-        if toks:
-            ups = len(_UPPER.findall(text))
-            lows = len(_LOWER.findall(text))
+        parts = TOKEN_SPLIT.split(text)  # [gap, token, gap, token, ..., gap]: offsets in C
+        words = parts[1::2]
+        offsets = list(accumulate(map(len, parts)))
+        toks = list(zip(offsets[0::2], offsets[1::2], words))
+        lw = lowered(toks)
+        patterns = self.rules.patterns
+        order: list[int] = []
+        for k, m in self.rules.scanner.scan(text, low, offsets[0::2], lw):  # type: ignore[union-attr]
+            p = patterns[k]
+            s, e = m.span(p.group)
+            if e <= s:
+                continue
+            if p.needs_before and not p.needs_before.search(low[max(0, m.start() - 40):m.start()]):
+                continue
+            if p.not_before and p.not_before.search(text[max(0, m.start() - 16):m.start()]):
+                continue
+            if p.not_after and p.not_after.search(text[m.end():m.end() + 16]):
+                continue
+            if p.exclude_group and p.exclude_group.search(text[s:e]):
+                continue
+            if p.validator and not VALIDATORS[p.validator](text[s:e]):
+                continue
+            found.append(Span(s, e, p.type, text[s:e], p.name))
+            order.append(k)
+        if len(set(order)) > 1:  # rule order, as if each rule had run on its own
+            found = [sp for _, sp in sorted(zip(order, found), key=lambda x: x[0])]
+        if words:
+            ups, lows = _case_counts(text, low, words)
             # casing is evidence only in mixed-case notes; all-caps and all-lower notes are caseless
             upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
-            kinds = [self.lex.kind(t) for _, _, t in toks]
-            found += self._names(text, low, toks, kinds, upper)
+            kinds = self._kinds(words)
+            found += self._names(text, low, toks, kinds, upper, lw)
             # synthetic-data names with a number glued on ("Devin82", "Kunze215", Synthea style)
             for m in NAME_WITH_NUMBER.finditer(text):
+                if m.start() and _WORD_CHAR.match(text, m.start() - 1):
+                    continue
                 w = m.group(1).lower()
                 if w in self.rules.clinical_words:
                     continue
                 if self.lex.kind(w) in (NAME, NAME_WORD) or (
                         len(m.group(2)) >= 2 and (w in self.lex.first_names or w in self.lex.surnames)):
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
-            found += self._places(text, low, toks, kinds, upper)
+            found += self._places(text, low, toks, kinds, upper, lw)
         return _merge(found, text)
+
+    def _kinds(self, words: list[str]) -> list[str]:
+        """The lexicon class of each token, remembered per distinct token."""
+        cache = self._kind_cache
+        kinds = list(map(cache.get, words))
+        if None in kinds:
+            if len(cache) > KIND_CACHE:
+                cache.clear()
+            kind = self.lex.kind
+            for i, k in enumerate(kinds):
+                if k is None:
+                    kinds[i] = cache[words[i]] = kind(words[i])
+        return kinds  # type: ignore[return-value]
 
     # -- names ----------------------------------------------------------------------------
     def _names(self, text: str, low: str, toks: list[tuple[int, int, str]], kinds: list[str],
-               upper: bool) -> list[Span]:
+               upper: bool, lw: list[str]) -> list[Span]:
         r, lex = self.rules, self.lex
         n = len(toks)
         flagged: dict[int, str] = {}
@@ -295,11 +354,27 @@ class Detector:
                 return strength > 0 or (titled and len(t) > 3 and not _sentence_start(text, toks[i][0]))
             return True  # NAME
 
+        def initial_at(j: int) -> bool:
+            """Token j is an initial: one letter, then a dot, not inside "p.o." or "a.m."."""
+            s, e, t = toks[j]
+            return len(t) == 1 and text[e:e + 1] == "." and (s == 0 or text[s - 1] in " \t\n(")
+
+        def initial_surname(j: int) -> bool:
+            """After an initial: a name or an unknown word (no dictionary word: "E. coli"), in
+            mixed-case text capitalised like the initial."""
+            t = toks[j][2]
+            if kinds[j] not in (NAME, UNKNOWN) or len(t) < 2 or _glued_to_digit(text, toks[j]):
+                return False
+            if not upper and not (t[0].isupper() and toks[j - 1][2].isupper()):
+                return False
+            return kinds[j] == NAME or not lex.misspelling(t.lower())
+
         def take_after(i: int, rule: str, strength: int, limit: int = 3) -> None:
             """Name tokens after cue token i; lists go on after "and", "&" or a comma
             ("Drs Joseph and Robbinson", "Sons Smokey, Morris and Roger")."""
             j, taken = i + 1, 0
             first = True
+            after_initial = False
             while j < n and taken < limit:
                 g = gap(j - 1, j)
                 if first:
@@ -313,16 +388,36 @@ class Detector:
                     break
                 if COORDINATION.match(g) and not first:
                     taken = 0
-                if not name_like(j, strength if first else min(strength, 1)):
+                if strength == 2 and initial_at(j) and (first or after_initial):
+                    after_initial = True  # "Dr. L. Ruuska": the surname keeps the title's strength
+                elif not name_like(j, strength if first or after_initial else min(strength, 1)):
                     break
+                else:
+                    after_initial = False
                 flagged.setdefault(j, rule)
                 taken += 1
                 first = False
                 j += 1
 
-        after_verb = {m.end() for m in r.name_verbs.finditer(low)}
-        for i, (s, e, t) in enumerate(toks):
-            low = t.lower()
+        after_verb = {m.end() for m in _word_matches(r.name_verbs, r.name_verb_heads, low, toks, lw)}
+        idx = range(n)
+        # only tokens that can start a finding are visited: cue words, initials, census names,
+        # tokens right after a verb cue and (in mixed-case text) capitalised tokens
+        cand = set(compress(idx, map(r.cue_words.__contains__, lw)))
+        cand.update(compress(idx, map(NAME.__eq__, kinds)))
+        if "." in text:  # initials and dotted credentials ("R.N.")
+            cand.update(compress(idx, map((1).__eq__, map(len, lw))))
+        if after_verb:
+            starts = [tk[0] for tk in toks]
+            for pos in after_verb:
+                k = bisect_left(starts, pos)
+                if k < n and starts[k] == pos:
+                    cand.add(k)
+        if not upper:
+            cand.update(i for i, (_, _, t) in enumerate(toks) if t[0].isupper())
+        for i in sorted(cand):
+            s, e, t = toks[i]
+            low = lw[i]
             if low in r.titles:
                 follow = text[e:e + 2]
                 if low in ("ms", "miss") and (":" in follow or "/" in follow):
@@ -332,8 +427,8 @@ class Detector:
                         take_after(i, "title", 2)
                 elif not follow.startswith("."):  # role words: "NP Djuric", not "fellow. VVI"
                     take_after(i, "title", 1)
-            if i > 0 and (low in r.credentials or DOTTED_CREDENTIAL.match(text, s)) \
-                    and _line_end(text, DOTTED_CREDENTIAL.match(text, s).end() if DOTTED_CREDENTIAL.match(text, s) else e):
+            dotted = DOTTED_CREDENTIAL.match(text, s) if len(t) == 1 else None
+            if i > 0 and (low in r.credentials or dotted) and _line_end(text, dotted.end() if dotted else e):
                 self._signature(text, toks, i, flagged)
             if low in r.relations:
                 take_after(i, "relation", 1, limit=2)
@@ -350,6 +445,10 @@ class Detector:
                 while j >= 0 and i - j <= 2 and gap(j, j + 1) == " " and name_like(j, 1):
                     flagged.setdefault(j, "before_verb")
                     j -= 1
+            if len(t) == 1 and i + 1 < n and initial_at(i) and text[e:e + 2] == ". " \
+                    and toks[i + 1][0] == e + 2 and initial_surname(i + 1):
+                flagged.setdefault(i, "initial")  # "J. Yi", "S. DOMINICO", "d. renna"
+                flagged.setdefault(i + 1, "initial")
             if i not in flagged and kinds[i] == NAME and len(t) > 2 and (upper or t[0].isupper()) \
                     and not _glued_to_digit(text, toks[i]) and lex.probable_name(t):
                 flagged[i] = "lexicon"
@@ -404,13 +503,25 @@ class Detector:
 
     # -- places ---------------------------------------------------------------------------
     def _places(self, text: str, low: str, toks: list[tuple[int, int, str]], kinds: list[str],
-                upper: bool) -> list[Span]:
+                upper: bool, lw: list[str]) -> list[Span]:
         out: list[Span] = []
-        starts = {s: i for i, (s, _, _) in enumerate(toks)}
-        ends = {e: i for i, (_, e, _) in enumerate(toks)}
+        n = len(toks)
+        tok_starts = [tk[0] for tk in toks]
+        tok_ends = [tk[1] for tk in toks]
+
+        def starting_at(pos: int) -> int | None:
+            k = bisect_left(tok_starts, pos)
+            return k if k < n and tok_starts[k] == pos else None
+
+        def ending_at(pos: int) -> int | None:
+            k = bisect_left(tok_ends, pos)
+            return k if k < n and tok_ends[k] == pos else None
+
         # facility names: "Holy Cross Rehab", "Kessler Adventist", "UNION HOSP"
         for m in self.rules.facility.finditer(low):
-            j = _token_ending_before(text, m.start(), ends)
+            if m.start() and _WORD_CHAR.match(low, m.start() - 1):
+                continue  # inside a word ("prehab")
+            j = _token_ending_before(text, m.start(), ending_at)
             first = None
             while j is not None and j >= 0:
                 t = toks[j][2]
@@ -429,18 +540,24 @@ class Detector:
             if first is not None:
                 out.append(Span(toks[first][0], m.end(), "HOSPITAL", text[toks[first][0]:m.end()], "facility"))
         # places after a movement cue: "transferred to Quartermain", "admitted from Kessler"
-        after_cue = {m.end() for m in self.rules.location_cues.finditer(low)}
-        for i, (s, e, t) in enumerate(toks):
-            if s not in after_cue or t.lower() in PLACE_STOP:
+        after_cue = sorted({i for i in map(starting_at, (m.end() for m in _word_matches(
+            self.rules.location_cues, self.rules.location_cue_heads, low, toks, lw)))
+                            if i is not None})
+        for i in after_cue:
+            s, e, t = toks[i]
+            if t.lower() in PLACE_STOP:
                 continue
             if kinds[i] == WORD and t.lower() not in self.lex.cities:
                 continue
             if (not upper and not t[0].isupper()) or len(t) < 3:
                 continue
-            out.append(Span(s, e, "LOCATION", t, "cue"))
+            while e < len(text) and text[e].isdigit() and e - toks[i][1] < 2:
+                e += 1  # a ward with its number glued on: "QUARTERMAIN7"
+            out.append(Span(s, e, "LOCATION", text[s:e], "cue"))
         # wards and units named after something: "Quartermain 2", "QUARTERMAIN7"
-        for i, (s, e, t) in enumerate(toks):
-            if kinds[i] in (UNKNOWN, NAME) and len(t) > 3 and re.match(r"^ \d\b(?![./-])", text[e:e + 4]) and "'" not in t \
+        for i in sorted({i for i in map(ending_at, (m.start() for m in WARD_NUMBER.finditer(text))) if i is not None}):
+            s, e, t = toks[i]
+            if kinds[i] in (UNKNOWN, NAME) and len(t) > 3 and "'" not in t \
                     and (upper or t[0].isupper() or re.search(r"\b(?:to|from)\s+$", text[max(0, s - 6):s])) \
                     and not self.lex.misspelling(t.lower()) \
                     and (kinds[i] == UNKNOWN or re.search(r"\b(?:to|on|from|at|in|into|per)\s+$", text[max(0, s - 8):s], re.I)):
@@ -454,12 +571,19 @@ class Detector:
                     e = s + len(m.group(1).rstrip())
                     out.append(Span(s, e, "LOCATION", text[s:e], "place_cue"))
         # where someone lives: "lives nearby in rockport", "in elderly housing ... in Lansdowne"
-        for m in RESIDENCE.finditer(text):
-            j = starts.get(m.end())
+        for m in _word_matches(RESIDENCE, RESIDENCE_WORDS, low, toks, lw):
+            j = starting_at(m.end())
             k = 0
             while j is not None and j < len(toks) and k < 2:
                 t = toks[j][2]
-                if kinds[j] == WORD or t.lower() in PLACE_STOP or (not upper and not t[0].isupper()):
+                if t.lower() in PLACE_STOP or (not upper and not t[0].isupper()):
+                    break
+                # a dictionary word names a place here when it is no frequent English word
+                # ("in rockport") or, in mixed-case text, continues a capitalised name ("Bel Air")
+                if kinds[j] == WORD and not ((t.lower() not in self.lex.frequent_words and len(t) > 3
+                                              and t.lower() not in self.rules.clinical_words
+                                              and t.lower() not in ALWAYS_WORDS)
+                                             or (k and not upper and t[0].isupper())):
                     break
                 out.append(Span(toks[j][0], toks[j][1], "LOCATION", t, "residence"))
                 k += 1
@@ -467,16 +591,18 @@ class Detector:
                 if j < len(toks) and text[toks[j - 1][1]:toks[j][0]] != " ":
                     break
         # "Annapolis, MD": a known city, or a Title-case word, before a state code
-        for m in CITY_STATE.finditer(text):
-            city = m.group(1)
+        for m in (CITY_STATE.finditer(text) if CITY_STATE_GATE.search(text) else ()):
+            city, start = m.group(1), m.start(1)
+            if " " in city and city.lower() not in self.lex.cities:  # "FROM ANNAPOLIS, MD"
+                cut = city.index(" ") + 1
+                if city[cut:].lower() in self.lex.cities:
+                    city, start = city[cut:], start + cut
             if city.lower() in self.lex.cities or (city[0].isupper() and not city.isupper()
                                                    and m.group(2) not in AMBIGUOUS_STATES):
-                out.append(Span(m.start(1), m.end(1), "LOCATION", city, "city_state"))
+                out.append(Span(start, start + len(city), "LOCATION", city, "city_state"))
         # US cities (one to three words)
         city_heads = self.lex.city_heads
-        for i in range(len(toks)):
-            if toks[i][2].lower() not in city_heads:
-                continue
+        for i in compress(range(n), map(city_heads.__contains__, lw)):
             for width in (3, 2, 1):
                 if i + width > len(toks):
                     continue
@@ -496,6 +622,49 @@ class Detector:
                     out.append(Span(s, e, "LOCATION", phrase, "city"))
                 break
         return out
+
+
+def _case_counts(text: str, low: str, words: list[str]) -> tuple[int, int]:
+    """(letters other than a-z, letters a-z) of ``text``. ASCII text: upper and lower case
+    differ in one bit, so the upper-case letters are the set bits of text XOR lower(text)."""
+    if text.isascii():
+        ups = (int.from_bytes(text.encode(), "big") ^ int.from_bytes(low.encode(), "big")).bit_count()
+        letters = sum(map(len, words)) - sum(map(str.count, words, repeat("'")))
+        return ups, letters - ups
+    return sum(map(len, _UPPER_RUN.findall(text))), sum(map(len, _LOWER_RUN.findall(text)))
+
+
+def _heads(phrases: list[str]) -> frozenset[str]:
+    """The first tokens of cue phrases ("spoke with" -> "spoke", "d/w" -> "d")."""
+    out = set()
+    for p in phrases:
+        m = TOKEN.match(p.lower())
+        if not m:
+            raise ValueError(f"a cue phrase must start with a letter: {p!r}")
+        out.add(m.group())
+    return frozenset(out)
+
+
+def _word_matches(rx: re.Pattern[str], heads: frozenset[str], low: str,
+                  toks: list[tuple[int, int, str]], lw: list[str]) -> list[re.Match[str]]:
+    """The matches of ``rx`` (a \\b-led alternation of phrases) as ``finditer`` finds them,
+    tried only where a token is the first word of a phrase: set look-ups instead of a scan."""
+    out: list[re.Match[str]] = []
+    last = 0
+    for i in compress(range(len(lw)), map(heads.__contains__, lw)):
+        s = toks[i][0]
+        if s < last:
+            continue
+        m = rx.match(low, s)
+        if m is not None:
+            out.append(m)
+            last = max(m.end(), s + 1)
+    return out
+
+
+def lowered(toks: list[tuple[int, int, str]]) -> list[str]:
+    """The lower-cased tokens (one join, one lower, one split: tokens hold no spaces)."""
+    return " ".join([t for _, _, t in toks]).lower().split(" ")
 
 
 def _line_end(text: str, pos: int) -> bool:
@@ -523,11 +692,11 @@ def _sentence_start(text: str, pos: int) -> bool:
     return k < 0 or text[k] in ".!?:;\n-*"
 
 
-def _token_ending_before(text: str, pos: int, ends: dict[int, int]) -> int | None:
+def _token_ending_before(text: str, pos: int, ending_at: Callable[[int], int | None]) -> int | None:
     k = pos
     while k > 0 and text[k - 1] in " \t":
         k -= 1
-    return ends.get(k)
+    return ending_at(k)
 
 
 def _after_residence_cue(text: str, pos: int) -> bool:

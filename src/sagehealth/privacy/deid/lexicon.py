@@ -48,6 +48,7 @@ class Lexicon:
     clinical: frozenset[str] = frozenset()  # clinical shorthand of the rules (never names)
     common_names: frozenset[str] = frozenset()  # US census first names and frequent surnames
     frequent_words: frozenset[str] = frozenset()  # the 30,000 most frequent English words
+    top_first_names: frozenset[str] = frozenset()  # the most frequent US census first names
 
     @property
     def city_heads(self) -> frozenset[str]:
@@ -60,9 +61,11 @@ class Lexicon:
 
     def probable_name(self, token: str) -> bool:
         """A name even without context: a common US name that is no dictionary word and no
-        one-letter misspelling of a frequent word ("tema" for team, "froom" for from)."""
+        one-letter misspelling of a frequent word ("tema" for team, "froom" for from) unless it
+        is one of the most frequent first names ("susan" is one edit from "sudan")."""
         t = token.lower()
-        return t in self.common_names and self.kind(t) == NAME and not self.misspelling(t)
+        return t in self.common_names and self.kind(t) == NAME and (
+            t in self.top_first_names or not self.misspelling(t))
 
     def misspelling(self, t: str) -> bool:
         """True when one edit (delete, insert, replace, swap) turns ``t`` into a frequent word."""
@@ -131,8 +134,9 @@ def lexicon(clinical: frozenset[str] = frozenset()) -> Lexicon:
     states = {s["name"].lower() for s in gc.get_us_states().values()}
     frequent = frozenset(w for w in top_n_list("en", 30_000) if w.isalpha() and len(w) > 2
                          and w not in first and w not in last)
+    top_first = frozenset(w for w in _census_first_ranked(TOP_FIRST_NAMES) if len(w) > 3)
     return Lexicon(first, last, frozenset(words), frozenset(cities), frozenset(states), clinical,
-                   frozenset(_census_names()), frequent)
+                   frozenset(_census_names()), frequent, top_first)
 
 
 def _philter_sets_file() -> Path:
@@ -141,6 +145,27 @@ def _philter_sets_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("philter-lite is not installed (pip install philter-lite)")
     return Path(list(spec.submodule_search_locations)[0]) / "filters" / "set.toml"
+
+
+#: this many of the most frequent male and female first names are names even when one letter away
+#: from a frequent word
+TOP_FIRST_NAMES = 500
+
+
+def _census_first_ranked(limit: int) -> set[str]:
+    """The ``limit`` most frequent male and the ``limit`` most frequent female first names."""
+    import names
+
+    d = os.path.dirname(names.__file__)
+    out: set[str] = set()
+    for fname in ("dist.male.first", "dist.female.first"):
+        with open(os.path.join(d, fname), encoding="ascii") as fh:
+            for k, line in enumerate(fh):
+                if k >= limit:
+                    break
+                if line.strip():
+                    out.add(line.split()[0].lower())
+    return out
 
 
 def _census_names(surnames: int = 30_000) -> set[str]:
