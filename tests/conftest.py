@@ -12,6 +12,9 @@ from sagehealth.demo import sample_root
 from helpers import STEWARD
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Embedding every ingest's documents costs seconds per test: tests that search turn indexing on
+# themselves (options={"index": True}); CLI subprocesses inherit this too.
+os.environ.setdefault("SAGEHEALTH_INDEX", "0")
 SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

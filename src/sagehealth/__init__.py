@@ -3,16 +3,24 @@
 The public surface::
 
     from sagehealth import Ecosystem
-    eco = Ecosystem.open("./sage-data")
+    eco = Ecosystem.open("./sage-data", principal)   # every call checked and audited
     summary = eco.ingest(["export/"])          # FHIR, OMOP, MIMIC, notes, DICOM, VCF, literature
     eco.sql("SELECT kind, count(*) FROM events GROUP BY kind")
+    eco.search("spiculated lung mass")         # hybrid BM25 + vector search over chunks
     eco.trace("pat_...")                       # where a row came from
 """
 
-from typing import TYPE_CHECKING, Any
+import os
 
-from sagehealth.config import PIPELINE_VERSION as __version__
-from sagehealth.errors import (
+# OpenMP threads (the embedding engine) that spin while they wait make a busy 2-core machine
+# crawl: a one-line query took 1-2 s instead of 25 ms beside another busy process. The setting
+# must be in place before any library loads the OpenMP runtime, hence here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from sagehealth.config import PIPELINE_VERSION as __version__  # noqa: E402
+from sagehealth.errors import (  # noqa: E402
     ConfigError,
     IngestError,
     QueryError,

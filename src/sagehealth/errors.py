@@ -9,6 +9,8 @@
     ├── QueryError                  SQL that DuckDB rejects (message says where)
     ├── AccessDenied                a principal may not do this (the audit log records it)
     ├── AuditError                  the audit log cannot be written or read
+    ├── RetrievalError              a search or an index that cannot run (bad filter, bad query)
+    │   └── EmbedderError           an embedding model that cannot load or answers wrongly
     └── IngestError                 an ingest that cannot start (bad path, unknown format)
         ├── SourceNotFound          a path that does not exist
         └── UnknownFormat           no reader recognises the file
@@ -57,6 +59,14 @@ class AuditError(SageHealthError):
     """The audit log cannot be written or read."""
 
 
+class RetrievalError(SageHealthError):
+    """A search or an index build cannot run; the message says what to change."""
+
+
+class EmbedderError(RetrievalError):
+    """An embedding model cannot be loaded, is unreachable or answers with the wrong shape."""
+
+
 class IngestError(SageHealthError):
     """An ingest cannot start."""
 
@@ -79,6 +89,8 @@ __all__ = [
     "QueryError",
     "AccessDenied",
     "AuditError",
+    "RetrievalError",
+    "EmbedderError",
     "IngestError",
     "SourceNotFound",
     "UnknownFormat",

@@ -58,6 +58,7 @@ class Lakehouse:
         except Exception as exc:
             raise StoreError(f"cannot open the store at {uri}: {exc}") from exc
         self._tables: dict[str, Any] = {}
+        self._commits: tuple[int, list[Commit]] | None = None
         self._ensure_tables()
 
     # -- tables ---------------------------------------------------------------------------
@@ -83,9 +84,11 @@ class Lakehouse:
 
     # -- versions -------------------------------------------------------------------------
     def commits(self) -> list[Commit]:
-        """Every commit, oldest first."""
-        tbl = self.db.open_table(COMMITS)
-        rows = tbl.to_arrow().to_pylist()
+        """Every commit, oldest first (parsed once per version of the commit log)."""
+        ds = lance.dataset(self.table_uri(COMMITS))
+        if self._commits is not None and self._commits[0] == ds.version:
+            return list(self._commits[1])
+        rows = ds.to_table().to_pylist()
         out = [
             Commit(
                 version=r["version"],
@@ -97,7 +100,9 @@ class Lakehouse:
             )
             for r in rows
         ]
-        return sorted(out, key=lambda c: c.version)
+        out.sort(key=lambda c: c.version)
+        self._commits = (ds.version, out)
+        return list(out)
 
     def head(self) -> Commit:
         """The latest commit."""

@@ -253,7 +253,43 @@ SYSTEM_SCHEMAS["consent"] = pa.schema(
     [_f("patient_id"), _f("research_allowed", pa.bool_()), _f("updated_at", TS), _f("note")]
 )
 
-ALL_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, **SYSTEM_SCHEMAS, **RESEARCH_SCHEMAS}
+#: embedding width of the default embedder; an index built with another model rewrites the
+#: chunk tables with its own width
+VECTOR_DIM = 384
+
+
+def chunk_schema(dim: int = VECTOR_DIM) -> pa.Schema:
+    """Chunks of documents and literature: the unit of search (``retrieval/``)."""
+    return pa.schema([
+        _f("row_id"),
+        _f("source_table"),  # documents | literature
+        _f("source_row_id"),
+        _f("source_provenance_id"),  # the source row's version: a new one means re-chunk
+        _f("document_id"),
+        _f("patient_id"),
+        _f("encounter_id"),
+        _f("date", TS),
+        _f("kind"),
+        _f("title"),
+        _f("section"),
+        _f("chunk_index", pa.int32()),
+        _f("start", pa.int32()),  # offsets into the source text
+        _f("end", pa.int32()),
+        _f("text"),  # exactly source_text[start:end]
+        _f("search_text"),  # header (title, section) + text: what BM25 and the embedder see
+        _f("content_sha"),  # sha256 of embedder + search_text: the embedding cache key
+        _f("embedder"),
+        _f("vector", pa.list_(pa.float32(), dim)),
+        _f("provenance_id"),
+    ])
+
+
+#: chunk tables of the two zones (clinical: documents + literature; research: their copies)
+CHUNK_TABLES = {"chunks": ("documents", "literature"),
+                "research_chunks": ("research_documents", "research_literature")}
+
+ALL_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, **SYSTEM_SCHEMAS, **RESEARCH_SCHEMAS,
+                                     **{t: chunk_schema() for t in CHUNK_TABLES}}
 
 #: row-id prefix of each data table; ``trace`` finds a row's table from it.
 PREFIX: dict[str, str] = {
@@ -270,6 +306,7 @@ PREFIX: dict[str, str] = {
     "directory": "dir",
     "fhir_other": "oth",
     "quarantine": "qua",
+    "chunks": "chk",
 }
 TABLE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
 

@@ -104,6 +104,7 @@ class IngestSummary:
     files: list[FileSummary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     research: dict[str, int] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +206,7 @@ class IngestRun:
             self._flush_all()
             if any(not f.skipped for f in summary.files):
                 self._refresh_research(summary)
+                self._refresh_index(summary)
             summary.rows = {t: n for t, n in sorted(self._written.items()) if n}
             summary.seconds = round(time.perf_counter() - start, 3)
             if not self.message:
@@ -222,6 +224,8 @@ class IngestRun:
         """De-identify the new rows into the research zone (needs the de-identification key)."""
         from sagehealth.privacy.deid.transform import KEY_ENV
 
+        if self.options.get("research") is False:  # e.g. a public evaluation corpus
+            return
         key = self.options.get("deid_key") or os.environ.get(KEY_ENV)
         if not key:
             summary.warnings.append(
@@ -230,6 +234,20 @@ class IngestRun:
         from sagehealth.privacy.research import refresh
 
         summary.research = refresh(self.lake, key, run_id=self.run_id)
+
+    def _refresh_index(self, summary: IngestSummary) -> None:
+        """Chunk, embed and index the new documents of both zones (``index`` option, else
+        ``$SAGEHEALTH_INDEX``, on by default; the embedder from ``embedder`` or
+        ``$SAGEHEALTH_EMBEDDER``)."""
+        flag = self.options.get("index")
+        if flag is None:
+            flag = os.environ.get("SAGEHEALTH_INDEX", "1").lower() not in ("0", "false", "no", "off")
+        if not flag:
+            return
+        from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.index import refresh_chunks
+
+        summary.index = refresh_chunks(self.lake, get_embedder(self.options.get("embedder")))
 
     def _load_state(self) -> None:
         """Known file hashes and patients of the committed store."""

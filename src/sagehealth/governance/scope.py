@@ -42,10 +42,11 @@ def views_for(principal: Principal) -> Views:
         flt = patient_filter(principal.patients)
         views: Views = {t: (t, flt) for t in PATIENT_TABLES}
         views.update({t: (t, None) for t in REFERENCE_TABLES})
+        views["chunks"] = ("chunks", f"({flt}) OR source_table = 'literature'")
         return views
     if principal.role == "researcher":
-        views = {t: (f"research_{t}", None) for t in RESEARCH_TABLES}
-        views.update({f"research_{t}": (f"research_{t}", None) for t in RESEARCH_TABLES})
+        views = {t: (f"research_{t}", None) for t in (*RESEARCH_TABLES, "chunks")}
+        views.update({f"research_{t}": (f"research_{t}", None) for t in (*RESEARCH_TABLES, "chunks")})
         return views
     if principal.role == "steward":
         return {t: (t, None) for t in SYSTEM_TABLES}

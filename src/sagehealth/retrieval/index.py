@@ -1,0 +1,210 @@
+"""The chunk tables and their indexes, kept in step with the documents.
+
+``refresh_chunks(lake, embedder)`` brings ``chunks`` (clinical zone: documents + literature) and
+``research_chunks`` (research zone: their de-identified copies) up to date with the *live* tables
+of the running write: a source row whose ``provenance_id`` the chunk table has not seen is
+(re-)chunked, rows that disappeared lose their chunks, and only chunks whose text is new are
+embedded (vectors are reused by ``content_sha``, the hash of embedder and text). Then it makes
+sure the indexes exist: a BM25 inverted index on ``search_text`` (stemmed, stop words removed)
+and, from :data:`ANN_MIN_ROWS` rows on, an IVF-HNSW vector index; rows added after an index was
+built are searched exactly until the next optimise. The caller commits, so chunks and indexes
+are versioned with the data they come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sagehealth.data.model import CHUNK_TABLES, chunk_schema, stable_id
+from sagehealth.retrieval.chunking import Chunk, chunk_document, chunk_literature
+from sagehealth.retrieval.embedders import Embedder
+
+#: vector index from this many chunks on (below it exact search is fast and exact)
+ANN_MIN_ROWS = 20_000
+#: rows fetched from a source table at a time
+FETCH = 500
+#: texts per embedding call
+EMBED_BATCH = 64
+#: FTS settings shared by the index and the queries
+FTS = {"base_tokenizer": "simple", "language": "English", "lower_case": True, "stem": True,
+       "remove_stop_words": True, "ascii_folding": True, "with_position": False}
+
+Progress = Callable[[str, int, int], None]
+
+
+def _sha(embedder: str, text: str) -> str:
+    return hashlib.sha256(f"{embedder}\x1f{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fetch(source: Any, ids: list[str], columns: list[str]) -> Iterator[dict[str, Any]]:
+    for i in range(0, len(ids), FETCH):
+        part = ", ".join("'" + r.replace("'", "''") + "'" for r in ids[i:i + FETCH])
+        yield from source.to_table(columns=columns, filter=f"row_id IN ({part})").to_pylist()
+
+
+def _chunk_rows(source_table: str, row: dict[str, Any]) -> Iterator[tuple[Chunk, dict[str, Any]]]:
+    """Chunks of one source row, with the columns every chunk of it shares."""
+    if source_table.endswith("literature"):
+        chunks = chunk_literature(row.get("title"), row.get("text"))
+        base = {"document_id": row.get("doc_id"), "patient_id": None, "encounter_id": None,
+                "date": None, "kind": "literature", "title": row.get("title")}
+    else:
+        chunks = chunk_document(row.get("text"), row.get("sections"), title=row.get("title"))
+        base = {"document_id": row.get("document_id"), "patient_id": row.get("patient_id"),
+                "encounter_id": row.get("encounter_id"), "date": row.get("date"),
+                "kind": row.get("kind"), "title": row.get("title")}
+    for c in chunks:
+        yield c, base
+
+
+def refresh_chunks(lake: Any, embedder: Embedder, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Update both chunk tables and their indexes (uncommitted); returns counts per table."""
+    out: dict[str, Any] = {}
+    for table, sources in CHUNK_TABLES.items():
+        out[table] = _refresh_table(lake, table, sources, embedder, progress)
+    return out
+
+
+def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Embedder,
+                   progress: Progress | None) -> dict[str, int]:
+    start = time.perf_counter()
+    tbl = lake.table(table)
+    ds = tbl.to_lance()
+    have = ds.to_table(columns=["source_row_id", "source_provenance_id", "embedder"])
+    rebuild = have.num_rows > 0 and (
+        set(have.column("embedder").to_pylist()) != {embedder.name}
+        or ds.schema.field("vector").type.list_size != embedder.dim
+    )
+    if rebuild:  # another model: every vector must be recomputed, in a table of its width
+        tbl = lake.db.create_table(table, schema=chunk_schema(embedder.dim), mode="overwrite")
+        lake._tables[table] = tbl
+        have = have.slice(0, 0)
+    known = set(zip(have.column("source_row_id").to_pylist(), have.column("source_provenance_id").to_pylist()))
+    chunked = set(have.column("source_row_id").to_pylist())
+    stale: set[str] = set()
+    new_rows: list[dict[str, Any]] = []
+    for source in sources:
+        src = lake.table(source).to_lance()
+        ids = src.to_table(columns=["row_id", "provenance_id"])
+        present = set(ids.column("row_id").to_pylist())
+        todo = [r for r, p in zip(ids.column("row_id").to_pylist(), ids.column("provenance_id").to_pylist())
+                if (r, p) not in known]
+        stale |= {r for r in todo if r in chunked}
+        stale |= {r for r in chunked if r not in present and _source_of(r, source)}
+        cols = ["row_id", "provenance_id", "title", "text"] + (
+            ["doc_id"] if source.endswith("literature")
+            else ["document_id", "patient_id", "encounter_id", "date", "kind", "sections"])
+        for row in _fetch(src, todo, cols):
+            for c, base in _chunk_rows(source, row):
+                search_text = c.indexed_text
+                new_rows.append({
+                    "row_id": f"chk_{stable_id(table, row['row_id'], c.index)}",
+                    "source_table": "literature" if source.endswith("literature") else "documents",
+                    "source_row_id": row["row_id"], "source_provenance_id": row["provenance_id"],
+                    **base, "section": c.section, "chunk_index": c.index, "start": c.start, "end": c.end,
+                    "text": c.text, "search_text": search_text,
+                    "content_sha": _sha(embedder.name, search_text), "embedder": embedder.name,
+                    "provenance_id": row["provenance_id"],
+                })
+    vectors, embedded = _vectors(tbl, new_rows, embedder, table, progress)
+    if stale:
+        ids = list(stale)
+        for i in range(0, len(ids), FETCH):
+            part = ", ".join("'" + r.replace("'", "''") + "'" for r in ids[i:i + FETCH])
+            tbl.delete(f"source_row_id IN ({part})")
+    if new_rows:
+        schema = chunk_schema(embedder.dim)
+        cols = {f.name: [r.get(f.name) for r in new_rows] for f in schema if f.name != "vector"}
+        arrays = [pa.array(cols[f.name], type=f.type) if f.name != "vector"
+                  else pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), embedder.dim)
+                  for f in schema]
+        tbl.add(pa.Table.from_arrays(arrays, schema=schema))
+    ensure_indexes(tbl)
+    return {"added": len(new_rows), "embedded": embedded,
+            "removed_sources": len(stale), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _source_of(source_row_id: str, source: str) -> bool:
+    """Whether a chunk's source row id belongs to ``source`` (by its table prefix)."""
+    return source_row_id.startswith("lit_") == source.endswith("literature")
+
+
+def _vectors(tbl: Any, rows: list[dict[str, Any]], embedder: Embedder, table: str,
+             progress: Progress | None) -> tuple[np.ndarray, int]:
+    """Vectors for ``rows`` (reused by content hash from the table, the rest embedded in
+    batches) and how many were embedded."""
+    out = np.zeros((len(rows), embedder.dim), np.float32)
+    if not rows:
+        return out, 0
+    shas = list({r["content_sha"] for r in rows})
+    cached: dict[str, np.ndarray] = {}
+    ds = tbl.to_lance()
+    if ds.count_rows():
+        for i in range(0, len(shas), FETCH):
+            part = ", ".join(f"'{s}'" for s in shas[i:i + FETCH])
+            got = ds.to_table(columns=["content_sha", "vector"], filter=f"content_sha IN ({part})")
+            if got.num_rows:
+                vecs = got.column("vector").combine_chunks().flatten().to_numpy().reshape(got.num_rows, -1)
+                cached.update(zip(got.column("content_sha").to_pylist(), vecs))
+    todo = [i for i, r in enumerate(rows) if r["content_sha"] not in cached]
+    for i, r in enumerate(rows):
+        if r["content_sha"] in cached:
+            out[i] = cached[r["content_sha"]]
+    for b in range(0, len(todo), EMBED_BATCH):
+        idx = todo[b:b + EMBED_BATCH]
+        out[idx] = embedder.embed_documents([rows[i]["search_text"] for i in idx])
+        if progress:
+            progress(table, min(b + EMBED_BATCH, len(todo)), len(todo))
+    return out, len(todo)
+
+
+def ensure_indexes(tbl: Any) -> None:
+    """The BM25 index on ``search_text`` and (large tables) the vector index; unindexed rows
+    are merged into existing indexes."""
+    ds = tbl.to_lance()
+    rows = ds.count_rows()
+    if not rows:
+        return
+    names = {i["fields"][0] if isinstance(i, dict) else i.fields[0]: i for i in _indices(ds)}
+    if "search_text" not in names:
+        tbl.create_fts_index("search_text", replace=True, **FTS)
+    if "vector" not in names and rows >= ANN_MIN_ROWS:
+        parts = max(1, int(rows ** 0.5 / 2))
+        tbl.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ",
+                         num_partitions=parts, replace=True)
+    elif names:
+        tbl.to_lance().optimize.optimize_indices()
+
+
+def _indices(ds: Any) -> list[Any]:
+    try:
+        return list(ds.list_indices())
+    except Exception:  # noqa: BLE001 - older pylance: describe_indices
+        return list(ds.describe_indices())
+
+
+def remove_orphans(lake: Any) -> int:
+    """Delete chunks whose source row is gone (e.g. a consent withdrawal emptied the research
+    zone of a patient); no embedder needed. Returns the chunks removed."""
+    removed = 0
+    for table, sources in CHUNK_TABLES.items():
+        tbl = lake.table(table)
+        if not tbl.count_rows():
+            continue
+        present: set[str] = set()
+        for source in sources:
+            present |= set(lake.table(source).to_lance().to_table(columns=["row_id"]).column("row_id").to_pylist())
+        have = set(tbl.to_lance().to_table(columns=["source_row_id"]).column("source_row_id").to_pylist())
+        gone = list(have - present)
+        before = tbl.count_rows()
+        for i in range(0, len(gone), FETCH):
+            part = ", ".join("'" + r.replace("'", "''") + "'" for r in gone[i:i + FETCH])
+            tbl.delete(f"source_row_id IN ({part})")
+        removed += before - tbl.count_rows()
+    return removed

