@@ -112,7 +112,7 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
         path = root / folder
         if not path.exists():
             continue
-        s = eco.ingest([path], format=fmt, message=message, options={"deid_key": key})
+        s = eco.ingest([path], format=fmt, message=message, options={"deid_key": key, "index": True})
         if not any(not f.skipped for f in s.files):
             out.print(f"[dim]{folder}: already ingested (same content) — no new version[/dim]")
             continue
@@ -146,12 +146,38 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
         out.print(f"{doc[0]['row_id']} ← {prov.get('source_uri')} @ {prov.get('locator')} "
                   f"(sha256 {str(prov.get('source_sha256'))[:12]}…, reader {prov.get('reader')} "
                   f"v{prov.get('reader_version')}, {prov.get('run_id')})")
+    _search(doctor, eco, out)
     out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested (steward)"))
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
     _privacy(eco, doctor, out, key)
     out.print(f"\nExplore it: [bold]sagehealth --role researcher sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
     return eco
+
+
+def _search(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
+    """Hybrid search as the clinician (own patients' documents and literature) and as a
+    researcher (the research zone), with the score of every stage and the matched words."""
+    from rich.markup import escape
+
+    def show(hits: list) -> None:
+        for i, h in enumerate(hits, 1):
+            text, marked, pos = h.text, [], 0
+            for a, b in h.highlights:
+                marked += [escape(text[pos:a]), f"[bold yellow]{escape(text[a:b])}[/bold yellow]"]
+                pos = b
+            marked.append(escape(text[pos:]))
+            snippet = "".join(marked).replace("\n", " ")
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in h.scores.items())
+            out.print(f"[bold]{i}.[/bold] {h.kind} · {h.section or ''} · {h.title or ''} [dim]({stages})[/dim]")
+            out.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+
+    query = "broken ankle"
+    out.print(Rule(f'Hybrid search (BM25 + vectors) as dr.ana: "{query}"'))
+    show(doctor.search(query, k=4, per_document=True))
+    query = "fetal heart rate on ultrasound"
+    out.print(Rule(f'Search as rita.research, radiology reports only: "{query}"'))
+    show(eco.as_principal(RESEARCHER).search(query, k=3, kinds=["radiology_report"], per_document=True))
 
 
 def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
