@@ -58,7 +58,8 @@ class Lakehouse:
         except Exception as exc:
             raise StoreError(f"cannot open the store at {uri}: {exc}") from exc
         self._tables: dict[str, Any] = {}
-        self._commits: tuple[int, list[Commit]] | None = None
+        self._commits: tuple[tuple[int, int], list[Commit]] | None = None
+        self._datasets: dict[tuple[str, int], lance.LanceDataset] = {}
         self._ensure_tables()
 
     # -- tables ---------------------------------------------------------------------------
@@ -85,9 +86,10 @@ class Lakehouse:
     # -- versions -------------------------------------------------------------------------
     def commits(self) -> list[Commit]:
         """Every commit, oldest first (parsed once per version of the commit log)."""
-        ds = lance.dataset(self.table_uri(COMMITS))
-        if self._commits is not None and self._commits[0] == ds.version:
+        stamp = self._commit_stamp()
+        if stamp is not None and self._commits is not None and self._commits[0] == stamp:
             return list(self._commits[1])
+        ds = lance.dataset(self.table_uri(COMMITS))
         rows = ds.to_table().to_pylist()
         out = [
             Commit(
@@ -101,8 +103,19 @@ class Lakehouse:
             for r in rows
         ]
         out.sort(key=lambda c: c.version)
-        self._commits = (ds.version, out)
+        self._commits = (stamp, out) if stamp is not None else None
         return list(out)
+
+    def _commit_stamp(self) -> tuple[int, int] | None:
+        """A cheap fingerprint of the commit log (a new commit adds a manifest to _versions/):
+        local stores only; None means "read it again"."""
+        if not is_local(self.uri):
+            return None
+        try:
+            st = os.stat(Path(self.table_uri(COMMITS)) / "_versions")
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_nlink + st.st_size)
 
     def head(self) -> Commit:
         """The latest commit."""
@@ -126,6 +139,7 @@ class Lakehouse:
     def commit(self, message: str, *, run_id: str | None, summary: dict[str, Any]) -> Commit:
         """Pin the current version of every table as the next global version (atomic)."""
         versions = {name: self.table(name).version for name in ALL_SCHEMAS if name != COMMITS}
+        self._commits = None  # a writer always reads the log itself
         prev = self.commits()
         number = prev[-1].version + 1 if prev else 1
         now = datetime.now(UTC)
@@ -138,6 +152,7 @@ class Lakehouse:
             "summary": json.dumps(summary, sort_keys=True, default=str),
         }
         self.table(COMMITS).add(pa.Table.from_pylist([row], schema=ALL_SCHEMAS[COMMITS]))
+        self._commits = None
         return Commit(number, run_id, message, now, versions, summary)
 
     def rollback_uncommitted(self) -> list[str]:
@@ -163,7 +178,14 @@ class Lakehouse:
             return lance.dataset(self.table_uri(name))
         if name not in commit.table_versions:
             raise StoreError(f"table {name!r} did not exist at version {commit.version}")
-        return lance.dataset(self.table_uri(name), version=commit.table_versions[name])
+        key = (name, commit.table_versions[name])
+        ds = self._datasets.get(key)
+        if ds is None:  # a dataset at a version never changes: keep it, with its index caches
+            ds = lance.dataset(self.table_uri(name), version=key[1])
+            if len(self._datasets) >= 64:
+                self._datasets.pop(next(iter(self._datasets)))
+            self._datasets[key] = ds
+        return ds
 
     def read(self, name: str, version: int | None = None, **scan: Any) -> pa.Table:
         """Read table ``name`` (optionally ``columns=``/``filter=``) at a committed version."""
@@ -225,6 +247,7 @@ class Lakehouse:
                 raise StoreLocked(
                     f"another process is writing to {self.uri}; wait for it to finish"
                 ) from exc
+            self._commits = None  # what other writers committed before we got the lock
             yield
         finally:
             os.close(fd)

@@ -164,20 +164,33 @@ def _vectors(tbl: Any, rows: list[dict[str, Any]], embedder: Embedder, table: st
     return out, len(todo)
 
 
+def create_bm25_index(tbl: Any) -> None:
+    """The BM25 inverted index on ``search_text`` (English stemming, stop words removed)."""
+    from lancedb.index import FTS as FtsConfig
+
+    tbl.create_index("search_text", config=FtsConfig(**FTS), replace=True)
+
+
+def create_vector_index(tbl: Any, rows: int) -> None:
+    """An IVF-HNSW index with scalar-quantised vectors, cosine distance, ~sqrt(rows)/2 lists."""
+    from lancedb.index import IvfHnswSq
+
+    tbl.create_index("vector", config=IvfHnswSq(distance_type="cosine", num_partitions=max(1, int(rows ** 0.5 / 2))),
+                     replace=True)
+
+
 def ensure_indexes(tbl: Any) -> None:
-    """The BM25 index on ``search_text`` and (large tables) the vector index; unindexed rows
-    are merged into existing indexes."""
+    """The BM25 index and (large tables) the vector index; rows added since an index was built
+    are merged into it."""
     ds = tbl.to_lance()
     rows = ds.count_rows()
     if not rows:
         return
-    names = {i["fields"][0] if isinstance(i, dict) else i.fields[0]: i for i in _indices(ds)}
+    names = {i["fields"][0] if isinstance(i, dict) else i.fields[0] for i in _indices(ds)}
     if "search_text" not in names:
-        tbl.create_fts_index("search_text", replace=True, **FTS)
+        create_bm25_index(tbl)
     if "vector" not in names and rows >= ANN_MIN_ROWS:
-        parts = max(1, int(rows ** 0.5 / 2))
-        tbl.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_HNSW_SQ",
-                         num_partitions=parts, replace=True)
+        create_vector_index(tbl, rows)
     elif names:
         tbl.to_lance().optimize.optimize_indices()
 
