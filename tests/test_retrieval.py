@@ -305,3 +305,43 @@ def test_eval_cli_json(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert {"ndcg@10", "recall@100", "mrr@10", "queries", "qps"} <= set(out) and out["queries"] == 54
+
+
+# -- patient context ----------------------------------------------------------------------
+def test_patient_context_cites_rows_and_respects_zones(store):
+    lake = store.lake
+    pid = lake.sql("SELECT patient_id FROM events WHERE kind = 'observation' AND value_num IS NOT NULL "
+                   "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").to_pylist()[0]["patient_id"]
+    with_docs = lake.sql("SELECT patient_id FROM documents WHERE patient_id IS NOT NULL "
+                         "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").to_pylist()[0]["patient_id"]
+    reports = _doctor(store, {with_docs}).patient_context(with_docs).reports
+    assert reports and all(r.row_id.startswith("doc_") for r in reports)
+    doc = _doctor(store, {pid})
+    ctx = doc.patient_context(pid)
+    assert ctx.problems and ctx.labs
+    cited = ctx.citations()
+    rows = {r["row_id"]: r for t in ("events", "documents") for r in lake.read(
+        t, columns=["row_id", "patient_id"]).to_pylist()}
+    assert cited and all(rows[c]["patient_id"] == pid for c in cited if c in rows)
+    assert all(c in rows or c.startswith("enc_") for c in cited)
+    prompt = ctx.to_prompt()
+    assert all(f"[{c}]" in prompt for c in cited)
+    trended = [i for i in ctx.labs if i.detail["previous"] is not None]
+    assert trended and all(i.detail["trend"] in ("up", "down", "stable") for i in trended)
+    assert all(a.date >= b.date for a, b in zip(ctx.problems, ctx.problems[1:]) if a.date and b.date)
+    # a window keeps only what happened in it
+    dates = sorted(i.date for i in ctx.problems + ctx.labs if i.date)
+    mid = dates[len(dates) // 2]
+    later = doc.patient_context(pid, since=mid.date().isoformat())
+    assert all(i.date >= mid.replace(hour=0, minute=0, second=0, microsecond=0)
+               for i in later.problems + later.labs if i.date)
+    assert len(later.citations()) < len(cited)
+    with pytest.raises(AccessDenied, match="not on the care team"):
+        _doctor(store, {"other"}).patient_context(pid)
+    # a researcher gets the same timeline under the pseudonym, with shifted dates
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    psn = RowDeidentifier(KEY).pseudonym(pid)
+    rctx = store.as_principal(Principal("re", "researcher", "research")).patient_context(psn)
+    assert len(rctx.problems) == len(ctx.problems) and rctx.problems[0].date != ctx.problems[0].date
+    assert pid not in rctx.to_prompt()

