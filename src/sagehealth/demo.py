@@ -175,6 +175,12 @@ def _search(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
     query = "broken ankle"
     out.print(Rule(f'Hybrid search (BM25 + vectors) as dr.ana: "{query}"'))
     show(doctor.search(query, k=4, per_document=True))
+    pid = doctor.sql("SELECT patient_id FROM events WHERE kind = 'observation' AND value_num IS NOT NULL "
+                     "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").to_pylist()
+    if pid:
+        out.print(Rule("Patient context for a prompt (dr.ana, since 2015): every line cites its row"))
+        lines = doctor.patient_context(pid[0]["patient_id"], since="2015-01-01").to_prompt().splitlines()
+        out.print(escape("\n".join(lines[:22]) + (f"\n… {len(lines) - 22} more lines" if len(lines) > 22 else "")))
     query = "fetal heart rate on ultrasound"
     out.print(Rule(f'Search as rita.research, radiology reports only: "{query}"'))
     show(eco.as_principal(RESEARCHER).search(query, k=3, kinds=["radiology_report"], per_document=True))
