@@ -193,3 +193,60 @@ def test_initials_wards_and_city_state():
     assert "QUARTERMAIN7" in found("PT ADMITTED TO QUARTERMAIN7 W/ CHF")
     # bacteria and dictionary words after an initial are no names
     assert found("sputum grew S. aureus and E. coli") == []
+
+
+def test_places_names_and_acronyms_from_context():
+    """Geographic names, facility acronyms and names joined to found names (general rules,
+    written with made-up names and places)."""
+    def found(text):
+        return {s.text for s in detect(text)}
+
+    # a geographic word after a Title-case word, or in caseless text after a place cue
+    assert "Cape Shore" in found("Was on vacation on the Cape Shore, felt unwell at lunch.")
+    assert "WESTERN VALLEY" in found("FAMILY ARRIVED FROM THE WESTERN VALLEY AT 2 AM.")
+    assert not found("CRACKLES AT THE LEFT BASE. AT ONE POINT SBP 80S.")
+    assert "DC" in found("Health care proxy is her niece who lives in DC.")
+    # states are no PHI
+    assert "Ohio" not in found("Her niece lives in Ohio and calls daily.")
+    # an acronym of a medical center
+    assert "RTMC" in found("PT MAY BE SEEN BY RTMC FOR POSSIBLE TRANSPLANT.")
+    # a frequent word after a movement verb is no hospital ("had to sit", "seen at all")
+    assert found("walked 20 feet and had to sit down; had to use the commode") == set()
+    assert found("NO PVC'S SEEN AT ALL TODAY.") == set()
+    # names joined to a found name, apposition after a relation, names before "and Dr(s)"
+    assert found("Both Suzanne and Hank are his health care proxies.") == {"Suzanne", "Hank"}
+    assert "Ted" in found("Family: Son, Ted, was updated by the team today.")
+    assert {"Mary", "Isabel", "Teresa"} <= found("Visitors: Teresa, Mary, Isabel and Jodi.")
+    assert found("Meds: Lasix, Coumadin, Lopressor, Heparin, Flagyl.") == set()
+    assert {"NELL", "KRAWITZ"} <= found("KCL GIVEN. NELL KRAWITZ AND DRS MORAN AND RUBIN AWARE.")
+    # a Title-case name after a relation in an all-lower-case note
+    assert {"Marta", "Quigley"} <= found("social-> pt's sister-in-law Marta Quigley was in to visit last "
+                                         "noc. pt resting comfortably, no distress noted overnight.")
+    # a letter without a dot between a title and a surname ("O Rourke", "L Ruuska")
+    assert {"o", "brannigan"} <= found("SBP 80s-90s. Dr. o brannigan in room, aware.")
+    assert found("Dr. A fib noted on tele") == set()
+    # "Ms." with a dot: a title; in caseless text only before a name-like word
+    assert "Jones" in found("Ms. Jones was seen in clinic on Saturday morning.")
+    assert "KOWALSKI" in found("PT IS A 70 YO WOMAN. MS. KOWALSKI WAS ADMITTED FOR CHF.")
+    assert found("GIVEN 2MG MS. PT RESTING. MS. ALERT AND ORIENTED.") == set()
+    # a ten-digit phone number with one dash
+    assert any("301555-0199" in t for t in found("pt's son ,joe, (301555-0199) was in ew"))
+
+
+def test_speed_paths_give_the_same_spans():
+    """The ASCII tokenizer equals the Unicode one on ASCII text; a facility word before an
+    apostrophe is still found; the token-class cache gives the same spans twice."""
+    from sagehealth.privacy.deid.detector import TOKEN_SPLIT, TOKEN_SPLIT_ASCII
+
+    text = "Pt's dtr o'neil came from Mercy Hospital's ED at 7pm; x2 'quoted' don''t ok"
+    assert TOKEN_SPLIT_ASCII.split(text) == TOKEN_SPLIT.split(text)
+    assert any("Mercy Hospital" in s.text for s in detect("Transferred from Mercy Hospital's ICU today."))
+    note = "Seen by Dr. Quenby. Wife Marisol at bedside. Admitted from Kessler Adventist on 3/4."
+    assert detect(note) == detect(note)
+    # the token classes computed in bulk equal those computed one by one
+    from sagehealth.privacy.deid.detector import default_detector
+
+    lex = default_detector().lex
+    tokens = {"helen", "nicholson", "bill", "brown", "aware", "powders", "quartermain", "pt", "lasix",
+              "settles", "reddish", "gbmc", "ed", "hank", "straße", "i̇stanbul"}
+    assert lex.kinds(tokens) == {t: lex.kind(t) for t in tokens}

@@ -273,3 +273,34 @@ def test_presidio_synth_set(deid_data: Path):
     for n in notes:
         for g in n.gold:
             assert n.text[g.start:g.end] == g.text
+
+
+def test_repeated_timing_scores_the_first_pass_and_calls_the_hook():
+    """``repeat``: the time is the best of several passes, the hook runs before each pass,
+    the first pass's predictions are scored, and a spent time budget stops the passes."""
+    n = note("Seen by Dr. John Smith today.", "John Smith")
+    s, e = n.gold[0].start, n.gold[0].end
+    calls = {"passes": 0, "hook": 0}
+
+    def changing(text):  # finds the name in the first pass only
+        calls["passes"] += 1
+        return [Span(s, e, "NAME", text[s:e], "t")] if calls["passes"] == 1 else []
+
+    def hook():
+        calls["hook"] += 1
+
+    r = score([n], changing, repeat=3, before_pass=hook)
+    assert (calls["passes"], calls["hook"], r["timed_passes"]) == (3, 3, 3)
+    assert r["found"] == 1 and r["predicted_spans"] == 1
+    assert score([n], fixed((s, e)), repeat=5, time_budget_s=0.0)["timed_passes"] == 1
+    assert score([n], fixed((s, e)))["timed_passes"] == 1
+
+
+def test_detector_cold_and_warm_give_the_same_spans():
+    from sagehealth.privacy.deid.detector import default_detector
+
+    det = default_detector()
+    text = "Seen by Dr. Quenby; wife Marisol visited from the Eastern Shore. CVA in 1998, 7/22."
+    warm = det.detect(text)
+    det.clear_caches()
+    assert det.detect(text) == warm

@@ -8,9 +8,11 @@ Three passes, all driven by ``rules.json`` and :mod:`lexicon`:
    ("RN", "RRT"), a relation before ("wife", "son:", "pt's daughter"), a verb before ("spoke
    with", "per") — are names when the lexicon does not call them plain words; without a cue a
    token must be a census name that is no dictionary word (and, in mixed-case text,
-   capitalised). Found names extend to neighbouring name-like tokens ("mary anderson").
+   capitalised). Found names extend to neighbouring name-like tokens ("mary anderson") and
+   to names joined to them ("Suzette and Hank", in mixed-case text "Teresa, Mary, Isabel").
 3. Places: words before a facility word ("Holy Cross Rehab", "Kessler Adventist"), tokens after
-   a transfer cue ("transferred to Quartermain"), and US city names.
+   a transfer cue ("transferred to Quartermain"), geographic names ("the Eastern Shore"), US
+   city names.
 
 Clinical text is often all capitals, abbreviated and telegraphic: casing is used as evidence only
 in mixed-case notes. Overlapping findings are merged. Runs at thousands of notes per second.
@@ -21,7 +23,8 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_left
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, compress
+from operator import itemgetter
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -49,12 +52,18 @@ _LOWER_RUN = re.compile(r"[a-z]+")
 #: a word: letters, with apostrophes inside ("pt's")
 TOKEN = re.compile(r"[^\W\d_]+(?:'+[^\W\d_]+)*")
 TOKEN_SPLIT = re.compile(f"({TOKEN.pattern})")
+#: the same for ASCII texts (a plain character class is faster than ``[^\W\d_]``)
+TOKEN_SPLIT_ASCII = re.compile(r"([A-Za-z]+(?:'+[A-Za-z]+)*)")
 #: the lexicon classes of this many distinct tokens are remembered (per detector)
 KIND_CACHE = 200_000
 #: what may separate two parts of one name ("mary anderson", "A. Forman-Lyons", "Smith-Jones")
 NAME_GAP = re.compile(r"^(?:\s|\.\s?|-|\.)$|^\.?[ \t]{1,2}$")
 #: what separates names in a list after one cue ("Drs Joseph, Smith and Jones")
 COORDINATION = re.compile(r"^\s*(?:,|&|,?\s+and)\s*$", re.IGNORECASE)
+#: what separates a relation from a name in apposition ("Son, Ed, ...")
+APPOSITION = re.compile(r"^[ \t]*,[ \t]*$")
+#: "Hank & Suzette"
+AMPERSAND = re.compile(r"^[ \t]*&[ \t]*$")
 #: credentials written with dots: "R.N.", "M.D.", "R.R.T."
 DOTTED_CREDENTIAL = re.compile(r"(?:R\.N|R\.R\.T|M\.D|N\.P|P\.A|L\.P\.N|C\.R\.T|D\.O)\.?", re.IGNORECASE)
 #: what may separate a strong cue from the name it introduces ("Dr. X", "Mr: X")
@@ -74,12 +83,24 @@ CITY_STATE = re.compile(
     r"KY|LA|MA|MD|ME|MI|MN|MO|MS|MT|NC|ND|NE|NH|NJ|NM|NV|NY|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VA|VT|WA|"
     r"WI|WV|WY)\b")
 CITY_STATE_GATE = re.compile(r",\s[A-Z]{2}\b")
+#: words that end a geographic name ("the Eastern Shore", "Howard County", "Cape Cod Bay")
+GEO_WORDS = frozenset("""shore county valley island beach bay harbor harbour springs heights hills
+lake creek ridge mountains""".split())
+#: a word before a geographic name in caseless text: "from the EASTERN SHORE", "in ocean county"
+GEO_CUES = frozenset("from in on at to near of".split())
+#: words before a geographic word that do not name a place ("left", "this", "sick bay")
+GEO_STOP = frozenset("""left right upper lower this that one some which each every any no good
+bad sick other same small large big""".split())
 #: state codes that are also clinical abbreviations (MI, CO, PA, CT, ID, ...)
 AMBIGUOUS_STATES = frozenset("MI CO PA CT ID IN OR MS ME DE LA OK NE VA MD AL MA NC SC HI ND SD NH NM".split())
 #: a Title-case phrase after "at"/"from" or after "go/went/transferred ... to"
 PLACE_AFTER_CUE = re.compile(
     r"\b(?:(?:go|goes|went|going|gone|transferr?(?:ed|ing)?|sent|taken|admitted|returned|moved|"
     r"discharged|back|headed|travell?ed)\s+(?:back\s+)?(?:in)?to|at|from)\s+((?:[A-Z][a-z']{2,}\s?){1,3})")
+#: the words PLACE_AFTER_CUE may start with (it is tried only where one of them is a token)
+PLACE_AFTER_CUE_HEADS = frozenset("""go goes went going gone transfer transferr transfered transferred
+transfering transferring sent taken admitted returned moved discharged back headed traveled travelled
+at from""".split())
 #: Title-case words after "to/at/from" that are not places
 PLACE_STOP = frozenset("""
 floor unit team rehab home bed chair bedside room icu ccu micu sicu er ed or cath lab radiology ward wards
@@ -123,6 +144,8 @@ class Pattern:
     gate: str | None = None
     #: the lower-case words every match starts with: the rule is tried only there (speed only)
     heads: tuple[str, ...] | None = None
+    #: drop matches whose PHI part is a frequent English word ("had to sit", "seen at all")
+    not_frequent_word: bool = False
 
 
 def luhn(value: str) -> bool:
@@ -159,6 +182,7 @@ class Rules:
     #: first words of the name verbs and location cues (tokens where such a cue may start)
     name_verb_heads: frozenset[str] = frozenset()
     location_cue_heads: frozenset[str] = frozenset()
+    facility_heads: frozenset[str] = frozenset()
     #: titles, credentials, relations and aware-verbs: the tokens that may start a name finding
     cue_words: frozenset[str] = frozenset()
     #: all patterns in one combined scanner (built from ``patterns`` when not given)
@@ -186,7 +210,8 @@ class Rules:
             pats.append(Pattern(p["name"], p["type"], re.compile(p["regex"], 0 if on_lower else flags),
                                 int(p.get("group", 0)), opt("not_before"), opt("not_after"),
                                 opt("exclude_group"), p.get("validator"), opt("needs_before"),
-                                on_lower, p.get("gate"), tuple(p["heads"]) if p.get("heads") else None))
+                                on_lower, p.get("gate"), tuple(p["heads"]) if p.get("heads") else None,
+                                bool(p.get("not_frequent_word"))))
 
         def alternation(words: list[str]) -> str:
             return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
@@ -209,6 +234,7 @@ class Rules:
                 rf"\b(?:{alternation([c for c in data['location_cues'] if ' ' in c])})\s+"),
             name_verb_heads=_heads(data["name_verbs"]),
             location_cue_heads=_heads([c for c in data["location_cues"] if " " in c]),
+            facility_heads=_heads(data["facility_words"]),
         )
 
     @classmethod
@@ -233,6 +259,9 @@ class Detector:
         self.rules = rules or default_rules()
         self.lex = lex or lexicon(self.rules.clinical_words)
         self._kind_cache: dict[str, str] = {}
+        r = self.rules
+        self._cue_heads = (r.name_verb_heads | r.location_cue_heads | r.facility_heads
+                           | PLACE_AFTER_CUE_HEADS | RESIDENCE_WORDS)
 
     # -- public ---------------------------------------------------------------------------
     def detect(self, text: str) -> list[Span]:
@@ -255,6 +284,11 @@ class Detector:
             start = end
         return _merge(spans, text)
 
+    def clear_caches(self) -> None:
+        """Forget the token classes and misspellings remembered so far (as after start-up)."""
+        self._kind_cache.clear()
+        self.lex.clear_caches()
+
     def _detect(self, text: str) -> list[Span]:
         if not text:
             return []
@@ -262,7 +296,8 @@ class Detector:
         low = text.lower()
         if len(low) != len(text):  # a character whose lower case has another length: no shortcut
             low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
-        parts = TOKEN_SPLIT.split(text)  # [gap, token, gap, token, ..., gap]: offsets in C
+        # [gap, token, gap, token, ..., gap]: offsets in C
+        parts = (TOKEN_SPLIT_ASCII if text.isascii() else TOKEN_SPLIT).split(text)
         words = parts[1::2]
         offsets = list(accumulate(map(len, parts)))
         toks = list(zip(offsets[0::2], offsets[1::2], words))
@@ -284,6 +319,8 @@ class Detector:
                 continue
             if p.validator and not VALIDATORS[p.validator](text[s:e]):
                 continue
+            if p.not_frequent_word and low[s:e] in self.lex.frequent_words:
+                continue
             found.append(Span(s, e, p.type, text[s:e], p.name))
             order.append(k)
         if len(set(order)) > 1:  # rule order, as if each rule had run on its own
@@ -292,8 +329,12 @@ class Detector:
             ups, lows = _case_counts(text, low, words)
             # casing is evidence only in mixed-case notes; all-caps and all-lower notes are caseless
             upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
-            kinds = self._kinds(words)
-            found += self._names(text, low, toks, kinds, upper, lw)
+            kinds = self._kinds(lw)
+            # the tokens where a cue phrase of any list may start (one pass for all lists; the
+            # facility words may end at an apostrophe: "hospital's" is looked up as "hospital")
+            lw_cut = _before_apostrophe(lw) if "'" in text else lw
+            hits = list(compress(range(len(lw)), map(self._cue_heads.__contains__, lw_cut)))
+            found += self._names(text, low, toks, kinds, upper, lw, hits, ups < 0.03 * (ups + lows))
             # synthetic-data names with a number glued on ("Devin82", "Kunze215", Synthea style)
             for m in NAME_WITH_NUMBER.finditer(text):
                 if m.start() and _WORD_CHAR.match(text, m.start() - 1):
@@ -304,25 +345,25 @@ class Detector:
                 if self.lex.kind(w) in (NAME, NAME_WORD) or (
                         len(m.group(2)) >= 2 and (w in self.lex.first_names or w in self.lex.surnames)):
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
-            found += self._places(text, low, toks, kinds, upper, lw)
+            found += self._places(text, low, toks, kinds, upper, lw, hits, lw_cut)
         return _merge(found, text)
 
-    def _kinds(self, words: list[str]) -> list[str]:
-        """The lexicon class of each token, remembered per distinct token."""
+    def _kinds(self, lw: list[str]) -> list[str]:
+        """The lexicon class of each (lower-cased) token, remembered per distinct token: the
+        unknown ones are found with one set difference, the rest are dict look-ups in C."""
         cache = self._kind_cache
-        kinds = list(map(cache.get, words))
-        if None in kinds:
-            if len(cache) > KIND_CACHE:
+        missing = set(lw).difference(cache)
+        if missing:
+            if len(cache) + len(missing) > KIND_CACHE:
                 cache.clear()
-            kind = self.lex.kind
-            for i, k in enumerate(kinds):
-                if k is None:
-                    kinds[i] = cache[words[i]] = kind(words[i])
-        return kinds  # type: ignore[return-value]
+                missing = set(lw)
+            cache.update(self.lex.kinds(missing))
+        return list(map(cache.__getitem__, lw))
 
     # -- names ----------------------------------------------------------------------------
     def _names(self, text: str, low: str, toks: list[tuple[int, int, str]], kinds: list[str],
-               upper: bool, lw: list[str]) -> list[Span]:
+               upper: bool, lw: list[str], hits: list[int] | None = None,
+               lower_note: bool = False) -> list[Span]:
         r, lex = self.rules, self.lex
         n = len(toks)
         flagged: dict[int, str] = {}
@@ -345,7 +386,8 @@ class Detector:
                 return False
             if len(t) == 1:  # an initial: "A." (or "L RUUSKA" right after a title)
                 return strength > 0 and text[toks[i][1]:toks[i][1] + 1] == "."
-            titled = t[0].isupper() and not upper
+            # in mixed-case text, or a Title-case word in an all-lower-case note ("Rita Hickey")
+            titled = t[0].isupper() and (not upper or (lower_note and not t.isupper() and strength > 0))
             if k == NAME_WORD:
                 return strength == 2 or (strength == 1 and (t.lower() in lex.first_names or titled))
             if k == UNKNOWN:
@@ -369,7 +411,18 @@ class Detector:
                 return False
             return kinds[j] == NAME or not lex.misspelling(t.lower())
 
-        def take_after(i: int, rule: str, strength: int, limit: int = 3) -> None:
+        def appositive(j: int) -> bool:
+            """A name between commas right after a relation ("Son, Ed, was updated"): a
+            name-like token, or in mixed-case text a Title-case census name."""
+            t, w = toks[j][2], lw[j]
+            if len(t) < 2 or is_cue_word(t) or w in r.clinical_words or _glued_to_digit(text, toks[j]):
+                return False
+            if name_like(j, 1):
+                return upper or t[0].isupper()
+            return not upper and t[0].isupper() and not t.isupper() and w in lex.common_names
+
+        def take_after(i: int, rule: str, strength: int, limit: int = 3,
+                       gap_rx: re.Pattern[str] | None = None) -> None:
             """Name tokens after cue token i; lists go on after "and", "&" or a comma
             ("Drs Joseph and Robbinson", "Sons Smokey, Morris and Roger")."""
             j, taken = i + 1, 0
@@ -378,7 +431,7 @@ class Detector:
             while j < n and taken < limit:
                 g = gap(j - 1, j)
                 if first:
-                    if not (CUE_GAP if strength == 2 else RELATION_GAP).match(g):
+                    if not (gap_rx or (CUE_GAP if strength == 2 else RELATION_GAP)).match(g):
                         break
                 elif toks[j][2].lower() in ("and", "&") and j + 1 < n and NAME_GAP.match(g):
                     j += 1
@@ -390,6 +443,9 @@ class Detector:
                     taken = 0
                 if strength == 2 and initial_at(j) and (first or after_initial):
                     after_initial = True  # "Dr. L. Ruuska": the surname keeps the title's strength
+                elif strength == 2 and first and len(toks[j][2]) == 1 and toks[j][2].isalpha() \
+                        and j + 1 < n and gap(j, j + 1) == " " and name_like(j + 1, 2):
+                    after_initial = True  # "Dr. o rourke", "Dr. L Ruuska": a letter without a dot
                 elif not name_like(j, strength if first or after_initial else min(strength, 1)):
                     break
                 else:
@@ -399,7 +455,7 @@ class Detector:
                 first = False
                 j += 1
 
-        after_verb = {m.end() for m in _word_matches(r.name_verbs, r.name_verb_heads, low, toks, lw)}
+        after_verb = {m.end() for m in _word_matches(r.name_verbs, r.name_verb_heads, low, toks, lw, hits)}
         idx = range(n)
         # only tokens that can start a finding are visited: cue words, initials, census names,
         # tokens right after a verb cue and (in mixed-case text) capitalised tokens
@@ -414,7 +470,7 @@ class Detector:
                 if k < n and starts[k] == pos:
                     cand.add(k)
         if not upper:
-            cand.update(i for i, (_, _, t) in enumerate(toks) if t[0].isupper())
+            cand.update(compress(idx, map(str.isupper, map(itemgetter(0), map(itemgetter(2), toks)))))
         for i in sorted(cand):
             s, e, t = toks[i]
             low = lw[i]
@@ -427,11 +483,17 @@ class Detector:
                         take_after(i, "title", 2)
                 elif not follow.startswith("."):  # role words: "NP Djuric", not "fellow. VVI"
                     take_after(i, "title", 1)
+                elif low == "ms" and follow == ". " and (upper or t == "Ms"):
+                    # "Ms. Jones"; in caseless text weak ("MS. PT RESTING": morphine sulfate)
+                    take_after(i, "title", 1 if upper else 2, gap_rx=CUE_GAP)
             dotted = DOTTED_CREDENTIAL.match(text, s) if len(t) == 1 else None
             if i > 0 and (low in r.credentials or dotted) and _line_end(text, dotted.end() if dotted else e):
                 self._signature(text, toks, i, flagged)
             if low in r.relations:
                 take_after(i, "relation", 1, limit=2)
+                if i + 2 < n and i + 1 not in flagged and APPOSITION.match(gap(i, i + 1)) \
+                        and gap(i + 1, i + 2).lstrip(" ")[:1] in (",", "(") and appositive(i + 1):
+                    flagged[i + 1] = "relation"  # "Son, Ed, was updated"
                 if i > 0 and text[s - 1:s] == "(":  # "Hank Przybylo (son)"
                     j = i - 1
                     while j >= 0 and i - j <= 3 and name_like(j, 1):
@@ -472,8 +534,44 @@ class Detector:
                         break
                     if not upper and not tj[0].isupper():
                         break
+                    if step == -1 and kinds[j] == NAME_WORD and lw[j] in lex.frequent_words \
+                            and lw[j] not in lex.first_names and _sentence_start(text, toks[j][0]):
+                        break  # "Both Suzanne and ...": a frequent word starting the sentence
                     flagged[j] = flagged[i] + "+"
                     j += step
+        # a name joined to a found one: "Both Suzette and Hank", "Hank & Suzette", and in
+        # mixed-case text first names in a comma list ("Gaetane, Hannah, Anthony")
+        todo = sorted(flagged, reverse=True)
+        while todo:
+            i = todo.pop()
+            for step in (1, -1):
+                a, b = (i, i + 1) if step == 1 else (i - 1, i)  # the gap is between a and b
+                j = i + step
+                if not 0 <= j < n:
+                    continue
+                g = gap(a, b)
+                if step == -1 and lw[j] in r.titles and j >= 2 and lw[j - 1] == "and" \
+                        and gap(j - 2, j - 1) == " " == gap(j - 1, j) and g == " ":
+                    # "BEA TURA AND DRS JOSEPH": up to two name-like words before "and <title>"
+                    k = j - 2
+                    while k >= 0 and j - 2 - k < 2 and k not in flagged and len(toks[k][2]) > 1 \
+                            and name_like(k, 1) and (upper or toks[k][2][0].isupper()):
+                        flagged[k] = "coordination"
+                        if k == 0 or not NAME_GAP.match(gap(k - 1, k)):
+                            break
+                        k -= 1
+                    continue
+                if lw[j] == "and" and g == " " and 0 <= j + step < n:
+                    g2 = gap(j, j + step) if step == 1 else gap(j + step, j)
+                    j = j + step if g2 == " " else -1
+                elif not AMPERSAND.match(g):
+                    if upper or g != ", " or lw[j] not in lex.first_names:
+                        continue
+                if j < 0 or j in flagged or len(toks[j][2]) < 2:
+                    continue
+                if name_like(j, 1) and (upper or toks[j][2][0].isupper()):
+                    flagged[j] = "coordination"
+                    todo.append(j)
         return [Span(toks[i][0], toks[i][1], "NAME", toks[i][2], rule) for i, rule in flagged.items()]
 
     def _signature(self, text: str, toks: list[tuple[int, int, str]], i: int,
@@ -503,7 +601,10 @@ class Detector:
 
     # -- places ---------------------------------------------------------------------------
     def _places(self, text: str, low: str, toks: list[tuple[int, int, str]], kinds: list[str],
-                upper: bool, lw: list[str]) -> list[Span]:
+                upper: bool, lw: list[str], hits: list[int] | None = None,
+                lw_cut: list[str] | None = None) -> list[Span]:
+        if lw_cut is None:  # facility words may end at an apostrophe ("Mercy Hospital's")
+            lw_cut = _before_apostrophe(lw) if "'" in text else lw
         out: list[Span] = []
         n = len(toks)
         tok_starts = [tk[0] for tk in toks]
@@ -518,7 +619,9 @@ class Detector:
             return k if k < n and tok_ends[k] == pos else None
 
         # facility names: "Holy Cross Rehab", "Kessler Adventist", "UNION HOSP"
-        for m in self.rules.facility.finditer(low):
+        facility = self.rules.facility
+        for m in (_word_matches(facility, self.rules.facility_heads, low, toks, lw_cut, hits)
+                  if self.rules.facility_heads else facility.finditer(low)):
             if m.start() and _WORD_CHAR.match(low, m.start() - 1):
                 continue  # inside a word ("prehab")
             j = _token_ending_before(text, m.start(), ending_at)
@@ -541,7 +644,7 @@ class Detector:
                 out.append(Span(toks[first][0], m.end(), "HOSPITAL", text[toks[first][0]:m.end()], "facility"))
         # places after a movement cue: "transferred to Quartermain", "admitted from Kessler"
         after_cue = sorted({i for i in map(starting_at, (m.end() for m in _word_matches(
-            self.rules.location_cues, self.rules.location_cue_heads, low, toks, lw)))
+            self.rules.location_cues, self.rules.location_cue_heads, low, toks, lw, hits)))
                             if i is not None})
         for i in after_cue:
             s, e, t = toks[i]
@@ -564,18 +667,21 @@ class Detector:
                 out.append(Span(s, e, "LOCATION", t, "ward"))
         # Title-case names after a place cue in mixed-case text: "to Harbor", "at Holy Cross"
         if not upper:
-            for m in PLACE_AFTER_CUE.finditer(text):
+            for m in _word_matches(PLACE_AFTER_CUE, PLACE_AFTER_CUE_HEADS, text, toks, lw, hits):
                 s, e = m.span(1)
                 words = m.group(1).split()
                 if all(w.lower() not in PLACE_STOP and w.lower() not in ALWAYS_WORDS for w in words):
                     e = s + len(m.group(1).rstrip())
                     out.append(Span(s, e, "LOCATION", text[s:e], "place_cue"))
         # where someone lives: "lives nearby in rockport", "in elderly housing ... in Lansdowne"
-        for m in _word_matches(RESIDENCE, RESIDENCE_WORDS, low, toks, lw):
+        for m in _word_matches(RESIDENCE, RESIDENCE_WORDS, low, toks, lw, hits):
             j = starting_at(m.end())
             k = 0
             while j is not None and j < len(toks) and k < 2:
                 t = toks[j][2]
+                if t == "DC":  # "lives in DC": a city (states are no PHI, cities are)
+                    out.append(Span(toks[j][0], toks[j][1], "LOCATION", t, "residence"))
+                    break
                 if t.lower() in PLACE_STOP or (not upper and not t[0].isupper()):
                     break
                 # a dictionary word names a place here when it is no frequent English word
@@ -590,6 +696,23 @@ class Detector:
                 j += 1
                 if j < len(toks) and text[toks[j - 1][1]:toks[j][0]] != " ":
                     break
+        # geographic names: "the Eastern Shore", "FROM THE EASTERN SHORE", "Howard County"
+        clinical = self.rules.clinical_words
+        for i in compress(range(n), map(GEO_WORDS.__contains__, lw)):
+            j = i - 1
+            if j < 0 or text[toks[j][1]:toks[i][0]] != " ":
+                continue
+            w, t = lw[j], toks[j][2]
+            if len(w) < 3 or w in ALWAYS_WORDS or w in PLACE_STOP or w in GENERIC_PLACE_WORDS \
+                    or w in GEO_STOP or w in clinical or _glued_to_digit(text, toks[j]):
+                continue
+            if upper:  # caseless: a place cue before ("from the eastern shore")
+                k = j - 1 if j > 0 and lw[j - 1] != "the" else j - 2
+                if k < 0 or lw[k] not in GEO_CUES:
+                    continue
+            elif not (t[0].isupper() and toks[i][2][0].isupper()):
+                continue
+            out.append(Span(toks[j][0], toks[i][1], "LOCATION", text[toks[j][0]:toks[i][1]], "geo"))
         # "Annapolis, MD": a known city, or a Title-case word, before a state code
         for m in (CITY_STATE.finditer(text) if CITY_STATE_GATE.search(text) else ()):
             city, start = m.group(1), m.start(1)
@@ -629,7 +752,8 @@ def _case_counts(text: str, low: str, words: list[str]) -> tuple[int, int]:
     differ in one bit, so the upper-case letters are the set bits of text XOR lower(text)."""
     if text.isascii():
         ups = (int.from_bytes(text.encode(), "big") ^ int.from_bytes(low.encode(), "big")).bit_count()
-        letters = sum(map(len, words)) - sum(map(str.count, words, repeat("'")))
+        joined = "".join(words)
+        letters = len(joined) - joined.count("'")
         return ups, letters - ups
     return sum(map(len, _UPPER_RUN.findall(text))), sum(map(len, _LOWER_RUN.findall(text)))
 
@@ -646,20 +770,29 @@ def _heads(phrases: list[str]) -> frozenset[str]:
 
 
 def _word_matches(rx: re.Pattern[str], heads: frozenset[str], low: str,
-                  toks: list[tuple[int, int, str]], lw: list[str]) -> list[re.Match[str]]:
+                  toks: list[tuple[int, int, str]], lw: list[str],
+                  hits: list[int] | None = None) -> list[re.Match[str]]:
     """The matches of ``rx`` (a \\b-led alternation of phrases) as ``finditer`` finds them,
-    tried only where a token is the first word of a phrase: set look-ups instead of a scan."""
+    tried only where a token is the first word of a phrase: set look-ups instead of a scan.
+    ``hits``: the tokens that start a phrase of some list that includes ``heads``, found once
+    per text for all lists (else ``lw`` is searched)."""
     out: list[re.Match[str]] = []
     last = 0
-    for i in compress(range(len(lw)), map(heads.__contains__, lw)):
+    for i in (compress(range(len(lw)), map(heads.__contains__, lw)) if hits is None else hits):
         s = toks[i][0]
-        if s < last:
+        if s < last or lw[i] not in heads:
             continue
         m = rx.match(low, s)
         if m is not None:
             out.append(m)
             last = max(m.end(), s + 1)
     return out
+
+
+def _before_apostrophe(lw: list[str]) -> list[str]:
+    """The tokens cut at their first apostrophe ("hospital's" -> "hospital"): a phrase that
+    ends at an apostrophe starts such a token."""
+    return [w.split("'", 1)[0] if "'" in w else w for w in lw]
 
 
 def lowered(toks: list[tuple[int, int, str]]) -> list[str]:

@@ -212,17 +212,37 @@ def _ratio(num: int, den: int, empty: float) -> float:
     return num / den if den else empty
 
 
-def score(notes: Sequence[Note], predict: Callable[[str], Sequence[Any]]) -> dict[str, Any]:
+def score(notes: Sequence[Note], predict: Callable[[str], Sequence[Any]], *, repeat: int = 1,
+          time_budget_s: float = 20.0, before_pass: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run ``predict`` on every note's text and score it against the gold spans.
 
     ``predict`` returns objects with ``start`` and ``end`` (e.g.
     :class:`~sagehealth.privacy.deid.spans.Span`); their types are ignored. Offsets outside the
     text are clipped. ``notes_per_s`` times the ``predict`` calls only. Returns a
     JSON-serialisable dict (see the module docstring for the definitions).
+
+    ``repeat``: on a shared machine one pass is at the mercy of the other processes; the time
+    is then the best of up to ``repeat`` passes over all notes, passes stopping once
+    ``time_budget_s`` seconds have been timed (a slow tool runs once). ``before_pass`` runs
+    before each pass, untimed (e.g. to empty caches so that each pass starts cold). The
+    predictions scored are those of the first pass.
     """
-    t0 = time.perf_counter()
-    predictions = [list(predict(note.text)) for note in notes]
-    elapsed = time.perf_counter() - t0
+    predictions: list[list[Any]] | None = None
+    elapsed = float("inf")
+    timed = 0.0
+    passes = 0
+    while passes < max(1, repeat) and (passes == 0 or timed < time_budget_s):
+        if before_pass is not None:
+            before_pass()
+        t0 = time.perf_counter()
+        got = [list(predict(note.text)) for note in notes]
+        took = time.perf_counter() - t0
+        passes += 1
+        timed += took
+        elapsed = min(elapsed, took)
+        if predictions is None:
+            predictions = got
+    assert predictions is not None
 
     n_gold = n_found = n_pred = n_pred_tp = 0
     per_type: dict[str, dict[str, Any]] = {}
@@ -273,6 +293,7 @@ def score(notes: Sequence[Note], predict: Callable[[str], Sequence[Any]]) -> dic
         "f1": f1,
         "notes_per_s": len(notes) / max(elapsed, 1e-9),
         "seconds": elapsed,
+        "timed_passes": passes,
         "per_type": dict(sorted(per_type.items())),
         "missed": missed,
         "false_positive_examples": fp_examples,

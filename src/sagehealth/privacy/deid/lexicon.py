@@ -68,7 +68,24 @@ class Lexicon:
             t in self.top_first_names or not self.misspelling(t))
 
     def misspelling(self, t: str) -> bool:
-        """True when one edit (delete, insert, replace, swap) turns ``t`` into a frequent word."""
+        """True when one edit (delete, insert, replace, swap) turns ``t`` into a frequent word
+        (remembered per word)."""
+        cache = self.__dict__.get("_misspelt")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_misspelt", cache)
+        hit = cache.get(t)
+        if hit is None:
+            if len(cache) > 100_000:
+                cache.clear()
+            hit = cache[t] = self._misspelling(t)
+        return hit
+
+    def clear_caches(self) -> None:
+        """Forget the misspellings remembered so far."""
+        self.__dict__.pop("_misspelt", None)
+
+    def _misspelling(self, t: str) -> bool:
         words = self.frequent_words
         letters = "abcdefghijklmnopqrstuvwxyz"
         splits = [(t[:i], t[i:]) for i in range(len(t) + 1)]
@@ -94,6 +111,26 @@ class Lexicon:
         if is_name:
             return NAME_WORD if is_word else NAME
         return WORD if is_word else UNKNOWN
+
+    def kinds(self, tokens: set[str]) -> dict[str, str]:
+        """The classes of many lower-case tokens at once (set operations in C; equal to
+        :meth:`kind` per token)."""
+        out: dict[str, str] = {}
+        plain = {t for t in tokens if t.islower() or t == t.lower()}
+        for t in tokens - plain:
+            out[t] = self.kind(t)
+        always = (plain & ALWAYS_WORDS) | (plain & self.clinical)
+        out.update(dict.fromkeys(always, WORD))
+        rest = plain - always
+        names = (rest & self.first_names) | (rest & self.surnames) | (rest & self.common_names)
+        direct = rest & self.words
+        words = self.words
+        is_word = direct | {t for t in rest - direct if _lemma_in(t, words)}
+        out.update(dict.fromkeys(names & is_word, NAME_WORD))
+        out.update(dict.fromkeys(names - is_word, NAME))
+        out.update(dict.fromkeys(is_word - names, WORD))
+        out.update(dict.fromkeys(rest - names - is_word, UNKNOWN))
+        return out
 
 
 _SUFFIXES = ("ies", "es", "s", "ed", "ing", "er", "ers", "ly", "ish")

@@ -138,7 +138,8 @@ class Scanner:
     ``heads``: per rule, None or the lower-case words every match starts with: given the tokens
     of the text, such a rule is only tried where one of them starts (set look-ups, no scan).
     :meth:`scan` yields
-    (rule index, match) where ``match`` answers ``start``/``end``/``span`` for that rule's own
+    (rule index, match), each rule's matches in text order (the matches of different rules may
+    interleave), where ``match`` answers ``start``/``end``/``span`` for that rule's own
     groups (a :class:`re.Match` for unanchored rules, a :class:`_Sub` view for anchored ones).
     """
 
@@ -150,7 +151,10 @@ class Scanner:
         self.gates = [gate_rx.setdefault(g, re.compile(g)) if g else None
                       for g in (gates or [None] * len(regexes))]
         self.on_lower = [low for _, _, low in regexes]
+        self.groups = [rx.groups for rx in self.compiled]
         self.heads = [frozenset(h) if h else None for h in (heads or [None] * len(regexes))]
+        #: the heads of all rules: one pass over the tokens finds where any of them may start
+        self.all_heads = frozenset().union(*(h for h in self.heads if h))
         self.anchored: list[int] = []
         self.free: list[int] = []
         punct: set[str] = set()
@@ -162,9 +166,11 @@ class Scanner:
             else:
                 self.free.append(i)
         # candidate positions: the first digit of each run of digits, and the punctuation marks
-        # the anchored rules may start with
-        alts = [r"\d+"] + ([f"[{''.join(re.escape(c) for c in sorted(punct))}]"] if punct else [])
-        self.candidates = re.compile("|".join(alts))
+        # the anchored rules may start with. One character class (the regex engine then skips
+        # to candidates in C); a digit takes the rest of its run with it, so that the next
+        # candidate is never inside a run
+        marks = "".join(re.escape(c) for c in sorted(punct))
+        self.candidates = re.compile(rf"[\d{marks}](?:(?<=\d)\d*)?")
         # the anchored rules as optional look-aheads, one combined regex per text (lower/as is)
         self.combined: dict[bool, tuple[re.Pattern[str], list[tuple[int, int]]]] = {}
         for low in (True, False):
@@ -188,6 +194,7 @@ class Scanner:
         """Matches per rule; ``starts``/``words``: the tokens of the text (offsets and lower-case
         forms), which let rules with heads skip the scan."""
         seen: dict[tuple[re.Pattern[str], bool], bool] = {}
+        hits: list[int] | None = None  # tokens that are the head of some rule
         for i in self.free:
             on_lower = self.on_lower[i]
             gate = self.gates[i]
@@ -200,10 +207,12 @@ class Scanner:
                     continue
             heads = self.heads[i]
             if heads is not None and words is not None and starts is not None:
+                if hits is None:
+                    hits = list(compress(range(len(words)), map(self.all_heads.__contains__, words)))
                 rx, s, last = self.compiled[i], (low if on_lower else text), 0
-                for k in compress(range(len(words)), map(heads.__contains__, words)):
+                for k in hits:
                     p = starts[k]
-                    if p < last:
+                    if p < last or words[k] not in heads:
                         continue
                     m = rx.match(s, p)
                     if m is not None:
@@ -214,22 +223,22 @@ class Scanner:
                 yield i, m
         if not self.combined:
             return
-        for low_side, (rx, where) in self.combined.items():
-            s = low if low_side else text
-            last_end = [0] * len(where)
-            match = rx.match
-            for c in self.candidates.finditer(text):
-                p = c.start()
+        # every candidate position is tried with both combined regexes (lower-cased and as is)
+        sides = [(rx.match, low if low_side else text, where, [0] * len(where))
+                 for low_side, (rx, where) in self.combined.items()]
+        groups = self.groups
+        for c in self.candidates.finditer(text):
+            p = c.start()
+            for match, s, where, last_end in sides:
                 m = match(s, p)
                 if m is None:
                     continue
                 regs = m.regs
                 for k, (i, g) in enumerate(where):
                     if regs[g][0] >= 0 and p >= last_end[k]:
-                        sub = _Sub(regs, g, self.compiled[i].groups)
                         end = regs[g][1]
                         last_end[k] = end if end > p else p + 1
-                        yield i, sub
+                        yield i, _Sub(regs, g, groups[i])
 
 
 class _Sub:
