@@ -345,3 +345,22 @@ def test_patient_context_cites_rows_and_respects_zones(store):
     rctx = store.as_principal(Principal("re", "researcher", "research")).patient_context(psn)
     assert len(rctx.problems) == len(ctx.problems) and rctx.problems[0].date != ctx.problems[0].date
     assert pid not in rctx.to_prompt()
+
+
+def test_changed_note_is_rechunked_reusing_vectors_of_unchanged_text(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    body = "FINDINGS: No acute fracture. Mild degenerative change.\n\nIMPRESSION: Normal knee radiograph.\n"
+    (folder / "a.txt").write_text(body)
+    (folder / "b.txt").write_text("HISTORY: Cough for two weeks.\n\nIMPRESSION: No pneumonia.\n")
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    first = eco.ingest([folder], format="notes", options={"index": True, "research": False})
+    n1 = first.index["chunks"]["added"]
+    assert n1 >= 4 and first.index["chunks"]["embedded"] == n1
+    (folder / "a.txt").write_text(body.replace("Normal knee radiograph", "Small joint effusion"))
+    second = eco.ingest([folder], format="notes", options={"index": True, "research": False})
+    ix = second.index["chunks"]
+    assert ix["removed_sources"] == 1 and ix["added"] == 2 and ix["embedded"] == 1  # FINDINGS reused
+    texts = eco.lake.read("chunks", columns=["text"]).column("text").to_pylist()
+    assert len(texts) == n1 and any("Small joint effusion" in t for t in texts)
+    assert not any("Normal knee radiograph" in t for t in texts)

@@ -87,47 +87,63 @@ def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Em
         have = have.slice(0, 0)
     known = set(zip(have.column("source_row_id").to_pylist(), have.column("source_provenance_id").to_pylist()))
     chunked = set(have.column("source_row_id").to_pylist())
-    stale: set[str] = set()
-    new_rows: list[dict[str, Any]] = []
+    added = embedded = changed = 0
+    gone: list[str] = []
     for source in sources:
         src = lake.table(source).to_lance()
         ids = src.to_table(columns=["row_id", "provenance_id"])
         present = set(ids.column("row_id").to_pylist())
         todo = [r for r, p in zip(ids.column("row_id").to_pylist(), ids.column("provenance_id").to_pylist())
                 if (r, p) not in known]
-        stale |= {r for r in todo if r in chunked}
-        stale |= {r for r in chunked if r not in present and _source_of(r, source)}
+        gone += [r for r in chunked if r not in present and _source_of(r, source)]
         cols = ["row_id", "provenance_id", "title", "text"] + (
             ["doc_id"] if source.endswith("literature")
             else ["document_id", "patient_id", "encounter_id", "date", "kind", "sections"])
-        for row in _fetch(src, todo, cols):
-            for c, base in _chunk_rows(source, row):
-                search_text = c.indexed_text
-                new_rows.append({
-                    "row_id": f"chk_{stable_id(table, row['row_id'], c.index)}",
-                    "source_table": "literature" if source.endswith("literature") else "documents",
-                    "source_row_id": row["row_id"], "source_provenance_id": row["provenance_id"],
-                    **base, "section": c.section, "chunk_index": c.index, "start": c.start, "end": c.end,
-                    "text": c.text, "search_text": search_text,
-                    "content_sha": _sha(embedder.name, search_text), "embedder": embedder.name,
-                    "provenance_id": row["provenance_id"],
-                })
-    vectors, embedded = _vectors(tbl, new_rows, embedder, table, progress)
-    if stale:
-        ids = list(stale)
-        for i in range(0, len(ids), FETCH):
-            part = ", ".join("'" + r.replace("'", "''") + "'" for r in ids[i:i + FETCH])
-            tbl.delete(f"source_row_id IN ({part})")
-    if new_rows:
-        schema = chunk_schema(embedder.dim)
-        cols = {f.name: [r.get(f.name) for r in new_rows] for f in schema if f.name != "vector"}
-        arrays = [pa.array(cols[f.name], type=f.type) if f.name != "vector"
-                  else pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), embedder.dim)
-                  for f in schema]
-        tbl.add(pa.Table.from_arrays(arrays, schema=schema))
+        # stream: a batch of source rows is chunked, embedded (vectors of unchanged chunk texts
+        # reused) and written before the next, so memory stays bounded on large corpora
+        for i in range(0, len(todo), FETCH):
+            batch_ids = todo[i:i + FETCH]
+            rows = [_chunk_row(table, source, row, c, base, embedder)
+                    for row in _fetch(src, batch_ids, cols) for c, base in _chunk_rows(source, row)]
+            vectors, n = _vectors(tbl, rows, embedder, table, progress)
+            old = [r for r in batch_ids if r in chunked]
+            _delete_sources(tbl, old)  # the earlier chunks of changed documents
+            changed += len(old)
+            _add(tbl, rows, vectors, embedder.dim)
+            added, embedded = added + len(rows), embedded + n
+    _delete_sources(tbl, gone)
     ensure_indexes(tbl)
-    return {"added": len(new_rows), "embedded": embedded,
-            "removed_sources": len(stale), "seconds": round(time.perf_counter() - start, 3)}
+    return {"added": added, "embedded": embedded, "removed_sources": changed + len(gone),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _chunk_row(table: str, source: str, row: dict[str, Any], c: Chunk, base: dict[str, Any],
+               embedder: Embedder) -> dict[str, Any]:
+    search_text = c.indexed_text
+    return {
+        "row_id": f"chk_{stable_id(table, row['row_id'], c.index)}",
+        "source_table": "literature" if source.endswith("literature") else "documents",
+        "source_row_id": row["row_id"], "source_provenance_id": row["provenance_id"],
+        **base, "section": c.section, "chunk_index": c.index, "start": c.start, "end": c.end,
+        "text": c.text, "search_text": search_text,
+        "content_sha": _sha(embedder.name, search_text), "embedder": embedder.name,
+        "provenance_id": row["provenance_id"],
+    }
+
+
+def _delete_sources(tbl: Any, source_ids: list[str]) -> None:
+    for i in range(0, len(source_ids), FETCH):
+        part = ", ".join("'" + r.replace("'", "''") + "'" for r in source_ids[i:i + FETCH])
+        tbl.delete(f"source_row_id IN ({part})")
+
+
+def _add(tbl: Any, rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> None:
+    if not rows:
+        return
+    schema = chunk_schema(dim)
+    arrays = [pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+              if f.name == "vector" else pa.array([r.get(f.name) for r in rows], type=f.type) for f in schema]
+    tbl.add(pa.Table.from_arrays(arrays, schema=schema))
 
 
 def _source_of(source_row_id: str, source: str) -> bool:
