@@ -494,6 +494,50 @@ def index(
                   f"{r['removed_sources']} documents re-chunked or removed, {r['seconds']} s")
 
 
+vocab_app = typer.Typer(help="Medical vocabularies: load them, look concepts up.", no_args_is_help=True)
+app.add_typer(vocab_app, name="vocab")
+
+
+@vocab_app.command("load")
+def vocab_load(
+    paths: Annotated[list[str], typer.Argument(help="OBO files (HPO, Disease Ontology), ICD-10-CM tabular XML, Disease Ontology TSV crosswalks, MeSH tree/name files, or folders of them.")],
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Load vocabularies into the concept tables (labels, synonyms, hierarchy, crosswalks)."""
+    result = _open(home).load_vocabulary(paths)
+    if json:
+        print_json(result)
+        return
+    print_rows([{"file": f.rsplit("/", 1)[-1], **v} for f, v in result["files"].items()],
+               title=f"version {result['version']}: {result['concepts']} concepts, {result['links_added']} new links")
+
+
+@vocab_app.command("show")
+def vocab_show(
+    concept_id: Annotated[str, typer.Argument(help="SYSTEM:code, e.g. ICD10CM:E11.9, HP:0001250, DOID:9352, MESH:D003920.")],
+    ancestors: Annotated[bool, typer.Option("--ancestors", help="Also every broader concept.")] = False,
+    descendants: Annotated[bool, typer.Option("--descendants", help="Also every narrower concept.")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many descendants.")] = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """A concept with its synonyms, parents and crosswalks (and its ancestors/descendants)."""
+    c = _open(home).concept(concept_id, ancestors=ancestors, descendants=descendants, limit=limit)
+    if json:
+        print_json(c)
+        return
+    out.print(f"[bold]{c['concept_id']}[/bold] {c['label']}")
+    for key in ("synonyms", "parents"):
+        if c.get(key):
+            out.print(f"  {key}: " + "; ".join(c[key]))
+    if c["links"]:
+        out.print("  crosswalks: " + ", ".join(f"{x['concept_id']} ({x['relation']})" for x in c["links"]))
+    for key in ("ancestors", "descendants"):
+        if key in c:
+            print_rows(c[key], title=key)
+
+
 eval_app = typer.Typer(help="Evaluate the search on a judged set.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 

@@ -239,6 +239,44 @@ class Ecosystem:
                   if p.role == "clinician" else [])
         return hits
 
+    def load_vocabulary(self, paths: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+        """Load vocabulary files or folders (OBO, ICD-10-CM XML, Disease Ontology TSV, MeSH) into
+        the concept tables as one new version (data stewards)."""
+        from sagehealth.knowledge.graph import load
+
+        paths = [Path(p) for p in paths]
+        p = self._allow("configure", "load vocabularies: " + ", ".join(map(str, paths))[:400])
+        with self.lake.write_lock():
+            self.lake.rollback_uncommitted()
+            result = load(self.lake, paths)
+            commit = self.lake.commit("load vocabularies " + ", ".join(sorted({x.name for x in paths})),
+                                      run_id=None, summary={"vocabulary": result})
+        result["version"] = commit.version
+        self._log(p, "configure", f"vocabularies loaded: {result['concepts']} concepts, version {commit.version}")
+        return result
+
+    def concept(self, concept_id: str, *, ancestors: bool = False, descendants: bool = False,
+                limit: int | None = None, version: int | None = None) -> dict[str, Any]:
+        """A concept (label, synonyms, parents, crosswalks), with its ancestors and/or
+        descendants when asked (nearest first, with depth)."""
+        from sagehealth.knowledge import graph
+
+        resource = f"concept: {concept_id}"
+        p, action, views = self._read_scope(resource)
+        if "concepts" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read vocabularies")
+
+        def run(q: str) -> pa.Table:
+            return self.lake.sql(q, version, views)
+
+        out = graph.concept(run, concept_id)
+        if ancestors:
+            out["ancestors"] = graph.ancestors(run, concept_id)
+        if descendants:
+            out["descendants"] = graph.descendants(run, concept_id, limit=limit)
+        self._log(p, action, resource)
+        return out
+
     def patient_context(self, patient_id: str, *, since: Any = None, until: Any = None,
                         version: int | None = None) -> PatientContext:
         """One patient's timeline in a window (problems, medications, labs with trends,

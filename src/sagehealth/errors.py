@@ -10,7 +10,8 @@
     ├── AccessDenied                a principal may not do this (the audit log records it)
     ├── AuditError                  the audit log cannot be written or read
     ├── RetrievalError              a search or an index that cannot run (bad filter, bad query)
-    │   └── EmbedderError           an embedding model that cannot load or answers wrongly
+    │   ├── EmbedderError           an embedding model that cannot load or answers wrongly
+    │   └── VocabularyError         a vocabulary file in no known format, or a concept not loaded
     └── IngestError                 an ingest that cannot start (bad path, unknown format)
         ├── SourceNotFound          a path that does not exist
         └── UnknownFormat           no reader recognises the file
@@ -67,6 +68,10 @@ class EmbedderError(RetrievalError):
     """An embedding model cannot be loaded, is unreachable or answers with the wrong shape."""
 
 
+class VocabularyError(RetrievalError):
+    """A vocabulary file cannot be read, or a concept is not in the loaded vocabularies."""
+
+
 class IngestError(SageHealthError):
     """An ingest cannot start."""
 
@@ -91,6 +96,7 @@ __all__ = [
     "AuditError",
     "RetrievalError",
     "EmbedderError",
+    "VocabularyError",
     "IngestError",
     "SourceNotFound",
     "UnknownFormat",

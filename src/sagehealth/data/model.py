@@ -288,8 +288,20 @@ def chunk_schema(dim: int = VECTOR_DIM) -> pa.Schema:
 CHUNK_TABLES = {"chunks": ("documents", "literature"),
                 "research_chunks": ("research_documents", "research_literature")}
 
+#: medical vocabularies (reference data: the same in both zones); see knowledge/vocab.py
+VOCAB_SCHEMAS: dict[str, pa.Schema] = {
+    "concepts": pa.schema([
+        _f("row_id"), _f("concept_id"), _f("system"), _f("code"), _f("label"),
+        _f("synonyms", pa.list_(pa.string())), _f("parents", pa.list_(pa.string())), _f("definition"),
+        _f("source_uri"), _f("loaded_at", TS),
+    ]),
+    "concept_links": pa.schema([
+        _f("row_id"), _f("from_id"), _f("to_id"), _f("relation"), _f("source_uri"), _f("loaded_at", TS),
+    ]),
+}
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, **SYSTEM_SCHEMAS, **RESEARCH_SCHEMAS,
-                                     **{t: chunk_schema() for t in CHUNK_TABLES}}
+                                     **{t: chunk_schema() for t in CHUNK_TABLES}, **VOCAB_SCHEMAS}
 
 #: row-id prefix of each data table; ``trace`` finds a row's table from it.
 PREFIX: dict[str, str] = {
@@ -307,6 +319,8 @@ PREFIX: dict[str, str] = {
     "fhir_other": "oth",
     "quarantine": "qua",
     "chunks": "chk",
+    "concepts": "cpt",
+    "concept_links": "cln",
 }
 TABLE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
 

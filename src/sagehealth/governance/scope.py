@@ -19,6 +19,8 @@ PATIENT_TABLES = ("patients", "encounters", "events", "documents", "imaging_stud
                   "imaging_instances", "variants", "claims", "fhir_other")
 #: shared reference data, not about a patient
 REFERENCE_TABLES = ("literature", "directory")
+#: vocabularies and crosswalks: readable by every role that reads data
+VOCAB_TABLES = ("concepts", "concept_links")
 #: operational tables of the data steward
 SYSTEM_TABLES = ("provenance", "sources", "commits", "consent", "quarantine")
 #: the action a role's data reads are checked against
@@ -43,13 +45,15 @@ def views_for(principal: Principal) -> Views:
         views: Views = {t: (t, flt) for t in PATIENT_TABLES}
         views.update({t: (t, None) for t in REFERENCE_TABLES})
         views["chunks"] = ("chunks", f"({flt}) OR source_table = 'literature'")
+        views.update({t: (t, None) for t in VOCAB_TABLES})
         return views
     if principal.role == "researcher":
         views = {t: (f"research_{t}", None) for t in (*RESEARCH_TABLES, "chunks")}
         views.update({f"research_{t}": (f"research_{t}", None) for t in (*RESEARCH_TABLES, "chunks")})
+        views.update({t: (t, None) for t in VOCAB_TABLES})
         return views
     if principal.role == "steward":
-        return {t: (t, None) for t in SYSTEM_TABLES}
+        return {t: (t, None) for t in (*SYSTEM_TABLES, *VOCAB_TABLES)}
     return {}
 
 

@@ -1,0 +1,229 @@
+"""Medical vocabularies as lakehouse tables: concepts with labels, synonyms and hierarchy, and the
+crosswalks between vocabularies.
+
+Readers (each streams ``Concept`` and ``Link`` items from one file):
+
+- OBO ontologies through ``pronto`` (Human Phenotype Ontology ``hp.obo``, Human Disease Ontology
+  ``.obo`` files): id, name, exact/related synonyms, is_a parents, definition, xrefs;
+- ICD-10-CM tabular XML (CMS/NCHS): chapters, blocks and codes nested as in the book (a code's
+  parent is the code or block it stands in), inclusion terms as synonyms;
+- Human Disease Ontology TSV exports: ``HumanDO.tsv`` (id, label, parent label) and the
+  crosswalk files (``ICD10inDO.tsv``, ``MESHinDO.tsv``, ``allXREFinDO.tsv``);
+- MeSH: descriptor names (``id,scheme,subject`` CSV with NLM URIs) and tree numbers
+  (``Tree Number / Desc Ui / Term``), a descriptor's parents being the descriptors one tree
+  level up.
+
+Concept ids are ``SYSTEM:code`` with the systems ``ICD10CM``, ``HP``, ``DOID``, ``MESH``
+(others as their OBO prefix). LOINC or SNOMED CT files that a user licenses can come in through
+the same tables (OBO exports, or a reader added here).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sagehealth.errors import VocabularyError
+
+#: OBO / xref prefixes -> our system names
+PREFIXES = {"ICD10CM": "ICD10CM", "ICD10": "ICD10", "MESH": "MESH", "MSH": "MESH", "HP": "HP", "DOID": "DOID",
+            "UMLS_CUI": "UMLS", "UMLS": "UMLS", "SNOMEDCT_US_2023_03_01": "SNOMEDCT", "SNOMEDCT_US": "SNOMEDCT",
+            "NCI": "NCIT", "OMIM": "OMIM", "MIM": "OMIM", "ORDO": "ORDO", "ICD9CM": "ICD9CM", "GARD": "GARD"}
+
+
+@dataclass
+class Concept:
+    concept_id: str
+    system: str
+    code: str
+    label: str
+    synonyms: list[str] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)
+    definition: str | None = None
+
+
+@dataclass
+class Link:
+    from_id: str
+    to_id: str
+    relation: str  # xref (equivalent or close), maps_to
+
+
+def normalise_id(raw: str) -> str | None:
+    """``MSH:D003920`` -> ``MESH:D003920``; ids without a known-looking prefix -> None."""
+    raw = raw.strip().strip('"')
+    if ":" not in raw:
+        return None
+    prefix, code = raw.split(":", 1)
+    prefix = PREFIXES.get(prefix.upper(), prefix.upper())
+    return f"{prefix}:{code.strip()}" if code.strip() else None
+
+
+def detect(path: Path) -> str | None:
+    """The vocabulary format of ``path``: obo, icd10cm, do_tsv, mesh_tree, mesh_names (or None)."""
+    name = path.name.lower()
+    if name.endswith(".obo"):
+        return "obo"
+    head = path.open("rb").read(4096).decode("utf-8", "replace").lstrip("\ufeff")
+    if name.endswith(".xml") and "ICD10CM.tabular" in head:
+        return "icd10cm"
+    first = head.splitlines()[0] if head else ""
+    if name.endswith(".tsv") and first.startswith("id\tlabel"):
+        return "do_tsv"
+    if first.startswith("Tree Number\tDesc Ui"):
+        return "mesh_tree"
+    if first.startswith("id,scheme,subject") and "mesh" in head.lower():
+        return "mesh_names"
+    return None
+
+
+def read_vocabulary(path: Path) -> Iterator[Concept | Link]:
+    """Concepts and links of one vocabulary file; a file in no known format is an error."""
+    fmt = detect(path)
+    readers = {"obo": _obo, "icd10cm": _icd10cm, "do_tsv": _do_tsv, "mesh_tree": _mesh_tree,
+               "mesh_names": _mesh_names}
+    if fmt is None:
+        raise VocabularyError(
+            f"{path}: not a vocabulary file this version reads (OBO, ICD-10-CM tabular XML, Disease Ontology TSV, "
+            "MeSH tree numbers or descriptor names)")
+    try:
+        yield from readers[fmt](path)
+    except (ET.ParseError, csv.Error, UnicodeDecodeError, ValueError, KeyError) as exc:
+        raise VocabularyError(f"{path}: cannot read it as {fmt}: {exc}") from exc
+
+
+def _obo(path: Path) -> Iterator[Concept | Link]:
+    import warnings
+
+    import pronto
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onto = pronto.Ontology(str(path))
+    for term in onto.terms():
+        if term.obsolete:
+            continue
+        cid = normalise_id(term.id)
+        if cid is None:
+            continue
+        system, code = cid.split(":", 1)
+        syns = sorted(_synonyms(term))
+        parents = [p for p in (normalise_id(t.id) for t in term.superclasses(distance=1, with_self=False)) if p]
+        yield Concept(cid, system, code, term.name or code, syns, parents,
+                      str(term.definition) if term.definition else None)
+        for x in term.xrefs:
+            to = normalise_id(x.id)
+            if to and to != cid:
+                yield Link(cid, to, "xref")
+
+
+def _synonyms(term: object) -> set[str]:
+    """Exact and related synonyms; read from the raw stanza when the file uses a synonym type it
+    does not declare (pronto refuses those, e.g. the Disease Ontology's OMO:0003012)."""
+    try:
+        syns = term.synonyms  # type: ignore[attr-defined]
+    except ValueError:
+        syns = term._data().synonyms  # type: ignore[attr-defined]
+    return {s.description for s in syns if s.scope in ("EXACT", "RELATED") and s.description}
+
+
+def _icd10cm(path: Path) -> Iterator[Concept]:
+    root = ET.parse(path).getroot()
+    for chapter in root.iter("chapter"):
+        num = (chapter.findtext("name") or "").strip()
+        cid = f"ICD10CM:chapter-{num}"
+        yield Concept(cid, "ICD10CM", f"chapter-{num}", (chapter.findtext("desc") or "").strip())
+        for section in chapter.findall("section"):
+            sid = section.get("id") or ""
+            scid = f"ICD10CM:{sid}"
+            yield Concept(scid, "ICD10CM", sid, (section.findtext("desc") or "").strip(), parents=[cid])
+            yield from _diags(section, scid)
+
+
+def _diags(node: ET.Element, parent: str) -> Iterator[Concept]:
+    for diag in node.findall("diag"):
+        code = (diag.findtext("name") or "").strip()
+        cid = f"ICD10CM:{code}"
+        syns = [n.text.strip() for n in diag.findall("inclusionTerm/note") if n.text and n.text.strip()]
+        yield Concept(cid, "ICD10CM", code, (diag.findtext("desc") or "").strip(), syns, [parent])
+        yield from _diags(diag, cid)
+
+
+def _tsv_rows(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            yield {k: (v or "").strip().strip('"') for k, v in row.items() if k}
+
+
+def _do_tsv(path: Path) -> Iterator[Concept | Link]:
+    rows = list(_tsv_rows(path))
+    xcol = next((c for c in ("xrefs", "xref") if rows and c in rows[0]), None)
+    if xcol:  # a crosswalk export
+        for r in rows:
+            a, b = normalise_id(r["id"]), normalise_id(r[xcol])
+            if a and b:
+                yield Link(a, b, "xref")
+        return
+    by_label = {r["label"]: r["id"] for r in rows}
+    seen: dict[str, Concept] = {}
+    for r in rows:
+        cid = normalise_id(r["id"])
+        if cid is None:
+            continue
+        c = seen.get(cid) or Concept(cid, "DOID", cid.split(":", 1)[1], r["label"])
+        parent = normalise_id(by_label.get(r.get("subClassOf", ""), "")) if r.get("subClassOf") else None
+        if parent and parent not in c.parents:
+            c.parents.append(parent)
+        seen[cid] = c
+    yield from seen.values()
+
+
+def _mesh_tree(path: Path) -> Iterator[Concept]:
+    by_tree: dict[str, str] = {}
+    rows = []
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for r in csv.DictReader(fh, delimiter="\t"):
+            tree, ui, term = r["Tree Number"].strip(), r["Desc Ui"].strip(), r["Term"].strip()
+            by_tree[tree] = ui
+            rows.append((tree, ui, term))
+    concepts: dict[str, Concept] = {}
+    for tree, ui, term in rows:
+        c = concepts.setdefault(ui, Concept(f"MESH:{ui}", "MESH", ui, term))
+        parent_tree = tree.rsplit(".", 1)[0] if "." in tree else None
+        if parent_tree and parent_tree in by_tree:
+            p = f"MESH:{by_tree[parent_tree]}"
+            if p not in c.parents:
+                c.parents.append(p)
+    yield from concepts.values()
+
+
+_MESH_URI = re.compile(r"/mesh/([A-Z]\d+)$")
+
+
+def _mesh_names(path: Path) -> Iterator[Concept]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            m = _MESH_URI.search(r["id"].strip())
+            if m and r.get("subject"):
+                yield Concept(f"MESH:{m.group(1)}", "MESH", m.group(1), r["subject"].strip())
+
+
+def merge(items: Iterator[Concept | Link], concepts: dict[str, Concept], links: dict[tuple[str, str, str], Link]) -> None:
+    """Fold items into ``concepts``/``links``: the same concept from several files keeps the first
+    non-empty label and definition and the union of synonyms and parents."""
+    for it in items:
+        if isinstance(it, Link):
+            links[(it.from_id, it.to_id, it.relation)] = it
+            continue
+        have = concepts.get(it.concept_id)
+        if have is None:
+            concepts[it.concept_id] = it
+            continue
+        have.label = have.label or it.label
+        have.definition = have.definition or it.definition
+        have.synonyms = sorted(set(have.synonyms) | set(it.synonyms))
+        have.parents = have.parents + [p for p in it.parents if p not in have.parents]
