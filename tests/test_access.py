@@ -180,3 +180,45 @@ def test_every_access_is_in_a_verifiable_chain(store):
     assert au.verify_audit().ok
     raw = Path(store["home"]) / "audit" / "audit.jsonl"
     assert all(json.loads(line)["hash"] for line in raw.read_text().splitlines())
+
+
+def test_review_fixes_filter_injection_trace_scope_time_travel_and_failures(store, tmp_path):
+    doc = as_(store, "clinician")
+    mine = store["mine"]
+    # a caller's filter cannot close the access filter's parentheses
+    with pytest.raises(QueryError, match="bad filter"):
+        doc.read("events", columns=["patient_id"], filter="true) OR (true")  # no longer spliced: invalid
+    rows = doc.read("events", columns=["patient_id"], filter="patient_id IS NOT NULL OR true")
+    assert set(rows.column("patient_id").to_pylist()) == {mine}
+    # failures after an allowed check are audited too
+    with pytest.raises(QueryError):
+        doc.sql("SELECT * FROM read_text('/etc/passwd')")
+    last = last_entry(store)
+    assert last.allowed and last.reason.startswith("failed:")
+    # the audit log keeps working after a very long entry (a big care team)
+    big = Principal("dr.big", "clinician", "treatment", patients=frozenset(f"p{i:06d}" for i in range(5000)) | {mine})
+    eco = Ecosystem(store["eco"].lake, big)
+    eco.sql("SELECT 1 AS one")
+    eco.sql("SELECT 1 AS one")
+    assert as_(store, "auditor").verify_audit().ok
+
+
+def test_withdrawn_patient_is_gone_from_every_version_for_researchers(tmp_path):
+    from sagehealth.demo import sample_root
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    steward = Ecosystem.open(tmp_path / "s", Principal("st", "steward", "operations"))
+    steward.ingest([sample_root() / "fhir"], options={"deid_key": KEY})
+    before = steward.versions()[-1].version
+    pid = steward.lake.sql("SELECT patient_id FROM events GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+                           ).to_pylist()[0]["patient_id"]
+    psn = RowDeidentifier(KEY).pseudonym(pid)
+    research = steward.as_principal(Principal("re", "researcher", "research"))
+    q = f"SELECT count(*) AS n FROM events WHERE patient_id = '{psn}'"
+    assert research.sql(q).to_pylist()[0]["n"] > 0
+    steward.set_consent(pid, research_allowed=False, key=KEY)
+    assert research.sql(q).to_pylist()[0]["n"] == 0
+    assert research.sql(q, version=before).to_pylist()[0]["n"] == 0  # time travel does not bring them back
+    assert research.read("patients", version=before, filter=f"patient_id = '{psn}'").num_rows == 0
+    steward.set_consent(pid, research_allowed=True, key=KEY)
+    assert research.sql(q).to_pylist()[0]["n"] > 0

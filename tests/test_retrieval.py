@@ -189,7 +189,8 @@ def test_ingest_indexes_both_zones_and_reindex_adds_nothing(store):
                      "ON c.source_row_id = d.row_id LIMIT 50").to_pylist()
     assert all(r["doc"][r["start"]:r["end"]] == r["text"] for r in chunk)
     again = store.index()
-    assert all(r["added"] == 0 and r["embedded"] == 0 for r in again.values())
+    assert all(again[t]["added"] == 0 and again[t]["embedded"] == 0 for t in ("chunks", "research_chunks"))
+    assert not any(again["mentions"].values())
 
 
 def test_clinician_searches_only_own_patients_and_literature(store):
@@ -208,6 +209,12 @@ def test_clinician_searches_only_own_patients_and_literature(store):
         doc.search("anything", zone="research")
     with pytest.raises(AccessDenied):
         store.search("anything")  # a steward does not read documents
+    theirs = lake.sql(f"SELECT row_id FROM chunks WHERE patient_id IS NOT NULL AND patient_id <> '{pid}' LIMIT 1")
+    with pytest.raises(AccessDenied, match="not on the care team"):
+        doc.trace(theirs.to_pylist()[0]["row_id"])  # a chunk id does not reach around the care team
+    lit = lake.sql("SELECT row_id FROM chunks WHERE source_table = 'literature' LIMIT 1").to_pylist()[0]["row_id"]
+    assert doc.trace(lit)["table"] == "chunks"
+    assert len(doc.search("patient", k=300, per_document=True)) <= 300
 
 
 def test_researcher_searches_the_research_zone(store):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -16,7 +17,7 @@ from sagehealth.config import audit_folder, resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
-from sagehealth.errors import AccessDenied, QueryError, RetrievalError, RowNotFound
+from sagehealth.errors import AccessDenied, QueryError, RetrievalError, RowNotFound, StoreError
 from sagehealth.governance.audit import AuditEntry, AuditLog, Verification
 from sagehealth.governance.policy import Principal, authorize, principal_from_env
 from sagehealth.retrieval.context import PatientContext
@@ -86,12 +87,31 @@ class Ecosystem:
     def _log(self, p: Principal, action: str, resource: str, patients: Iterable[str] = (), reason: str = "") -> None:
         self._audit.record(p, action, resource, allowed=True, patients=patients, reason=reason)
 
+    @contextlib.contextmanager
+    def _failures(self, p: Principal, action: str, resource: str) -> Iterator[None]:
+        """Audit an allowed access that then failed (bad query, bad version...), and re-raise."""
+        try:
+            yield
+        except AccessDenied:
+            raise
+        except Exception as exc:
+            self._audit.record(p, action, resource, allowed=True,
+                               reason=f"failed: {type(exc).__name__}: {exc}"[:500])
+            raise
+
     def _read_scope(self, resource: str) -> tuple[Principal, str, Views]:
         """Check a data read; returns the principal, the action and the tables it sees."""
         who = self._principal
         action = READ_ACTION[who.role] if who else "read_clinical"
         p = self._allow(action, resource, who.patients if who and who.role == "clinician" else None)
-        return p, action, views_for(p)
+        withdrawn = frozenset()
+        if p.role == "researcher":  # the latest list, whatever version is read
+            try:
+                wd = self.lake.dataset("research_withdrawn")
+                withdrawn = frozenset(wd.to_table(columns=["patient_id"]).column("patient_id").to_pylist())
+            except StoreError:  # a store from before the table existed: nobody withdrew since
+                withdrawn = frozenset()
+        return p, action, views_for(p, withdrawn)
 
     @staticmethod
     def _patients_in(p: Principal, table: pa.Table) -> list[str]:
@@ -117,7 +137,8 @@ class Ecosystem:
         paths = [Path(p) for p in paths]
         p = self._allow("ingest", "ingest: " + ", ".join(map(str, paths))[:500])
         run = IngestRun(self.lake, message=message, options=options, progress=progress)
-        summary = run.ingest(paths, format)
+        with self._failures(p, "ingest", "ingest: " + ", ".join(map(str, paths))[:500]):
+            summary = run.ingest(paths, format)
         self._log(p, "ingest", f"version {summary.version}: {summary.records_in} records, "
                   f"{summary.quarantined} quarantined", reason="done")
         return summary
@@ -142,11 +163,26 @@ class Ecosystem:
 
             if result.get("removed"):
                 result["chunks_removed"] = remove_orphans(self.lake)
+            elif any(n for t, n in result.items() if t.startswith("research_")) and self.lake.table(
+                    "research_chunks").count_rows():
+                result["index"] = self._reindex_research()
             verb = "grants" if research_allowed else "withdraws"
             commit = self.lake.commit(f"consent: a patient {verb} research use", run_id=None,
                                       summary={"research": result})
         self._log(p, "configure", f"consent recorded in version {commit.version}", [patient_id])
         return commit
+
+    def _reindex_research(self) -> dict[str, Any]:
+        """Chunk and embed research rows that came back (a consent granted again) with the
+        embedder the index was built with; untouched when that is not the default one."""
+        from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.index import refresh_chunks
+
+        built = self.lake.table("research_chunks").to_lance().to_table(columns=["embedder"], limit=1)
+        emb = get_embedder()
+        if built.num_rows and built.column("embedder")[0].as_py() != emb.name:
+            return {"skipped": f"index built with {built.column('embedder')[0].as_py()}: run sagehealth index"}
+        return refresh_chunks(self.lake, emb)
 
     def refresh_research(self, *, key: str | bytes | None = None) -> dict[str, int]:
         """Bring the research zone up to date (e.g. after setting the key) as a new version."""
@@ -191,8 +227,12 @@ class Ecosystem:
         emb = get_embedder(embedder)
         with self.lake.write_lock():
             self.lake.rollback_uncommitted()
-            result = refresh_chunks(self.lake, emb, progress=progress)
-            if any(r["added"] or r["removed_sources"] for r in result.values()):
+            result: dict[str, Any] = refresh_chunks(self.lake, emb, progress=progress)
+            from sagehealth.knowledge.linking import refresh_mentions
+
+            result["mentions"] = refresh_mentions(self.lake)
+            if any(r["added"] or r["removed_sources"] for k, r in result.items() if k != "mentions") \
+                    or any(result["mentions"].values()):
                 self.lake.commit(f"index documents for search ({emb.name})", run_id=None, summary={"index": result})
         self._log(p, "ingest", f"search index refreshed: {result}")
         return result
@@ -200,11 +240,13 @@ class Ecosystem:
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid", patient: str | Iterable[str] | None = None,
                kinds: Iterable[str] | None = None, sections: Iterable[str] | None = None,
                since: Any = None, until: Any = None, documents: Iterable[str] | None = None,
-               zone: str | None = None, per_document: bool = False, version: int | None = None,
+               concepts: str | Iterable[str] | None = None, zone: str | None = None, per_document: bool = False, version: int | None = None,
                embedder: str | None = None, fusion: dict[str, Any] | None = None) -> list[Hit]:
         """Search the chunks of documents and literature the principal may see: a clinician the
         clinical zone (own patients' documents and literature), a researcher the research zone.
-        ``mode`` is hybrid (default), vector or bm25; filters narrow before ranking."""
+        ``mode`` is hybrid (default), vector or bm25; filters narrow before ranking; ``concepts``
+        keeps documents that affirm a mention of a concept, an equivalent (crosswalk) or a
+        descendant."""
         from sagehealth.retrieval.embedders import get_embedder
         from sagehealth.retrieval.search import best_per_document, build_filter, search_chunks
 
@@ -220,10 +262,21 @@ class Ecosystem:
             self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of the patient "
                        "searched for", patients)
         stored, scope = views["chunks"]
+        docs = list(documents) if documents is not None else None
+        if concepts:
+            from sagehealth.knowledge import graph
+
+            def run(q: str) -> pa.Table:
+                return self.lake.sql(q, version, views)
+
+            found = graph.documents_mentioning(run, graph.expand(run, [concepts] if isinstance(concepts, str)
+                                                                 else list(concepts)))
+            docs = found if docs is None else [d for d in docs if d in set(found)]
         where = build_filter(scope=scope, patients=patients, kinds=list(kinds) if kinds is not None else None,
                              sections=list(sections) if sections is not None else None, since=since, until=until,
-                             documents=list(documents) if documents is not None else None)
-        ds = self.lake.dataset(stored, version)
+                             documents=docs)
+        with self._failures(p, action, resource):
+            ds = self.lake.dataset(stored, version)
         emb = None
         if mode != "bm25" and ds.count_rows():
             stored_by = ds.to_table(columns=["embedder"], limit=1).column("embedder")[0].as_py()
@@ -231,8 +284,9 @@ class Ecosystem:
             if stored_by and stored_by != emb.name:
                 raise RetrievalError(f"the index was built with {stored_by}, not {emb.name}: search with the same "
                                      "embedder or rebuild the index (sagehealth index --embedder ...)")
-        hits = search_chunks(ds, query, embedder=emb, k=k * 4 if per_document else k, mode=mode, where=where,
-                             fusion=fusion)
+        with self._failures(p, action, resource):
+            hits = search_chunks(ds, query, embedder=emb, k=min(k * 4, 1000) if per_document and k <= 1000 else k,
+                                 mode=mode, where=where, fusion=fusion)
         if per_document:
             hits = best_per_document(hits)[:k]
         self._log(p, action, resource, sorted({h.patient_id for h in hits if h.patient_id})
@@ -249,6 +303,9 @@ class Ecosystem:
         with self.lake.write_lock():
             self.lake.rollback_uncommitted()
             result = load(self.lake, paths)
+            from sagehealth.knowledge.linking import refresh_mentions
+
+            result["mentions"] = refresh_mentions(self.lake)  # documents read again with the new dictionary
             commit = self.lake.commit("load vocabularies " + ", ".join(sorted({x.name for x in paths})),
                                       run_id=None, summary={"vocabulary": result})
         result["version"] = commit.version
@@ -269,13 +326,48 @@ class Ecosystem:
         def run(q: str) -> pa.Table:
             return self.lake.sql(q, version, views)
 
-        out = graph.concept(run, concept_id)
-        if ancestors:
-            out["ancestors"] = graph.ancestors(run, concept_id)
-        if descendants:
-            out["descendants"] = graph.descendants(run, concept_id, limit=limit)
+        with self._failures(p, action, resource):
+            out = graph.concept(run, concept_id)
+            if ancestors:
+                out["ancestors"] = graph.ancestors(run, concept_id)
+            if descendants:
+                out["descendants"] = graph.descendants(run, concept_id, limit=limit)
         self._log(p, action, resource)
         return out
+
+    def patients_with(self, concept: str, *, descendants: bool = True,
+                      version: int | None = None) -> list[dict[str, Any]]:
+        """Patients (of the principal's zone and care team) with a concept — affirmed in their
+        documents or coded in their rows — counting equivalents and, by default, descendants."""
+        from sagehealth.knowledge import graph
+
+        resource = f"patients with {concept}"
+        p, action, views = self._read_scope(resource)
+        if "mentions" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
+
+        def run(q: str) -> pa.Table:
+            return self.lake.sql(q, version, views)
+
+        rows = graph.patients_with(run, graph.expand(run, [concept], with_descendants=descendants))
+        self._log(p, action, resource, [r["patient_id"] for r in rows] if p.role == "clinician" else [])
+        return rows
+
+    def cooccurring(self, concept: str, *, limit: int = 20, version: int | None = None) -> list[dict[str, Any]]:
+        """Concepts most often affirmed in the documents of the patients who have ``concept``."""
+        from sagehealth.knowledge import graph
+
+        resource = f"concepts co-occurring with {concept}"
+        p, action, views = self._read_scope(resource)
+        if "mentions" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
+
+        def run(q: str) -> pa.Table:
+            return self.lake.sql(q, version, views)
+
+        rows = graph.cooccurring(run, graph.expand(run, [concept]), limit=limit)
+        self._log(p, action, resource)
+        return rows
 
     def patient_context(self, patient_id: str, *, since: Any = None, until: Any = None,
                         version: int | None = None) -> PatientContext:
@@ -284,6 +376,9 @@ class Ecosystem:
         for a prompt with ``.to_prompt()``. Clinicians: own patients; researchers: pseudonyms."""
         from sagehealth.retrieval.context import build_context
 
+        from sagehealth.retrieval.search import check_date
+
+        since, until = check_date(since, "since"), check_date(until, "until")
         resource = f"patient context: {patient_id}"
         p, action, views = self._read_scope(resource)
         if "patients" not in views:
@@ -291,7 +386,8 @@ class Ecosystem:
         if p.role == "clinician" and patient_id not in p.patients:
             self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of this patient",
                        [patient_id])
-        ctx = build_context(lambda q: self.lake.sql(q, version, views), patient_id, since=since, until=until)
+        with self._failures(p, action, resource):
+            ctx = build_context(lambda q: self.lake.sql(q, version, views), patient_id, since=since, until=until)
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
         return ctx
 
@@ -308,6 +404,10 @@ class Ecosystem:
             hidden = re.search(r'Table with name "?(\w+)"? does not exist', str(exc))
             if hidden and hidden.group(1).lower() in hidden_tables(p):
                 self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {hidden.group(1)}")
+            self._audit.record(p, action, resource, allowed=True, reason=f"failed: {exc}"[:500])
+            raise
+        except Exception as exc:
+            self._audit.record(p, action, resource, allowed=True, reason=f"failed: {type(exc).__name__}: {exc}"[:500])
             raise
         self._log(p, action, resource, self._patients_in(p, result))
         return result
@@ -320,16 +420,20 @@ class Ecosystem:
         if table not in views:
             self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {table}")
         stored, row_filter = views[table]
-        if row_filter:
-            scan["filter"] = f"({row_filter}) AND ({scan['filter']})" if scan.get("filter") else row_filter
-        columns = scan.get("columns")
-        if p.role == "clinician" and columns is not None and "patient_id" not in columns and table in PATIENT_TABLES:
-            result = self.lake.read(stored, version, **{**scan, "columns": [*columns, "patient_id"]})
-            touched = self._patients_in(p, result)
-            result = result.drop_columns(["patient_id"])
-        else:
-            result = self.lake.read(stored, version, **scan)
-            touched = self._patients_in(p, result)
+        with self._failures(p, action, resource):
+            if row_filter:
+                # the access filter alone goes to Lance; the caller's condition is applied to what
+                # it returned, in a sandbox that sees only those rows (never spliced into ours)
+                wanted, where = scan.pop("columns", None), scan.pop("filter", None)
+                result = self.lake.read(stored, version, filter=row_filter, **scan)
+                if where:
+                    result = self.lake.filter_table(result, where)
+                touched = self._patients_in(p, result)
+                if wanted is not None:
+                    result = result.select(list(wanted))
+            else:
+                result = self.lake.read(stored, version, **scan)
+                touched = self._patients_in(p, result)
         self._log(p, action, resource, touched)
         return result
 
@@ -370,16 +474,21 @@ class Ecosystem:
             )
         if table not in views:
             self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {table}")
-        stored = views[table][0]
+        stored, scope = views[table]
         cols = [c for c in ALL_SCHEMAS[stored].names if c not in BULKY]
-        rows = self.lake.read(stored, version, columns=cols, filter=f"row_id = '{_q(row_id)}'").to_pylist()
+        wanted = f"row_id = '{_q(row_id)}'"
+        with self._failures(p, action, resource):
+            rows = self.lake.read(stored, version, columns=cols,
+                                  filter=f"({scope}) AND {wanted}" if scope else wanted).to_pylist()
+            if not rows and scope:  # there, but outside the principal's rows?
+                other = self.lake.read(stored, version, columns=["patient_id"], filter=wanted).to_pylist()
+                if other:
+                    self._deny(p, action, resource, f"{p.user} ({p.role}) is not on the care team of the patient "
+                               f"of {row_id}", [o["patient_id"] for o in other if o.get("patient_id")])
         if not rows:
             raise RowNotFound(f"no row {row_id!r} in table {table}" + (" of the research zone" if stored != table else ""))
         row = rows[0]
         patients = [row["patient_id"]] if row.get("patient_id") else []
-        if p.role == "clinician" and table in PATIENT_TABLES and row.get("patient_id") not in p.patients:
-            self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of the patient of {row_id}",
-                       patients)
         out: dict[str, Any] = {"row_id": row_id, "table": table, "row": row}
         if table == "quarantine":
             out["provenance"] = {k: row[k] for k in ("source_uri", "source_sha256", "locator", "reader", "run_id")}

@@ -58,7 +58,7 @@ class Lakehouse:
         except Exception as exc:
             raise StoreError(f"cannot open the store at {uri}: {exc}") from exc
         self._tables: dict[str, Any] = {}
-        self._commits: tuple[tuple[int, int], list[Commit]] | None = None
+        self._commits: tuple[tuple[int, int], list[Commit]] | None = None  # (stamp, commits)
         self._datasets: dict[tuple[str, int], lance.LanceDataset] = {}
         self._ensure_tables()
 
@@ -107,15 +107,16 @@ class Lakehouse:
         return list(out)
 
     def _commit_stamp(self) -> tuple[int, int] | None:
-        """A cheap fingerprint of the commit log (a new commit adds a manifest to _versions/):
-        local stores only; None means "read it again"."""
+        """A cheap fingerprint of the commit log: every commit adds a manifest file to
+        _versions/ (a listing, not a modification time, which moves in coarse steps); local
+        stores only; None means "read it again"."""
         if not is_local(self.uri):
             return None
         try:
-            st = os.stat(Path(self.table_uri(COMMITS)) / "_versions")
+            names = os.listdir(Path(self.table_uri(COMMITS)) / "_versions")
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_nlink + st.st_size)
+        return (len(names), hash(max(names)) if names else 0)
 
     def head(self) -> Commit:
         """The latest commit."""
@@ -228,6 +229,24 @@ class Lakehouse:
                 return rel.to_arrow_table() if rel is not None else pa.table({})
             except duckdb.Error as exc:
                 raise QueryError(str(exc).strip()) from exc
+        finally:
+            con.close()
+
+    @staticmethod
+    def filter_table(table: pa.Table, where: str) -> pa.Table:
+        """Rows of an in-memory ``table`` that satisfy the SQL condition ``where``, evaluated in a
+        sandboxed DuckDB connection that sees nothing but that table (so a condition cannot
+        reach around a row filter applied before)."""
+        con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
+        try:
+            con.execute("SET python_enable_replacements = false")
+            con.execute("SET lock_configuration = true")
+            con.register("t", table)
+            try:
+                return con.sql(f"SELECT * FROM t WHERE {where}").to_arrow_table()
+            except duckdb.Error as exc:
+                raise QueryError(f"bad filter {where!r}: {str(exc).strip()}") from exc
         finally:
             con.close()
 

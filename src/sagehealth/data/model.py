@@ -252,6 +252,9 @@ RESEARCH_SCHEMAS: dict[str, pa.Schema] = {f"research_{t}": SCHEMAS[t] for t in R
 SYSTEM_SCHEMAS["consent"] = pa.schema(
     [_f("patient_id"), _f("research_allowed", pa.bool_()), _f("updated_at", TS), _f("note")]
 )
+#: research pseudonyms of the patients who withdrew (no clinical id): research reads of *any*
+#: version leave them out, so time travel cannot bring a withdrawn patient back
+SYSTEM_SCHEMAS["research_withdrawn"] = pa.schema([_f("patient_id"), _f("withdrawn_at", TS)])
 
 #: embedding width of the default embedder; an index built with another model rewrites the
 #: chunk tables with its own width
@@ -300,8 +303,19 @@ VOCAB_SCHEMAS: dict[str, pa.Schema] = {
     ]),
 }
 
+#: concept mentions found in documents (knowledge/linking.py), one table per zone; a row with a
+#: null concept_id records that a document version was annotated and held no mention
+MENTION_SCHEMA = pa.schema([
+    _f("row_id"), _f("source_table"), _f("source_row_id"), _f("source_provenance_id"), _f("patient_id"),
+    _f("date", TS), _f("concept_id"), _f("label"), _f("start", pa.int32()), _f("end", pa.int32()), _f("text"),
+    _f("negated", pa.bool_()), _f("historical", pa.bool_()), _f("family", pa.bool_()),
+    _f("hypothetical", pa.bool_()), _f("linker"),
+])
+MENTION_TABLES = {"mentions": "documents", "research_mentions": "research_documents"}
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, **SYSTEM_SCHEMAS, **RESEARCH_SCHEMAS,
-                                     **{t: chunk_schema() for t in CHUNK_TABLES}, **VOCAB_SCHEMAS}
+                                     **{t: chunk_schema() for t in CHUNK_TABLES}, **VOCAB_SCHEMAS,
+                                     **dict.fromkeys(MENTION_TABLES, MENTION_SCHEMA)}
 
 #: row-id prefix of each data table; ``trace`` finds a row's table from it.
 PREFIX: dict[str, str] = {
@@ -321,6 +335,7 @@ PREFIX: dict[str, str] = {
     "chunks": "chk",
     "concepts": "cpt",
     "concept_links": "cln",
+    "mentions": "men",
 }
 TABLE_OF_PREFIX = {v: k for k, v in PREFIX.items()}
 

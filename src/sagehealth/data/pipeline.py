@@ -247,7 +247,10 @@ class IngestRun:
         from sagehealth.retrieval.embedders import get_embedder
         from sagehealth.retrieval.index import refresh_chunks
 
+        from sagehealth.knowledge.linking import refresh_mentions
+
         summary.index = refresh_chunks(self.lake, get_embedder(self.options.get("embedder")))
+        summary.index["mentions"] = refresh_mentions(self.lake)
 
     def _load_state(self) -> None:
         """Known file hashes and patients of the committed store."""

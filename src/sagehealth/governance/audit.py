@@ -113,17 +113,25 @@ class AuditLog:
 
     @staticmethod
     def _tail(fh) -> tuple[int, str]:  # noqa: ANN001 - a binary file
-        """(seq, hash) of the last entry, read from the end of the file."""
+        """(seq, hash) of the last entry, read backwards from the end of the file in blocks until
+        the whole last line is in hand (an entry may be far longer than one block)."""
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
         if size == 0:
             return 0, GENESIS
-        block = min(size, 65536)
-        fh.seek(size - block)
-        lines = fh.read(block).rstrip(b"\n").split(b"\n")
+        buf, pos = b"", size
+        while pos > 0:
+            step = min(pos, 65536)
+            pos -= step
+            fh.seek(pos)
+            buf = fh.read(step) + buf
+            body = buf.rstrip(b"\n")
+            if b"\n" in body or pos == 0:
+                last = body.rsplit(b"\n", 1)[-1]
+                break
         try:
-            last = json.loads(lines[-1])
-            return int(last["seq"]), str(last["hash"])
+            entry = json.loads(last)
+            return int(entry["seq"]), str(entry["hash"])
         except (ValueError, KeyError) as exc:
             raise AuditError(f"the last entry of {fh.name} is unreadable; run `sagehealth audit verify`") from exc
 

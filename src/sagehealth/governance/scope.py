@@ -38,18 +38,23 @@ def patient_filter(patients: frozenset[str]) -> str:
     return "patient_id IN (" + ", ".join("'" + p.replace("'", "''") + "'" for p in sorted(patients)) + ")"
 
 
-def views_for(principal: Principal) -> Views:
-    """The tables ``principal`` may query, by the name a query uses."""
+def views_for(principal: Principal, withdrawn: frozenset[str] = frozenset()) -> Views:
+    """The tables ``principal`` may query, by the name a query uses; for researchers, rows of
+    the ``withdrawn`` pseudonyms are left out of every version."""
     if principal.role == "clinician":
         flt = patient_filter(principal.patients)
         views: Views = {t: (t, flt) for t in PATIENT_TABLES}
         views.update({t: (t, None) for t in REFERENCE_TABLES})
         views["chunks"] = ("chunks", f"({flt}) OR source_table = 'literature'")
+        views["mentions"] = ("mentions", flt)
         views.update({t: (t, None) for t in VOCAB_TABLES})
         return views
     if principal.role == "researcher":
-        views = {t: (f"research_{t}", None) for t in (*RESEARCH_TABLES, "chunks")}
-        views.update({f"research_{t}": (f"research_{t}", None) for t in (*RESEARCH_TABLES, "chunks")})
+        out = "patient_id IS NULL OR patient_id NOT IN (" + ", ".join(
+            "'" + w.replace("'", "''") + "'" for w in sorted(withdrawn)) + ")" if withdrawn else None
+        names = (*RESEARCH_TABLES, "chunks", "mentions")
+        views = {t: (f"research_{t}", out if t not in ("literature",) else None) for t in names}
+        views.update({f"research_{t}": v for t, v in list(views.items())})
         views.update({t: (t, None) for t in VOCAB_TABLES})
         return views
     if principal.role == "steward":

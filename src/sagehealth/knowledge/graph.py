@@ -1,8 +1,9 @@
 """The concept tables in the lakehouse and the hierarchy queries over them.
 
 ``load(lake, paths)`` reads vocabulary files (:mod:`sagehealth.knowledge.vocab`), merges them
-with what the store already holds (a concept met again keeps its label and gains synonyms and
-parents; crosswalk links are de-duplicated) and writes ``concepts`` and ``concept_links``
+with what the store already holds (a stored concept takes the label, definition and source of
+the new load — within one load, of the first file that names it — and keeps the union of
+synonyms and parents; crosswalk links are de-duplicated) and writes ``concepts`` and ``concept_links``
 (uncommitted: the caller commits one version). Hierarchy queries run in DuckDB over the
 ``parents`` lists as an edge list with recursive CTEs: ancestors, descendants (with depth), and
 concepts equivalent through crosswalks.
@@ -57,13 +58,12 @@ def load(lake: Any, paths: Iterable[Path]) -> dict[str, Any]:
         raise VocabularyError("no vocabulary file found in " + ", ".join(map(str, paths)))
     now = datetime.now(UTC)
     tbl = lake.table("concepts")
-    if tbl.count_rows():  # merge with what earlier loads wrote
-        old = tbl.to_arrow().to_pylist()
+    if tbl.count_rows():  # merge with what earlier loads wrote: the new file's label and source
+        old = tbl.to_arrow().to_pylist()  # win (a newer release), synonyms and parents add up
         for r in old:
             if r["concept_id"] in concepts:
                 merge(iter([Concept(r["concept_id"], r["system"], r["code"], r["label"], r["synonyms"] or [],
                                     r["parents"] or [], r["definition"])]), concepts, {})
-                sources[r["concept_id"]] = r["source_uri"]
         ids = list(concepts)
         for i in range(0, len(ids), 2000):
             tbl.delete("concept_id IN (" + ", ".join(_lit(c) for c in ids[i:i + 2000]) + ")")
@@ -122,3 +122,84 @@ def descendants(run_sql: RunSql, concept_id: str, *, limit: int | None = None) -
                             WHERE down.depth < 50)
         SELECT c.concept_id, c.label, min(down.depth) AS depth FROM down JOIN concepts c ON c.concept_id = down.id
         GROUP BY ALL ORDER BY depth, c.concept_id {f'LIMIT {int(limit)}' if limit else ''}""").to_pylist()
+
+
+#: code-system URIs and vocabulary ids of coded rows -> concept-id prefixes
+CODE_SYSTEMS = {
+    "http://snomed.info/sct": "SNOMEDCT", "SNOMED": "SNOMEDCT", "SNOMEDCT": "SNOMEDCT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM", "ICD10CM": "ICD10CM", "ICD-10-CM": "ICD10CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD10", "ICD10": "ICD10", "http://loinc.org": "LOINC", "LOINC": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RXNORM", "RxNorm": "RXNORM",
+}
+
+
+def _affirmed(alias: str = "") -> str:
+    """SQL: a mention that asserts its concept for the patient now."""
+    a = f"{alias}." if alias else ""
+    return f"{a}concept_id IS NOT NULL AND NOT {a}negated AND NOT {a}family AND NOT {a}hypothetical"
+
+
+def expand(run_sql: RunSql, concept_ids: Iterable[str], *, with_descendants: bool = True,
+           crosswalks: bool = True) -> list[str]:
+    """The concepts, those equivalent through crosswalks, and (optionally) all their descendants."""
+    ids = {c for c in concept_ids}
+    if crosswalks and ids:
+        lit = ", ".join(_lit(c) for c in ids)
+        for r in run_sql(f"SELECT to_id AS c FROM concept_links WHERE from_id IN ({lit}) "
+                         f"UNION SELECT from_id FROM concept_links WHERE to_id IN ({lit})").to_pylist():
+            ids.add(r["c"])
+    if with_descendants:
+        for c in list(ids):
+            ids |= {d["concept_id"] for d in descendants(run_sql, c)}
+    return sorted(ids)
+
+
+def documents_mentioning(run_sql: RunSql, concept_ids: list[str]) -> list[str]:
+    """Source rows (documents) that affirm a mention of any of ``concept_ids``."""
+    if not concept_ids:
+        return []
+    lit = ", ".join(_lit(c) for c in concept_ids)
+    return run_sql(f"SELECT DISTINCT source_row_id FROM mentions WHERE {_affirmed()} AND concept_id IN ({lit})"
+                   ).column("source_row_id").to_pylist()
+
+
+def _coded(concept_ids: list[str]) -> str:
+    """SQL: events whose code, as SYSTEM:code, is one of ``concept_ids``."""
+    cases = " ".join(f"WHEN {_lit(uri)} THEN {_lit(pfx)}" for uri, pfx in CODE_SYSTEMS.items())
+    lit = ", ".join(_lit(c) for c in concept_ids)
+    return (f"SELECT patient_id, start AS date, row_id FROM events WHERE patient_id IS NOT NULL AND "
+            f"(CASE code.system {cases} ELSE code.system END) || ':' || code.code IN ({lit})")
+
+
+def patients_with(run_sql: RunSql, concept_ids: list[str]) -> list[dict[str, Any]]:
+    """Patients with any of ``concept_ids``: affirmed mentions in their documents or coded rows;
+    with first and last date and the number of each kind of evidence."""
+    if not concept_ids:
+        return []
+    lit = ", ".join(_lit(c) for c in concept_ids)
+    return run_sql(f"""
+        WITH text AS (SELECT patient_id, date, row_id FROM mentions
+                      WHERE patient_id IS NOT NULL AND {_affirmed()} AND concept_id IN ({lit})),
+             coded AS ({_coded(concept_ids)})
+        SELECT patient_id, min(date) AS first_date, max(date) AS last_date,
+               count(*) FILTER (WHERE kind = 'text') AS mentions, count(*) FILTER (WHERE kind = 'coded') AS coded_rows,
+               list(row_id ORDER BY date NULLS LAST)[:5] AS evidence
+        FROM (SELECT *, 'text' AS kind FROM text UNION ALL SELECT *, 'coded' FROM coded)
+        GROUP BY patient_id ORDER BY mentions + coded_rows DESC, patient_id""").to_pylist()
+
+
+def cooccurring(run_sql: RunSql, concept_ids: list[str], *, limit: int = 20) -> list[dict[str, Any]]:
+    """Concepts affirmed in the documents of the patients who have ``concept_ids``, ranked by how
+    many of those patients have them."""
+    if not concept_ids:
+        return []
+    lit = ", ".join(_lit(c) for c in concept_ids)
+    return run_sql(f"""
+        WITH cohort AS (SELECT DISTINCT patient_id FROM mentions
+                        WHERE patient_id IS NOT NULL AND {_affirmed()} AND concept_id IN ({lit}))
+        SELECT m.concept_id, any_value(m.label) AS label, count(DISTINCT m.patient_id) AS patients,
+               (SELECT count(*) FROM cohort) AS cohort
+        FROM mentions m JOIN cohort USING (patient_id)
+        WHERE {_affirmed('m')}
+              AND m.concept_id NOT IN ({lit})
+        GROUP BY m.concept_id ORDER BY patients DESC, m.concept_id LIMIT {int(limit)}""").to_pylist()

@@ -213,8 +213,8 @@ def _mesh_names(path: Path) -> Iterator[Concept]:
 
 
 def merge(items: Iterator[Concept | Link], concepts: dict[str, Concept], links: dict[tuple[str, str, str], Link]) -> None:
-    """Fold items into ``concepts``/``links``: the same concept from several files keeps the first
-    non-empty label and definition and the union of synonyms and parents."""
+    """Fold items into ``concepts``/``links``: the same concept from several files keeps the label
+    and definition it already has (if any) and the union of synonyms and parents."""
     for it in items:
         if isinstance(it, Link):
             links[(it.from_id, it.to_id, it.relation)] = it

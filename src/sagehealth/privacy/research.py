@@ -80,6 +80,7 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
     check_key(lake, deid)
     withdrawn = withdrawn_patients(lake)
     gone = [deid.pseudonym(p) for p in withdrawn]
+    _record_withdrawn(lake, gone)
     added: dict[str, int] = defaultdict(int)
     for table in RESEARCH_TABLES:
         name = f"research_{table}"
@@ -113,6 +114,22 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
             target.delete(f"patient_id IN ({ids})")
             added["removed"] += before - target.count_rows()
     return dict(added)
+
+
+def _record_withdrawn(lake: Any, pseudonyms: list[str]) -> None:
+    """Keep ``research_withdrawn`` equal to the pseudonyms of the withdrawn patients."""
+    from datetime import UTC, datetime
+
+    tbl = lake.table("research_withdrawn")
+    have = set(tbl.to_arrow().column("patient_id").to_pylist()) if tbl.count_rows() else set()
+    if have == set(pseudonyms):
+        return
+    if have:
+        tbl.delete("true")
+    if pseudonyms:
+        now = datetime.now(UTC)
+        tbl.add(pa.Table.from_pylist([{"patient_id": p, "withdrawn_at": now} for p in pseudonyms],
+                                     schema=ALL_SCHEMAS["research_withdrawn"]))
 
 
 def _write(target: Any, name: str, rows: list[dict[str, Any]], stale: list[str]) -> int:

@@ -129,7 +129,7 @@ def build_context(run_sql: Callable[[str], pa.Table], patient_id: str, *, since:
     procedures = [Item(r["row_id"], r["start"], r["name"] or r["code"] or "procedure", {"code": r["code"]})
                   for r in events("procedure", LIMITS["procedures"])]
     labs = _labs(run_sql, pid, since, until)
-    encounters = [Item(r["row_id"], r["start"], " ".join(x for x in (r["class_code"], r["type"]) if x) or "encounter"
+    encounters = [Item(r["row_id"], r["start"], (" ".join(x for x in (r["class_code"], r["type"]) if x) or "encounter")
                        + (f" for {r['reason']}" if r["reason"] else ""), {})
                   for r in run_sql(f"""SELECT row_id, start, class_code, type.display AS type, reason.display AS reason
                                        FROM encounters WHERE patient_id = {pid}{_window('start', since, until)}

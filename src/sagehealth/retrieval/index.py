@@ -221,8 +221,10 @@ def _indices(ds: Any) -> list[Any]:
 def remove_orphans(lake: Any) -> int:
     """Delete chunks whose source row is gone (e.g. a consent withdrawal emptied the research
     zone of a patient); no embedder needed. Returns the chunks removed."""
+    from sagehealth.data.model import MENTION_TABLES
+
     removed = 0
-    for table, sources in CHUNK_TABLES.items():
+    for table, sources in [*CHUNK_TABLES.items(), *((t, (s,)) for t, s in MENTION_TABLES.items())]:
         tbl = lake.table(table)
         if not tbl.count_rows():
             continue

@@ -63,15 +63,23 @@ def _lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _ts(value: date | datetime | str, name: str) -> str:
+def check_date(value: date | datetime | str | None, name: str) -> datetime | None:
+    """A date filter as a datetime; a clear error when it is not an ISO date."""
+    if value is None or isinstance(value, datetime):
+        return value
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value)
+            return datetime.fromisoformat(value)
         except ValueError:
             raise RetrievalError(f"{name}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    return f"CAST({_lit(value.strftime('%Y-%m-%d %H:%M:%S'))} AS TIMESTAMP)"
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    raise RetrievalError(f"{name}: {value!r} is not a date")
+
+
+def _ts(value: date | datetime | str, name: str) -> str:
+    when = check_date(value, name)
+    return f"CAST({_lit(when.strftime('%Y-%m-%d %H:%M:%S'))} AS TIMESTAMP)"
 
 
 def build_filter(*, scope: str | None = None, patients: list[str] | None = None, kinds: list[str] | None = None,

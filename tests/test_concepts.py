@@ -1,0 +1,94 @@
+"""Concept linking with ConText assertions, mentions kept in step with documents, and the
+patient-level knowledge queries (patients with a concept, co-occurrence), governed by zone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import STEWARD
+from sagehealth import Ecosystem
+from sagehealth.errors import AccessDenied
+from sagehealth.governance import Principal
+from sagehealth.knowledge.linking import Linker
+
+FIX = Path(__file__).parent / "fixtures" / "vocab"
+KEY = "concepts-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def linker():
+    return Linker([("DOID:10763", "hypertension", "hypertension"), ("DOID:10763", "high blood pressure", "hypertension"),
+                   ("HP:0100749", "chest pain", "Chest pain"), ("HP:0002094", "shortness of breath", "Dyspnea"),
+                   ("DOID:1612", "breast cancer", "breast cancer"), ("DOID:552", "pneumonia", "pneumonia"),
+                   ("DOID:9477", "pulmonary embolism", "pulmonary embolism"), ("HP:0001250", "seizure", "Seizure"),
+                   ("DOID:5844", "MI", "myocardial infarction"), ("DOID:1", "pain", "pain")])
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Patient denies chest pain or shortness of breath.",
+     [("chest pain", "negated"), ("shortness of breath", "negated")]),
+    ("History of high blood pressure.", [("high blood pressure", "historical")]),
+    ("Mother had breast cancer at 50.", [("breast cancer", "family")]),
+    ("No evidence of pneumonia. Possible pulmonary embolism, but seizure is present.",
+     [("pneumonia", "negated"), ("pulmonary embolism", "hypothetical"), ("seizure", "affirmed")]),
+    ("Pneumonia was ruled out; hypertension is controlled.", [("Pneumonia", "negated"), ("hypertension", "affirmed")]),
+    ("s/p MI. The mi was small. Hypertensions.", [("MI", "historical")]),
+    ("Chest pain. No fever. No relevant history; now with seizure.", [("Chest pain", "affirmed"), ("seizure", "affirmed")]),
+])
+def test_dictionary_matching_and_context(linker, text, expected):
+    got = []
+    for m in linker.find(text):
+        state = next((c for c in ("negated", "historical", "family", "hypothetical") if getattr(m, c)), "affirmed")
+        got.append((m.text, state))
+        assert text[m.start:m.end] == m.text
+    assert got == expected
+
+
+def test_offsets_survive_text_whose_lower_case_is_longer(linker):
+    text = "İİ chest pain"
+    (m,) = linker.find(text)
+    assert text[m.start:m.end] == "chest pain"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from sagehealth.demo import sample_root
+
+    eco = Ecosystem.open(tmp_path_factory.mktemp("c") / "s", STEWARD)
+    eco.ingest([sample_root() / "fhir"], options={"deid_key": KEY, "index": False})
+    result = eco.load_vocabulary([FIX / "sample_terms.obo"])
+    assert result["mentions"]["mentions"] > 0 and result["mentions"]["research_mentions"] > 0
+    return eco
+
+
+def test_mentions_follow_documents_and_zones(store):
+    lake = store.lake
+    rows = lake.sql("SELECT m.text, d.text AS doc, m.start, m.end FROM mentions m JOIN documents d "
+                    "ON m.source_row_id = d.row_id WHERE m.concept_id IS NOT NULL").to_pylist()
+    assert rows and all(r["doc"][r["start"]:r["end"]] == r["text"] for r in rows)
+    n = lake.count("mentions")
+    assert store.index() is not None and lake.count("mentions") == n  # nothing new to annotate
+    research = lake.sql("SELECT DISTINCT patient_id FROM research_mentions WHERE concept_id IS NOT NULL").to_pylist()
+    assert research and all(r["patient_id"].startswith("psn_") for r in research)
+
+
+def test_patients_with_a_concept_and_its_descendants(store):
+    lake = store.lake
+    everyone = frozenset(lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist())
+    doc = store.as_principal(Principal("dr", "clinician", "treatment", patients=everyone))
+    direct = doc.patients_with("DOID:2275")
+    assert direct and all(r["mentions"] + r["coded_rows"] > 0 for r in direct)
+    broader = doc.patients_with("DOID:1579")  # respiratory system disease: pharyngitis, influenza, ...
+    assert {r["patient_id"] for r in direct} <= {r["patient_id"] for r in broader}
+    assert doc.patients_with("DOID:1579", descendants=False) == []
+    one = direct[0]["patient_id"]
+    mine = store.as_principal(Principal("dr", "clinician", "treatment", patients={one}))
+    assert [r["patient_id"] for r in mine.patients_with("DOID:1579")] == [one]
+    co = doc.cooccurring("DOID:2275")
+    assert all(c["concept_id"] != "DOID:2275" and 0 < c["patients"] <= c["cohort"] for c in co)
+    research = store.as_principal(Principal("re", "researcher", "research")).patients_with("DOID:2275")
+    assert len(research) == len(direct) and all(r["patient_id"].startswith("psn_") for r in research)
+    with pytest.raises(AccessDenied):
+        store.patients_with("DOID:2275")  # a steward reads no patient data
