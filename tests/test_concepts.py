@@ -58,7 +58,7 @@ def store(tmp_path_factory):
 
     eco = Ecosystem.open(tmp_path_factory.mktemp("c") / "s", STEWARD)
     eco.ingest([sample_root() / "fhir"], options={"deid_key": KEY, "index": False})
-    result = eco.load_vocabulary([FIX / "sample_terms.obo"])
+    result = eco.load_vocabulary([sample_root() / "vocab"])
     assert result["mentions"]["mentions"] > 0 and result["mentions"]["research_mentions"] > 0
     return eco
 

@@ -181,9 +181,31 @@ def _search(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
         out.print(Rule("Patient context for a prompt (dr.ana, since 2015): every line cites its row"))
         lines = doctor.patient_context(pid[0]["patient_id"], since="2015-01-01").to_prompt().splitlines()
         out.print(escape("\n".join(lines[:22]) + (f"\n… {len(lines) - 22} more lines" if len(lines) > 22 else "")))
+    _concepts(doctor, eco, out)
     query = "fetal heart rate on ultrasound"
     out.print(Rule(f'Search as rita.research, radiology reports only: "{query}"'))
     show(eco.as_principal(RESEARCHER).search(query, k=3, kinds=["radiology_report"], per_document=True))
+
+
+def _concepts(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
+    """A small Disease Ontology sample: concepts linked in the notes (with negation and
+    history), patients with any respiratory disease, search narrowed to a concept."""
+    from sagehealth.cli import print_rows
+
+    vocab = sample_root() / "vocab"
+    if not vocab.exists():
+        return
+    loaded = eco.load_vocabulary([vocab])
+    out.print(Rule("Concepts: a vocabulary, mentions in the notes, a patient-level query"))
+    out.print(f"v{loaded['version']}: {loaded['concepts']} Disease Ontology concepts loaded; "
+              f"{sum(loaded['mentions'].values())} mentions found in the documents of both zones")
+    c = doctor.concept("DOID:1579", descendants=True)
+    out.print(f"{c['concept_id']} {c['label']} → descendants: " + ", ".join(d["label"] for d in c["descendants"]))
+    print_rows([{k: r[k] for k in ("patient_id", "first_date", "mentions", "coded_rows")}
+                for r in doctor.patients_with("DOID:1579")], title="patients with any respiratory system disease")
+    hits = doctor.search("sore throat treatment", k=2, concepts=["DOID:2275"], per_document=True)
+    for h in hits:
+        out.print(f"search narrowed to pharyngitis: {h.kind} · {h.section} · {' '.join(h.text.split())[:120]}")
 
 
 def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
