@@ -151,8 +151,12 @@ def _normalise(scores: dict[str, float]) -> dict[str, float]:
 
 def _zscores(scores: dict[str, float]) -> dict[str, float]:
     values = np.fromiter(scores.values(), float, len(scores))
-    mu, sd = float(values.mean()), float(values.std()) + 1e-9
-    return {k: (v - mu) / sd for k, v in scores.items()}
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return dict.fromkeys(scores, 0.0)
+    mu, sd = float(finite.mean()), float(finite.std()) + 1e-9
+    low = (float(finite.min()) - mu) / sd
+    return {k: (v - mu) / sd if np.isfinite(v) else low for k, v in scores.items()}
 
 
 def fuse(lists: dict[str, dict[str, float]], method: str = "z", alpha: float = 0.5,
