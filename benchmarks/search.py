@@ -124,6 +124,7 @@ def main() -> None:
     from sagehealth import Ecosystem
     from sagehealth.governance import Principal
     from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval import search as search_mod
     from sagehealth.retrieval.embedders import get_embedder
 
     result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -167,9 +168,13 @@ def main() -> None:
         index_mod.create_vector_index(tbl, args.rows)
         parts = max(1, int(args.rows ** 0.5 / 2))
         ann_s = time.perf_counter() - t
+        t = time.perf_counter()
+        index_mod.create_scalar_indexes(tbl)
+        scalar_s = time.perf_counter() - t
         lake.commit("benchmark rows", run_id=None, summary={})
         result["build"] = {"write_s": round(write_s, 1), "bm25_index_s": round(fts_s, 1),
                            "vector_index_s": round(ann_s, 1), "ivf_partitions": parts,
+                           "scalar_indexes_s": round(scalar_s, 1), "search_probes": search_mod.probes(args.rows),
                            "rss_mb_after_build": rss_mb()}
         print("build", result["build"], flush=True)
 
@@ -207,7 +212,8 @@ def main() -> None:
         ds = lake.dataset("research_chunks")
         rec = []
         for v in qv[:50]:
-            approx = ds.to_table(nearest={"column": "vector", "q": v, "k": 10, "metric": "cosine"}, columns=["row_id"])
+            approx = ds.to_table(nearest={"column": "vector", "q": v, "k": 10, "metric": "cosine",
+                                          **search_mod.probes(args.rows)}, columns=["row_id"])
             exact = ds.to_table(nearest={"column": "vector", "q": v, "k": 10, "metric": "cosine", "use_index": False},
                                 columns=["row_id"])
             rec.append(len(set(approx.column("row_id").to_pylist()) & set(exact.column("row_id").to_pylist())) / 10)

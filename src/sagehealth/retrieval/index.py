@@ -195,9 +195,23 @@ def create_vector_index(tbl: Any, rows: int) -> None:
                      replace=True)
 
 
+#: filter columns with a scalar index (large tables): prefilters read the index, not the column
+SCALAR_INDEXES = {"patient_id": "BTree", "date": "BTree", "source_row_id": "BTree", "kind": "Bitmap",
+                  "section": "Bitmap", "source_table": "Bitmap"}
+
+
+def create_scalar_indexes(tbl: Any, have: set[str] = frozenset()) -> None:
+    """BTree/bitmap indexes on the columns searches filter by."""
+    import lancedb.index as li
+
+    for col, kind in SCALAR_INDEXES.items():
+        if col not in have:
+            tbl.create_index(col, config=getattr(li, kind)(), replace=True)
+
+
 def ensure_indexes(tbl: Any) -> None:
-    """The BM25 index and (large tables) the vector index; rows added since an index was built
-    are merged into it."""
+    """The BM25 index and, for large tables, the vector index and the filter-column indexes;
+    rows added since an index was built are merged into it."""
     ds = tbl.to_lance()
     rows = ds.count_rows()
     if not rows:
@@ -205,9 +219,11 @@ def ensure_indexes(tbl: Any) -> None:
     names = {i["fields"][0] if isinstance(i, dict) else i.fields[0] for i in _indices(ds)}
     if "search_text" not in names:
         create_bm25_index(tbl)
-    if "vector" not in names and rows >= ANN_MIN_ROWS:
-        create_vector_index(tbl, rows)
-    elif names:
+    if rows >= ANN_MIN_ROWS:
+        if "vector" not in names:
+            create_vector_index(tbl, rows)
+        create_scalar_indexes(tbl, names)
+    if names:
         tbl.to_lance().optimize.optimize_indices()
 
 
