@@ -312,6 +312,19 @@ class Ecosystem:
         self._log(p, "configure", f"vocabularies loaded: {result['concepts']} concepts, version {commit.version}")
         return result
 
+    def _sql_reader(self, resource: str, table: str, what: str,
+                    version: int | None) -> tuple[Principal, str, Callable[[str], pa.Table]]:
+        """Check a read that needs ``table``; returns the principal, the action and a SQL runner
+        over the principal's views at ``version``."""
+        p, action, views = self._read_scope(resource)
+        if table not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read {what}")
+
+        def run(q: str) -> pa.Table:
+            return self.lake.sql(q, version, views)
+
+        return p, action, run
+
     def concept(self, concept_id: str, *, ancestors: bool = False, descendants: bool = False,
                 limit: int | None = None, version: int | None = None) -> dict[str, Any]:
         """A concept (label, synonyms, parents, crosswalks), with its ancestors and/or
@@ -319,13 +332,7 @@ class Ecosystem:
         from sagehealth.knowledge import graph
 
         resource = f"concept: {concept_id}"
-        p, action, views = self._read_scope(resource)
-        if "concepts" not in views:
-            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read vocabularies")
-
-        def run(q: str) -> pa.Table:
-            return self.lake.sql(q, version, views)
-
+        p, action, run = self._sql_reader(resource, "concepts", "vocabularies", version)
         with self._failures(p, action, resource):
             out = graph.concept(run, concept_id)
             if ancestors:
@@ -342,14 +349,9 @@ class Ecosystem:
         from sagehealth.knowledge import graph
 
         resource = f"patients with {concept}"
-        p, action, views = self._read_scope(resource)
-        if "mentions" not in views:
-            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
-
-        def run(q: str) -> pa.Table:
-            return self.lake.sql(q, version, views)
-
-        rows = graph.patients_with(run, graph.expand(run, [concept], with_descendants=descendants))
+        p, action, run = self._sql_reader(resource, "mentions", "patient data", version)
+        with self._failures(p, action, resource):
+            rows = graph.patients_with(run, graph.expand(run, [concept], with_descendants=descendants))
         self._log(p, action, resource, [r["patient_id"] for r in rows] if p.role == "clinician" else [])
         return rows
 
@@ -358,14 +360,9 @@ class Ecosystem:
         from sagehealth.knowledge import graph
 
         resource = f"concepts co-occurring with {concept}"
-        p, action, views = self._read_scope(resource)
-        if "mentions" not in views:
-            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
-
-        def run(q: str) -> pa.Table:
-            return self.lake.sql(q, version, views)
-
-        rows = graph.cooccurring(run, graph.expand(run, [concept]), limit=limit)
+        p, action, run = self._sql_reader(resource, "mentions", "patient data", version)
+        with self._failures(p, action, resource):
+            rows = graph.cooccurring(run, graph.expand(run, [concept]), limit=limit)
         self._log(p, action, resource)
         return rows
 
