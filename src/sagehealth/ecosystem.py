@@ -17,12 +17,23 @@ from sagehealth.config import audit_folder, resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
-from sagehealth.errors import AccessDenied, QueryError, RetrievalError, RowNotFound, StoreError
+from sagehealth.errors import (
+    AccessDenied,
+    QueryError,
+    RetrievalError,
+    RowNotFound,
+    StoreError,
+)
 from sagehealth.governance.audit import AuditEntry, AuditLog, Verification
 from sagehealth.governance.policy import Principal, authorize, principal_from_env
+from sagehealth.governance.scope import (
+    READ_ACTION,
+    Views,
+    hidden_tables,
+    views_for,
+)
 from sagehealth.retrieval.context import PatientContext
 from sagehealth.retrieval.search import Hit
-from sagehealth.governance.scope import PATIENT_TABLES, READ_ACTION, Views, hidden_tables, views_for
 
 #: columns left out of ``trace`` output (large or binary)
 BULKY = {"thumbnail", "resource_json"}
@@ -248,7 +259,11 @@ class Ecosystem:
         keeps documents that affirm a mention of a concept, an equivalent (crosswalk) or a
         descendant."""
         from sagehealth.retrieval.embedders import get_embedder
-        from sagehealth.retrieval.search import best_per_document, build_filter, search_chunks
+        from sagehealth.retrieval.search import (
+            best_per_document,
+            build_filter,
+            search_chunks,
+        )
 
         resource = f"search: {' '.join(str(query).split())[:300]}"
         p, action, views = self._read_scope(resource)
@@ -372,7 +387,6 @@ class Ecosystem:
         allergies, procedures, encounters, prior reports), each item citing its row; render it
         for a prompt with ``.to_prompt()``. Clinicians: own patients; researchers: pseudonyms."""
         from sagehealth.retrieval.context import build_context
-
         from sagehealth.retrieval.search import check_date
 
         since, until = check_date(since, "since"), check_date(until, "until")

@@ -12,6 +12,7 @@ and whether its rows are limited to the principal's patients.
 from __future__ import annotations
 
 from sagehealth.data.model import ALL_SCHEMAS, RESEARCH_TABLES
+from sagehealth.data.sqltext import in_list
 from sagehealth.governance.policy import Principal
 
 #: tables whose rows belong to one patient (``patient_id``)
@@ -35,7 +36,7 @@ def patient_filter(patients: frozenset[str]) -> str:
     """A Lance filter keeping the rows of ``patients`` (none when the list is empty)."""
     if not patients:
         return "false"
-    return "patient_id IN (" + ", ".join("'" + p.replace("'", "''") + "'" for p in sorted(patients)) + ")"
+    return f"patient_id IN ({in_list(sorted(patients))})"
 
 
 def views_for(principal: Principal, withdrawn: frozenset[str] = frozenset()) -> Views:
@@ -50,8 +51,7 @@ def views_for(principal: Principal, withdrawn: frozenset[str] = frozenset()) -> 
         views.update({t: (t, None) for t in VOCAB_TABLES})
         return views
     if principal.role == "researcher":
-        out = "patient_id IS NULL OR patient_id NOT IN (" + ", ".join(
-            "'" + w.replace("'", "''") + "'" for w in sorted(withdrawn)) + ")" if withdrawn else None
+        out = f"patient_id IS NULL OR patient_id NOT IN ({in_list(sorted(withdrawn))})" if withdrawn else None
         names = (*RESEARCH_TABLES, "chunks", "mentions")
         views = {t: (f"research_{t}", out if t not in ("literature",) else None) for t in names}
         views.update({f"research_{t}": v for t, v in list(views.items())})

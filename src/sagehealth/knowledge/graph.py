@@ -19,14 +19,13 @@ from typing import Any
 import pyarrow as pa
 
 from sagehealth.data.model import ALL_SCHEMAS, stable_id
+from sagehealth.data.sqltext import in_list
+from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import SourceNotFound, VocabularyError
 from sagehealth.knowledge.vocab import Concept, Link, merge, read_vocabulary
 
 RunSql = Callable[[str], pa.Table]
 
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def load(lake: Any, paths: Iterable[Path]) -> dict[str, Any]:
@@ -66,7 +65,7 @@ def load(lake: Any, paths: Iterable[Path]) -> dict[str, Any]:
                                     r["parents"] or [], r["definition"])]), concepts, {})
         ids = list(concepts)
         for i in range(0, len(ids), 2000):
-            tbl.delete("concept_id IN (" + ", ".join(_lit(c) for c in ids[i:i + 2000]) + ")")
+            tbl.delete("concept_id IN (" + in_list(ids[i:i + 2000]) + ")")
     rows = [{"row_id": f"cpt_{stable_id('concepts', c.concept_id)}", "concept_id": c.concept_id, "system": c.system,
              "code": c.code, "label": c.label, "synonyms": c.synonyms, "parents": c.parents,
              "definition": c.definition, "source_uri": sources.get(c.concept_id), "loaded_at": now}
@@ -144,7 +143,7 @@ def expand(run_sql: RunSql, concept_ids: Iterable[str], *, with_descendants: boo
     """The concepts, those equivalent through crosswalks, and (optionally) all their descendants."""
     ids = {c for c in concept_ids}
     if crosswalks and ids:
-        lit = ", ".join(_lit(c) for c in ids)
+        lit = in_list(ids)
         for r in run_sql(f"SELECT to_id AS c FROM concept_links WHERE from_id IN ({lit}) "
                          f"UNION SELECT from_id FROM concept_links WHERE to_id IN ({lit})").to_pylist():
             ids.add(r["c"])
@@ -158,7 +157,7 @@ def documents_mentioning(run_sql: RunSql, concept_ids: list[str]) -> list[str]:
     """Source rows (documents) that affirm a mention of any of ``concept_ids``."""
     if not concept_ids:
         return []
-    lit = ", ".join(_lit(c) for c in concept_ids)
+    lit = in_list(concept_ids)
     return run_sql(f"SELECT DISTINCT source_row_id FROM mentions WHERE {_affirmed()} AND concept_id IN ({lit})"
                    ).column("source_row_id").to_pylist()
 
@@ -166,7 +165,7 @@ def documents_mentioning(run_sql: RunSql, concept_ids: list[str]) -> list[str]:
 def _coded(concept_ids: list[str]) -> str:
     """SQL: events whose code, as SYSTEM:code, is one of ``concept_ids``."""
     cases = " ".join(f"WHEN {_lit(uri)} THEN {_lit(pfx)}" for uri, pfx in CODE_SYSTEMS.items())
-    lit = ", ".join(_lit(c) for c in concept_ids)
+    lit = in_list(concept_ids)
     return (f"SELECT patient_id, start AS date, row_id FROM events WHERE patient_id IS NOT NULL AND "
             f"(CASE code.system {cases} ELSE code.system END) || ':' || code.code IN ({lit})")
 
@@ -176,7 +175,7 @@ def patients_with(run_sql: RunSql, concept_ids: list[str]) -> list[dict[str, Any
     with first and last date and the number of each kind of evidence."""
     if not concept_ids:
         return []
-    lit = ", ".join(_lit(c) for c in concept_ids)
+    lit = in_list(concept_ids)
     return run_sql(f"""
         WITH text AS (SELECT patient_id, date, row_id FROM mentions
                       WHERE patient_id IS NOT NULL AND {_affirmed()} AND concept_id IN ({lit})),
@@ -193,7 +192,7 @@ def cooccurring(run_sql: RunSql, concept_ids: list[str], *, limit: int = 20) -> 
     many of those patients have them."""
     if not concept_ids:
         return []
-    lit = ", ".join(_lit(c) for c in concept_ids)
+    lit = in_list(concept_ids)
     return run_sql(f"""
         WITH cohort AS (SELECT DISTINCT patient_id FROM mentions
                         WHERE patient_id IS NOT NULL AND {_affirmed()} AND concept_id IN ({lit}))

@@ -21,6 +21,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from sagehealth.data.sqltext import in_list
+
 #: systems linked by default (phenotypes and diseases read well in notes; ICD-10-CM titles do not)
 DEFAULT_SYSTEMS = ("HP", "DOID")
 CATEGORIES = ("negated", "historical", "family", "hypothetical")
@@ -213,9 +215,8 @@ def linker_from_lake(lake: Any, systems: Iterable[str] = DEFAULT_SYSTEMS) -> Lin
     live = lake.table("concepts").to_lance()  # the live table: a load being written counts
     if not live.count_rows():
         return None
-    wanted = ", ".join("'" + s.replace("'", "''") + "'" for s in systems)
     rows = live.to_table(columns=["concept_id", "system", "label", "synonyms"],
-                         filter=f"system IN ({wanted})").to_pylist()
+                         filter=f"system IN ({in_list(systems)})").to_pylist()
     if not rows:
         return None
     import duckdb
@@ -249,6 +250,7 @@ def refresh_mentions(lake: Any, *, systems: Iterable[str] = DEFAULT_SYSTEMS) -> 
     import pyarrow as pa
 
     from sagehealth.data.model import MENTION_SCHEMA, MENTION_TABLES, stable_id
+    from sagehealth.retrieval.index import FETCH, delete_sources, fetch_rows
 
     linker = linker_from_lake(lake, systems)
     if linker is None:
@@ -259,21 +261,18 @@ def refresh_mentions(lake: Any, *, systems: Iterable[str] = DEFAULT_SYSTEMS) -> 
         tbl = lake.table(table)
         have = tbl.to_lance().to_table(columns=["source_row_id", "source_provenance_id", "linker"])
         done = {(r, p) for r, p, v in zip(*(have.column(c).to_pylist() for c in have.column_names)) if v == version}
-        stale = {r for r, v in zip(have.column("source_row_id").to_pylist(), have.column("linker").to_pylist())}
+        annotated = set(have.column("source_row_id").to_pylist())
         src = lake.table(source).to_lance()
         ids = src.to_table(columns=["row_id", "provenance_id"])
         todo = [r for r, p in zip(ids.column("row_id").to_pylist(), ids.column("provenance_id").to_pylist())
                 if (r, p) not in done]
         present = set(ids.column("row_id").to_pylist())
-        drop = [r for r in todo if r in stale] + [r for r in stale if r not in present]
-        for i in range(0, len(drop), 500):
-            tbl.delete("source_row_id IN (" + ", ".join("'" + r.replace("'", "''") + "'" for r in drop[i:i + 500]) + ")")
+        drop = [r for r in todo if r in annotated] + [r for r in annotated if r not in present]
+        delete_sources(tbl, drop)
         added = 0
-        for i in range(0, len(todo), 500):
-            part = ", ".join("'" + r.replace("'", "''") + "'" for r in todo[i:i + 500])
+        for i in range(0, len(todo), FETCH):
             rows = []
-            for d in src.to_table(columns=["row_id", "provenance_id", "patient_id", "date", "text"],
-                                  filter=f"row_id IN ({part})").to_pylist():
+            for d in fetch_rows(src, todo[i:i + FETCH], ["row_id", "provenance_id", "patient_id", "date", "text"]):
                 found = linker.find(d["text"] or "")
                 base = {"source_table": "documents", "source_row_id": d["row_id"],
                         "source_provenance_id": d["provenance_id"], "patient_id": d["patient_id"],

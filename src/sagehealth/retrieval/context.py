@@ -18,6 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from sagehealth.data.sqltext import in_list
+from sagehealth.data.sqltext import lit as _lit
+
 #: items per part of the context (most recent first)
 LIMITS = {"problems": 30, "medications": 30, "labs": 25, "allergies": 20, "procedures": 15,
           "encounters": 10, "reports": 8}
@@ -80,9 +83,6 @@ class PatientContext:
 def _day(value: datetime | date | None) -> str | None:
     return value.date().isoformat() if isinstance(value, datetime) else value.isoformat() if value else None
 
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _window(col: str, since: datetime | None, until: datetime | None) -> str:
@@ -184,7 +184,7 @@ def _num(v: float) -> str:
 def _reports(run_sql: Callable[[str], pa.Table], pid: str, since: datetime | None,
              until: datetime | None) -> list[Item]:
     """Prior reports, imaging first, each summarised by its impression (else its opening)."""
-    kinds = ", ".join(_lit(k) for k in REPORT_KINDS)
+    kinds = in_list(REPORT_KINDS)
     rows = run_sql(f"""SELECT row_id, date, kind, title, text, sections FROM documents
                        WHERE patient_id = {pid} AND kind IN ({kinds}){_window('date', since, until)}
                        ORDER BY (kind IN ('radiology_report', 'imaging_report')) DESC, date DESC NULLS LAST

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from sagehealth.data.model import CHUNK_TABLES, chunk_schema, stable_id
+from sagehealth.data.sqltext import in_list
 from sagehealth.retrieval.chunking import Chunk, chunk_document, chunk_literature
 from sagehealth.retrieval.embedders import Embedder
 
@@ -42,10 +43,10 @@ def _sha(embedder: str, text: str) -> str:
     return hashlib.sha256(f"{embedder}\x1f{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _fetch(source: Any, ids: list[str], columns: list[str]) -> Iterator[dict[str, Any]]:
+def fetch_rows(source: Any, ids: list[str], columns: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows of Lance dataset ``source`` with these row ids, :data:`FETCH` ids per read."""
     for i in range(0, len(ids), FETCH):
-        part = ", ".join("'" + r.replace("'", "''") + "'" for r in ids[i:i + FETCH])
-        yield from source.to_table(columns=columns, filter=f"row_id IN ({part})").to_pylist()
+        yield from source.to_table(columns=columns, filter=f"row_id IN ({in_list(ids[i:i + FETCH])})").to_pylist()
 
 
 def _chunk_rows(source_table: str, row: dict[str, Any]) -> Iterator[tuple[Chunk, dict[str, Any]]]:
@@ -104,14 +105,14 @@ def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Em
         for i in range(0, len(todo), FETCH):
             batch_ids = todo[i:i + FETCH]
             rows = [_chunk_row(table, source, row, c, base, embedder)
-                    for row in _fetch(src, batch_ids, cols) for c, base in _chunk_rows(source, row)]
+                    for row in fetch_rows(src, batch_ids, cols) for c, base in _chunk_rows(source, row)]
             vectors, n = _vectors(tbl, rows, embedder, table, progress)
             old = [r for r in batch_ids if r in chunked]
-            _delete_sources(tbl, old)  # the earlier chunks of changed documents
+            delete_sources(tbl, old)  # the earlier chunks of changed documents
             changed += len(old)
             _add(tbl, rows, vectors, embedder.dim)
             added, embedded = added + len(rows), embedded + n
-    _delete_sources(tbl, gone)
+    delete_sources(tbl, gone)
     ensure_indexes(tbl)
     return {"added": added, "embedded": embedded, "removed_sources": changed + len(gone),
             "seconds": round(time.perf_counter() - start, 3)}
@@ -131,10 +132,10 @@ def _chunk_row(table: str, source: str, row: dict[str, Any], c: Chunk, base: dic
     }
 
 
-def _delete_sources(tbl: Any, source_ids: list[str]) -> None:
+def delete_sources(tbl: Any, source_ids: list[str]) -> None:
+    """Delete the rows of ``tbl`` derived from these source rows."""
     for i in range(0, len(source_ids), FETCH):
-        part = ", ".join("'" + r.replace("'", "''") + "'" for r in source_ids[i:i + FETCH])
-        tbl.delete(f"source_row_id IN ({part})")
+        tbl.delete(f"source_row_id IN ({in_list(source_ids[i:i + FETCH])})")
 
 
 def _add(tbl: Any, rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> None:
@@ -248,10 +249,7 @@ def remove_orphans(lake: Any) -> int:
         for source in sources:
             present |= set(lake.table(source).to_lance().to_table(columns=["row_id"]).column("row_id").to_pylist())
         have = set(tbl.to_lance().to_table(columns=["source_row_id"]).column("source_row_id").to_pylist())
-        gone = list(have - present)
         before = tbl.count_rows()
-        for i in range(0, len(gone), FETCH):
-            part = ", ".join("'" + r.replace("'", "''") + "'" for r in gone[i:i + FETCH])
-            tbl.delete(f"source_row_id IN ({part})")
+        delete_sources(tbl, list(have - present))
         removed += before - tbl.count_rows()
     return removed

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from sagehealth.data.sqltext import in_list
+from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import RetrievalError
 from sagehealth.retrieval.embedders import Embedder
 
@@ -62,9 +64,6 @@ class Hit:
         return asdict(self)
 
 
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
 
 def check_date(value: date | datetime | str | None, name: str) -> datetime | None:
     """A date filter as a datetime; a clear error when it is not an ISO date."""
@@ -92,9 +91,9 @@ def build_filter(*, scope: str | None = None, patients: list[str] | None = None,
     parts = [f"({scope})"] if scope else []
     for col, values in (("patient_id", patients), ("kind", kinds), ("source_row_id", documents)):
         if values is not None:
-            parts.append(f"{col} IN ({', '.join(_lit(v) for v in values)})" if values else "false")
+            parts.append(f"{col} IN ({in_list(values)})" if values else "false")
     if sections is not None:
-        parts.append(f"upper(section) IN ({', '.join(_lit(s.upper()) for s in sections)})" if sections else "false")
+        parts.append(f"upper(section) IN ({in_list(s.upper() for s in sections)})" if sections else "false")
     if since is not None:
         parts.append(f"date >= {_ts(since, 'since')}")
     if until is not None:
