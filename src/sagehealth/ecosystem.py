@@ -17,6 +17,7 @@ from sagehealth.config import audit_folder, resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
+from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import (
     AccessDenied,
     QueryError,
@@ -403,14 +404,17 @@ class Ecosystem:
         return ctx
 
     # -- reading ----------------------------------------------------------------------
-    def sql(self, query: str, *, version: int | None = None) -> pa.Table:
-        """DuckDB SQL as of ``version`` (latest when None) over the tables the principal sees:
-        a clinician the clinical tables limited to the care team, a researcher the research
-        zone under the plain names, a steward the operational tables."""
+    def sql(self, query: str, *, version: int | None = None, max_rows: int | None = None,
+            timeout_s: float | None = None) -> pa.Table:
+        """Read-only DuckDB SQL (SELECT statements) as of ``version`` (latest when None) over the
+        tables the principal sees: a clinician the clinical tables limited to the care team, a
+        researcher the research zone under the plain names, a steward the operational tables.
+        ``max_rows`` returns at most that many rows plus one (a caller can tell it cut);
+        ``timeout_s`` stops a query that runs longer (QueryError)."""
         resource = "sql: " + " ".join(query.split())[:500]
         p, action, views = self._read_scope(resource)
         try:
-            result = self.lake.sql(query, version, views)
+            result = self.lake.sql(query, version, views, read_only=True, max_rows=max_rows, timeout_s=timeout_s)
         except QueryError as exc:
             hidden = re.search(r'Table with name "?(\w+)"? does not exist', str(exc))
             if hidden and hidden.group(1).lower() in hidden_tables(p):
@@ -533,6 +537,143 @@ class Ecosystem:
         rows = rows[:limit] if limit else rows
         self._log(p, "read_quarantine", f"quarantine: {len(rows)} records")
         return rows
+
+    def document(self, document_id: str, *, version: int | None = None) -> dict[str, Any]:
+        """One note, report or article by its document id or row id, with its provenance
+        record (clinicians: documents of their patients and articles; researchers: the research
+        zone, whose provenance stays in the clinical zone)."""
+        resource = f"document: {document_id}"
+        p, action, views = self._read_scope(resource)
+        if "documents" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read documents")
+        ident = _lit(document_id)
+        with self._failures(p, action, resource):
+            rows = self.lake.sql(f"SELECT * FROM documents WHERE document_id = {ident} OR row_id = {ident} LIMIT 1",
+                                 version, views).to_pylist()
+            if not rows and "literature" in views:
+                rows = self.lake.sql(f"SELECT * FROM literature WHERE doc_id = {ident} OR row_id = {ident} LIMIT 1",
+                                     version, views).to_pylist()
+            if not rows and p.role == "clinician":  # there, but not one of this clinician's patients?
+                other = self.lake.sql(f"SELECT patient_id FROM documents WHERE document_id = {ident} OR row_id = "
+                                      f"{ident} LIMIT 1", version).to_pylist()
+                if other:
+                    self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of the patient "
+                               f"of document {document_id}", [o["patient_id"] for o in other if o["patient_id"]])
+        if not rows:
+            raise RowNotFound(f"no document {document_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+        row = rows[0]
+        prov = None
+        if p.role == "clinician" and row.get("provenance_id"):
+            found = self.lake.read("provenance", version, filter=f"provenance_id = {_lit(row['provenance_id'])}")
+            prov = found.to_pylist()[0] if found.num_rows else None
+        self._log(p, action, resource, [row["patient_id"]] if p.role == "clinician" and row.get("patient_id") else [])
+        return {"table": "literature" if "doc_id" in row else "documents", "row": row, "provenance": prov}
+
+    # -- the agent layer: questions, traces and feedback ---------------------------------
+    def ask(self, question: str, *, patient: str | None = None, since: Any = None, until: Any = None,
+            k: int = 8, provider: Any = None) -> Any:
+        """Answer ``question`` from the evidence the principal may see, every sentence citing the
+        rows or chunks it rests on (see ``sagehealth.agents.agent``); the trace is stored."""
+        from sagehealth.agents.agent import answer
+
+        return answer(self, question, patient=patient, since=since, until=until, k=k, provider=provider)
+
+    @property
+    def ledger(self) -> Any:
+        """The traces and feedback tables (storage; the methods below check access)."""
+        from sagehealth.agents.ledger import Ledger
+
+        return Ledger(self.lake.uri)
+
+    def _asker(self, resource: str) -> Principal:
+        """A principal who may ask questions and give feedback: one who reads patient data."""
+        who = self._principal
+        if who is not None and who.role not in ("clinician", "researcher"):
+            self._deny(who, READ_ACTION.get(who.role, "read_clinical"), resource,
+                       f"{who.user} ({who.role}) may not ask questions of patient data or give feedback on answers")
+        return self._allow(READ_ACTION[who.role] if who else "read_clinical", resource,
+                           who.patients if who and who.role == "clinician" else None)
+
+    def record_trace(self, trace: dict[str, Any]) -> None:
+        """Store an agent trace (the agent calls this for the principal who asked)."""
+        p = self._asker(f"store agent trace {trace.get('trace_id')}")
+        self.ledger.append("traces", {**trace, "user": p.user, "role": p.role, "purpose": p.purpose})
+
+    def traces(self, *, trace_id: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Agent traces, newest first: a data steward's all of them, anyone else's their own."""
+        resource = f"agent traces{f': {trace_id}' if trace_id else ''}"
+        where = {"trace_id": trace_id} if trace_id else {}
+        if self._principal is not None and self._principal.role == "steward":
+            p = self._allow("read_system", resource)
+        else:
+            p = self._asker(resource)
+            where["user"] = p.user
+        rows = self.ledger.read("traces", where=where, limit=limit)
+        self._log(p, "read_system" if p.role == "steward" else READ_ACTION[p.role], resource,
+                  sorted({r["patient_id"] for r in rows if r["patient_id"]}) if p.role == "clinician" else [])
+        return rows
+
+    def record_feedback(self, trace_id: str, verdict: str, *, edited_text: str | None = None, reason: str = "",
+                        target: str = "answer") -> dict[str, Any]:
+        """Accept, reject or edit an answer (or draft) of a stored trace, with the edited text and
+        a reason; stored as data linked to the trace. The asker, or a clinician on the care team
+        of the trace's patient, may give it."""
+        import uuid
+
+        resource = f"feedback on {trace_id}"
+        p = self._asker(resource)
+        if verdict not in ("accept", "reject", "edit"):
+            raise QueryError(f"verdict must be accept, reject or edit (got {verdict!r})")
+        if verdict == "edit" and not (edited_text or "").strip():
+            raise QueryError("an edit needs the edited text")
+        trace = self.ledger.get("traces", "trace_id", trace_id)
+        if trace is None:
+            raise RowNotFound(f"no agent trace {trace_id!r}")
+        if trace["user"] != p.user and not (p.role == "clinician" and trace["patient_id"]
+                                            and trace["patient_id"] in p.patients):
+            self._deny(p, READ_ACTION[p.role], resource, f"{p.user} ({p.role}) may not give feedback on another "
+                       "user's answer" + (" outside their care team" if p.role == "clinician" else ""))
+        row = {"feedback_id": f"fbk_{uuid.uuid4().hex[:20]}", "trace_id": trace_id, "user": p.user, "role": p.role,
+               "purpose": p.purpose, "verdict": verdict, "target": target, "original_text": trace["answer"],
+               "edited_text": edited_text if verdict == "edit" else None, "reason": reason,
+               "patient_id": trace["patient_id"], "provider": trace["provider"],
+               "prompt_version": trace["prompt_version"], "evidence_ids": trace["evidence_ids"],
+               "store_version": trace["store_version"]}
+        self.ledger.append("feedback", row)
+        self._log(p, READ_ACTION[p.role], f"{resource}: {verdict}",
+                  [trace["patient_id"]] if p.role == "clinician" and trace["patient_id"] else [])
+        return row
+
+    def feedback(self, *, trace_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Feedback rows, newest first: a data steward's all of them, anyone else's their own."""
+        resource = f"feedback{f' on {trace_id}' if trace_id else ''}"
+        where = {"trace_id": trace_id} if trace_id else {}
+        if self._principal is not None and self._principal.role == "steward":
+            p = self._allow("read_system", resource)
+        else:
+            p = self._asker(resource)
+            where["user"] = p.user
+        rows = self.ledger.read("feedback", where=where, limit=limit)
+        self._log(p, "read_system" if p.role == "steward" else READ_ACTION[p.role], resource)
+        return rows
+
+    def export_feedback(self, out: str | os.PathLike[str], *, key: str | bytes | None = None) -> dict[str, Any]:
+        """Write every feedback row, joined to its question and answer, as de-identified JSON
+        lines (data stewards): texts through the de-identifier, patient ids as research
+        pseudonyms, row ids keyed, only the year of each date; patients who withdrew research
+        consent are left out. For the radiology workflow and model adaptation."""
+        from sagehealth.agents.export import export_feedback
+
+        p = self._allow("export", f"export feedback to {out}")
+        with self._failures(p, "export", f"export feedback to {out}"):
+            result = export_feedback(self.lake, self.ledger, Path(out), key=key)
+        self._log(p, "export", f"feedback exported to {out}: {result['rows']} rows ({result['withdrawn']} withheld)")
+        return result
+
+    def reject_call(self, what: str, reason: str) -> None:
+        """Audit a request refused before it reached a method (unknown tool, bad arguments, bad
+        token): every door records its refusals here."""
+        self._audit.record(self._principal, "call", what[:500], allowed=False, reason=reason[:500])
 
     # -- the audit log ------------------------------------------------------------------
     def audit_entries(self, *, limit: int | None = None) -> list[AuditEntry]:

@@ -9,6 +9,13 @@
     ├── QueryError                  SQL that DuckDB rejects (message says where)
     ├── AccessDenied                a principal may not do this (the audit log records it)
     ├── AuditError                  the audit log cannot be written or read
+    ├── ToolError                   an agent tool call that cannot run
+    │   ├── UnknownTool             no tool of that name in the registry
+    │   └── ToolArgumentError       arguments that do not match the tool's schema (says which)
+    ├── ProviderError               a model provider that fails (message says which and why)
+    │   ├── ProviderUnavailable     the endpoint is down or the model file cannot be loaded
+    │   ├── ProviderTimeout         the model did not answer in time
+    │   └── ProviderResponseError   the model answered with garbage or an HTTP error
     ├── RetrievalError              a search or an index that cannot run (bad filter, bad query)
     │   ├── EmbedderError           an embedding model that cannot load or answers wrongly
     │   └── VocabularyError         a vocabulary file in no known format, or a concept not loaded
@@ -60,6 +67,34 @@ class AuditError(SageHealthError):
     """The audit log cannot be written or read."""
 
 
+class ToolError(SageHealthError):
+    """An agent tool call cannot run."""
+
+
+class UnknownTool(ToolError):
+    """No tool of that name is registered."""
+
+
+class ToolArgumentError(ToolError):
+    """The arguments of a tool call do not match its schema; the message names each field."""
+
+
+class ProviderError(SageHealthError):
+    """A model provider failed; the message names the provider and the cause."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The model endpoint is down or refuses connections, or a model file cannot be loaded."""
+
+
+class ProviderTimeout(ProviderError):
+    """The model did not answer within its time limit."""
+
+
+class ProviderResponseError(ProviderError):
+    """The model answered with an HTTP error or a body that is not a valid chat completion."""
+
+
 class RetrievalError(SageHealthError):
     """A search or an index build cannot run; the message says what to change."""
 
@@ -94,6 +129,13 @@ __all__ = [
     "QueryError",
     "AccessDenied",
     "AuditError",
+    "ToolError",
+    "UnknownTool",
+    "ToolArgumentError",
+    "ProviderError",
+    "ProviderUnavailable",
+    "ProviderTimeout",
+    "ProviderResponseError",
     "RetrievalError",
     "EmbedderError",
     "VocabularyError",

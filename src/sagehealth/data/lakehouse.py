@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -196,15 +197,21 @@ class Lakehouse:
         return self.dataset(name, version).count_rows()
 
     def sql(self, query: str, version: int | None = None,
-            views: Mapping[str, tuple[str, str | None]] | None = None) -> pa.Table:
+            views: Mapping[str, tuple[str, str | None]] | None = None, *, read_only: bool = False,
+            max_rows: int | None = None, timeout_s: float | None = None) -> pa.Table:
         """Run DuckDB SQL as of ``version``; returns an Arrow table.
 
         ``views`` maps each name a query may use to (stored table, Lance row filter or None);
         without it every table is visible under its own name (the storage layer itself; the
         governed API always passes the principal's views). The query runs sandboxed: no file or
-        network access, no extensions, no Python variables, settings locked.
+        network access, no extensions, no Python variables, settings locked. ``read_only``
+        accepts SELECT statements only (DuckDB's own parser says what a statement is);
+        ``max_rows`` returns at most that many rows plus one (so a caller can tell it cut);
+        ``timeout_s`` interrupts a query that runs longer.
         """
         commit = self.resolve(version)
+        if read_only:
+            check_read_only(query)
         if views is None:
             views = {n: (n, None) for n in ALL_SCHEMAS}
         con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
@@ -224,11 +231,25 @@ class Lakehouse:
                     continue
                 ds = self.dataset(table, commit)
                 con.register(name, ds.to_table(filter=row_filter) if row_filter else ds)
+            timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
             try:
+                if timer:
+                    timer.start()
                 rel = con.sql(query)
-                return rel.to_arrow_table() if rel is not None else pa.table({})
+                if rel is None:
+                    return pa.table({})
+                if max_rows is not None:
+                    rel = rel.limit(max_rows + 1)
+                return rel.to_arrow_table()
+            except duckdb.InterruptException as exc:
+                raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
             except duckdb.Error as exc:
+                if timer is not None and not timer.is_alive() and "interrupt" in str(exc).lower():
+                    raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
                 raise QueryError(str(exc).strip()) from exc
+            finally:
+                if timer:
+                    timer.cancel()
         finally:
             con.close()
 
@@ -270,3 +291,21 @@ class Lakehouse:
             yield
         finally:
             os.close(fd)
+
+
+def check_read_only(query: str) -> None:
+    """Refuse anything but SELECT statements (DuckDB parses the query to say what each is)."""
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        try:
+            statements = con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
+    finally:
+        con.close()
+    if not statements:
+        raise QueryError("the query is empty")
+    for st in statements:
+        if st.type != duckdb.StatementType.SELECT:
+            kind = str(st.type).rsplit(".", 1)[-1]
+            raise QueryError(f"read-only SQL: only SELECT statements are allowed (got {kind})")

@@ -1,0 +1,61 @@
+"""Feedback out of the clinical zone: de-identified JSON lines for the radiology workflow and
+model adaptation (one example per feedback row: question, model answer, clinician's version)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sagehealth.agents.ledger import Ledger
+from sagehealth.privacy.deid import detect
+from sagehealth.privacy.research import check_key, withdrawn_patients
+from sagehealth.privacy.structured import RowDeidentifier
+
+
+def _text(deid: RowDeidentifier, text: str | None, patient: str) -> str | None:
+    if not text:
+        return text
+    return deid.text.apply(text, detect(text), patient)
+
+
+def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | None = None) -> dict[str, Any]:
+    """Write ``out`` (JSON lines, atomically); returns rows written and withheld."""
+    deid = RowDeidentifier(key)
+    check_key(lake, deid)  # the research zone's key, so pseudonyms match its rows
+    withdrawn = withdrawn_patients(lake)
+    withdrawn |= {deid.pseudonym(pid) for pid in withdrawn}  # researchers' traces name pseudonyms
+    traces = {t["trace_id"]: t for t in ledger.read("traces")}
+    rows = ledger.read("feedback")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    written = withheld = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for fb in reversed(rows):  # oldest first
+            trace = traces.get(fb["trace_id"], {})
+            patient = fb.get("patient_id") or ""
+            if patient and patient in withdrawn:
+                withheld += 1
+                continue
+            research = trace.get("role") == "researcher"  # already research-zone ids and text
+            example = {
+                "feedback_id": deid.key_of("row_id", fb["feedback_id"]),
+                "trace_id": deid.key_of("row_id", fb["trace_id"]),
+                "year": fb["created_at"].year if fb.get("created_at") else None,
+                "role": fb["role"],
+                "verdict": fb["verdict"],
+                "target": fb["target"],
+                "question": _text(deid, trace.get("question"), patient),
+                "answer": _text(deid, fb.get("original_text"), patient),
+                "edited": _text(deid, fb.get("edited_text"), patient),
+                "reason": _text(deid, fb.get("reason"), patient),
+                "patient": (patient if research else deid.pseudonym(patient)) if patient else None,
+                "evidence": [e if research else deid.key_of("row_id", e) for e in fb.get("evidence_ids") or []],
+                "provider": fb.get("provider"),
+                "prompt_version": fb.get("prompt_version"),
+            }
+            fh.write(json.dumps(example, ensure_ascii=False) + "\n")
+            written += 1
+    os.replace(tmp, out)
+    return {"rows": written, "withdrawn": withheld, "path": str(out)}

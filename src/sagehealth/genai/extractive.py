@@ -1,0 +1,109 @@
+"""The offline extractive provider: no generative model, the default. It answers with the
+evidence sentences that best match the question, each citing the passage it was copied from,
+and answers nothing (so the agent abstains) when no sentence matches well enough.
+
+A sentence's score mixes two signals (weights in ``LEXICAL``/``SEMANTIC``):
+- lexical coverage: the question's content terms (stemmed, question words out), weighted by
+  how rare they are among the candidate sentences, and the weighted share a sentence contains.
+  A term no sentence contains keeps its weight: asking for "HbA1c" where no passage says it
+  lowers every score;
+- semantic similarity: the cosine of the sentence and question embeddings (the default
+  embedding model, which ships in a package), rescaled from the model's typical cosine of
+  unrelated text (``COS_FLOOR``) to that of a paraphrase (``COS_CEIL``), so "broken ankle"
+  finds "fracture of ankle".
+Without an embedder, coverage alone decides (threshold ``MIN_COVERAGE``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from sagehealth.genai.base import Draft, DraftRequest, DraftSentence, Provider
+from sagehealth.genai.text import sentences, terms
+
+PROMPT_VERSION = "extractive-v1"
+#: least score for a sentence to be an answer (with an embedder / lexical coverage alone)
+MIN_SCORE = 0.4
+MIN_COVERAGE = 0.5
+LEXICAL, SEMANTIC = 0.4, 0.6
+COS_FLOOR, COS_CEIL = 0.78, 0.88
+#: most candidate sentences scored per question (evidence order)
+MAX_CANDIDATES = 120
+#: longest sentence (words) worth quoting; longer ones are cut at the limit
+MAX_WORDS = 60
+
+
+class ExtractiveProvider(Provider):
+    """Answers with evidence sentences (see the module docstring)."""
+
+    name = "extractive"
+
+    def __init__(self, embedder: Any = "default") -> None:
+        """``embedder``: an Embedder, a spec for ``get_embedder`` ("default": the configured
+        default), or None for lexical scoring only."""
+        self._embedder = embedder
+
+    def _embed(self) -> Any:
+        if self._embedder == "default" or isinstance(self._embedder, str):
+            from sagehealth.errors import EmbedderError
+            from sagehealth.retrieval.embedders import get_embedder
+
+            try:
+                self._embedder = get_embedder(None if self._embedder == "default" else self._embedder)
+            except EmbedderError:
+                self._embedder = None
+        return self._embedder
+
+    def draft(self, request: DraftRequest) -> Draft:
+        t0 = time.perf_counter()
+        q = set(terms(request.question))
+        cands: list[tuple[int, str, set[str]]] = []  # (evidence rank, text, terms)
+        for rank, ev in enumerate(request.evidence):
+            for s, e in sentences(ev.text):
+                text = ev.text[s:e]
+                words = text.split()
+                if len(words) < 2:
+                    continue
+                if len(words) > MAX_WORDS:
+                    text = " ".join(words[:MAX_WORDS]) + " ..."
+                cands.append((rank, text, set(terms(text))))  # (numbers and dates: not for de-duplication)
+        cands = cands[:MAX_CANDIDATES]
+        picked: list[tuple[float, int, str]] = []
+        emb = self._embed() if cands else None
+        sem = None
+        if emb is not None:
+            cos = emb.embed_documents([c[1] for c in cands]) @ emb.embed_queries([request.question])[0]
+            sem = np.clip((cos - COS_FLOOR) / (COS_CEIL - COS_FLOOR), 0.0, 1.0)
+        if cands and q:
+            n = len(cands)
+            df = {t: sum(1 for _, _, ts in cands if t in ts) for t in q}
+            weight = {t: math.log(1 + n / (1 + df[t])) + 0.1 for t in q}
+            total = sum(weight.values())
+            scored = []
+            for i, (rank, text, ts) in enumerate(cands):
+                cover = sum(weight[t] for t in q & ts) / total
+                score = cover if sem is None else LEXICAL * cover + SEMANTIC * float(sem[i])
+                if score >= (MIN_COVERAGE if sem is None else MIN_SCORE):
+                    scored.append((score + 0.02 / (1 + rank), i))
+            scored.sort(reverse=True)
+            seen: list[set[str]] = []
+            for score, i in scored:
+                rank, text, ts = cands[i]
+                ts = {x for x in ts if not x[0].isdigit()}
+                if any(len(ts & o) / max(1, len(ts | o)) > 0.7 for o in seen):
+                    continue  # near-duplicate of a sentence already taken
+                seen.append(ts)
+                picked.append((score, i, text))
+                if len(picked) >= request.max_sentences:
+                    break
+        elif cands and not q:  # the question has no content words: lead sentences of the best passages
+            for i, (rank, text, _) in enumerate(cands):
+                if rank < request.max_sentences and not any(cands[j][0] == rank for _, j, _ in picked):
+                    picked.append((0.0, i, text))
+        out = [DraftSentence(text=text, citations=[request.evidence[cands[i][0]].id]) for _, i, text in picked]
+        return Draft(sentences=out, model=self.name, prompt_version=PROMPT_VERSION,
+                     raw="\n".join(s.text for s in out), seconds=time.perf_counter() - t0)
