@@ -612,6 +612,9 @@ def audit_show(
                                    "allowed", "reason")} for r in rows], title="audit log")
 
 
+import sagehealth.cli_agents  # noqa: E402,F401  (registers ask, tools, mcp, serve, token, feedback, traces)
+
+
 def main() -> None:
     """Console entry point: run the app, turning library errors into one clean line."""
     try:

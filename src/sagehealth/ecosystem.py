@@ -400,6 +400,9 @@ class Ecosystem:
                        [patient_id])
         with self._failures(p, action, resource):
             ctx = build_context(lambda q: self.lake.sql(q, version, views), patient_id, since=since, until=until)
+            if not ctx.demographics and not ctx.citations() and not self.lake.sql(
+                    f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1", version, views).num_rows:
+                raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
         return ctx
 
@@ -669,6 +672,36 @@ class Ecosystem:
             result = export_feedback(self.lake, self.ledger, Path(out), key=key)
         self._log(p, "export", f"feedback exported to {out}: {result['rows']} rows ({result['withdrawn']} withheld)")
         return result
+
+    # -- tokens for the network doors -----------------------------------------------------
+    def issue_token(self, principal: Principal, *, label: str = "") -> str:
+        """A bearer token for ``principal`` (REST and MCP over HTTP), shown once; only its hash is
+        stored (data stewards)."""
+        from sagehealth.governance.tokens import TokenStore
+
+        p = self._allow("configure", f"issue a token for {principal.user} ({principal.role})")
+        token = TokenStore(self.lake.uri).issue(principal, label=label)
+        self._log(p, "configure", f"token issued for {principal.user} ({principal.role}, {principal.purpose}, "
+                  f"{len(principal.patients)} patients){f': {label}' if label else ''}")
+        return token
+
+    def revoke_token(self, token_or_id: str) -> bool:
+        """Revoke a token, given itself or its full hash (data stewards)."""
+        from sagehealth.governance.tokens import TokenStore
+
+        p = self._allow("configure", "revoke a token")
+        found = TokenStore(self.lake.uri).revoke(token_or_id)
+        self._log(p, "configure", "token revoked" if found else "token revoke: not found")
+        return found
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Issued tokens without their secrets (data stewards)."""
+        from sagehealth.governance.tokens import TokenStore
+
+        p = self._allow("configure", "list tokens")
+        rows = TokenStore(self.lake.uri).list()
+        self._log(p, "configure", f"tokens listed: {len(rows)}")
+        return rows
 
     def reject_call(self, what: str, reason: str) -> None:
         """Audit a request refused before it reached a method (unknown tool, bad arguments, bad

@@ -1,0 +1,1 @@
+"""The network doors' web side: the FastAPI REST app (``sagehealth serve``)."""
