@@ -155,7 +155,7 @@ def _resolve_concept(eco: Ecosystem, text: str) -> tuple[str, list[dict[str, Any
         return text.strip(), []
     q = lit(text.strip().lower())
     rows = eco.sql(f"""SELECT concept_id, label, system FROM concepts
-                       WHERE lower(label) = {q} OR list_contains(list_transform(synonyms, s -> lower(s)), {q})
+                       WHERE lower(label) = {q} OR list_contains(list_transform(synonyms, lambda s: lower(s)), {q})
                        ORDER BY (lower(label) = {q}) DESC, system, concept_id LIMIT 20""").to_pylist()
     if not rows:
         raise VocabularyError(f"no concept is labelled {text!r} in the loaded vocabularies")
