@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import STEWARD
 
 from sagehealth import Ecosystem
 from sagehealth.demo import sample_root
-from helpers import STEWARD
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Embedding every ingest's documents costs seconds per test: tests that search turn indexing on
@@ -35,3 +35,11 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data not present at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The agent-layer store (tests/agent_world.py), built once per session."""
+    from agent_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("world") / "store", tmp_path_factory.mktemp("inj"))

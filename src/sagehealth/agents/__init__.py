@@ -4,4 +4,4 @@ evidence-grounded agent with its checks, and agent traces and feedback kept as d
 from sagehealth.agents.answer import Answer
 from sagehealth.agents.registry import REGISTRY, Registry, Tool
 
-__all__ = ["Answer", "REGISTRY", "Registry", "Tool"]
+__all__ = ["REGISTRY", "Answer", "Registry", "Tool"]

@@ -25,9 +25,20 @@ from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from sagehealth.agents.answer import Answer, AnswerSentence, Check, EvidenceRef, PlanStep
+from sagehealth.agents.answer import (
+    Answer,
+    AnswerSentence,
+    Check,
+    EvidenceRef,
+    PlanStep,
+)
 from sagehealth.agents.checks import phi_leaks, scrub, support
-from sagehealth.errors import AccessDenied, ProviderError, RetrievalError, SageHealthError
+from sagehealth.errors import (
+    AccessDenied,
+    ProviderError,
+    RetrievalError,
+    SageHealthError,
+)
 from sagehealth.genai.base import DraftRequest, Evidence, Provider
 
 if TYPE_CHECKING:
@@ -38,25 +49,34 @@ MAX_CONTEXT_ITEMS = 40
 
 
 def plan(question: str, *, patient: str | None, since: date | None, until: date | None, k: int) -> list[PlanStep]:
-    """The tool calls for a question: fixed by the question's own arguments."""
+    """The tool calls for a question: fixed by the question's own arguments (searches ask for
+    3k hits so that k remain once repeated text is dropped)."""
     steps = []
     window = {key: v.isoformat() for key, v in (("since", since), ("until", until)) if v}
     if patient:
         steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, **window},
                               why="the patient's problems, medications, labs and prior reports"))
-        steps.append(PlanStep(tool="search_evidence", arguments={"query": question, "k": k, "patient": patient, **window},
+        steps.append(PlanStep(tool="search_evidence",
+                              arguments={"query": question, "k": min(3 * k, 100), "patient": patient, **window},
                               why="passages of this patient's documents that match the question"))
     else:
         steps.append(PlanStep(tool="search_evidence",
-                              arguments={"query": question, "k": k, "per_document": True, **window},
+                              arguments={"query": question, "k": min(3 * k, 100), "per_document": True, **window},
                               why="passages the asker may see (documents and literature) that match the question"))
     return steps
 
 
-def _as_evidence(step: PlanStep, result: Any) -> list[Evidence]:
-    out = []
+def _as_evidence(step: PlanStep, result: Any, k: int) -> list[Evidence]:
+    """Evidence passages from a tool result; search hits with the same text as a better one
+    (templated notes repeat sections word for word) are dropped, and at most ``k`` kept."""
+    out: list[Evidence] = []
     if step.tool == "search_evidence":
+        seen: set[str] = set()
         for h in result.hits:
+            key = " ".join(h.text.lower().split())
+            if key in seen or len(out) >= k:
+                continue
+            seen.add(key)
             title = f"{h.title} ({h.section})" if h.section and h.title else h.title or h.section
             out.append(Evidence(ref="", id=h.id, text=h.text, title=title, kind=h.kind,
                                 date=h.date.date().isoformat() if h.date else None, patient_id=h.patient_id,
@@ -104,10 +124,12 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                           "seconds": round(time.perf_counter() - t_call, 4)})
             denied = str(exc)
             break
-        got = _as_evidence(step, result)
+        got = _as_evidence(step, result, k)
         calls.append({"tool": step.tool, "arguments": step.arguments, "ok": True,
                       "seconds": round(time.perf_counter() - t_call, 4), "result_ids": [e.id for e in got]})
         evidence.extend(e for e in got if e.id not in {x.id for x in evidence})
+    # passages that matched the question first, then the timeline (a model's window is finite)
+    evidence.sort(key=lambda e: e.kind == "context")
     timings["retrieve"] = time.perf_counter() - t
     evidence = [replace(e, ref=f"E{i}") for i, e in enumerate(evidence, 1)]
     by_id = {e.id: e for e in evidence}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sagehealth.genai.base import Draft, DraftRequest, DraftSentence
@@ -271,9 +272,31 @@ def parse_answer(text: str, request: DraftRequest) -> list[DraftSentence]:
     return sentences[: max(1, request.max_sentences)]
 
 
+#: characters of evidence a chat prompt may hold when the provider does not say (about 6k tokens)
+DEFAULT_PROMPT_CHARS = 24000
+#: longest passage put in a chat prompt (characters); longer ones are cut
+MAX_PASSAGE_CHARS = 1200
+
+
+def fit_evidence(request: DraftRequest, budget: int) -> DraftRequest:
+    """The request with as many evidence passages, in order, as fit ``budget`` characters (each
+    cut to ``MAX_PASSAGE_CHARS``): the model's context window is finite; the agent still checks
+    citations against everything it retrieved."""
+    kept, used = [], 0
+    for ev in request.evidence:
+        text = ev.text if len(ev.text) <= MAX_PASSAGE_CHARS else ev.text[:MAX_PASSAGE_CHARS] + " ..."
+        cost = len(text) + 80  # the passage's tags
+        if kept and used + cost > budget:
+            break
+        kept.append(replace(ev, text=text))
+        used += cost
+    return replace(request, evidence=tuple(kept))
+
+
 def draft_with_chat(provider: ChatProvider, request: DraftRequest) -> Draft:
     """Render the prompt, run one greedy chat completion on ``provider`` and parse the cited
     sentences into a :class:`Draft` (raw text, usage and seconds kept for the trace)."""
+    request = fit_evidence(request, getattr(provider, "prompt_chars", DEFAULT_PROMPT_CHARS))
     messages = render_messages(request)
     t0 = time.perf_counter()
     result = provider.chat(messages, max_tokens=request.max_tokens, temperature=0)

@@ -26,8 +26,8 @@ from sagehealth.data.lakehouse import Lakehouse
 from sagehealth.ecosystem import Ecosystem
 from sagehealth.errors import (
     AccessDenied,
-    ProviderTimeout,
     ProviderError,
+    ProviderTimeout,
     QueryError,
     RetrievalError,
     RowNotFound,
