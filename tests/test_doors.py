@@ -381,3 +381,22 @@ def test_mcp_http_refuses_a_missing_or_wrong_token(world):
         assert exc.value.kind == "AccessDenied" and "token" in exc.value.message
     finally:
         d.close()
+
+
+def test_rest_model_endpoint_down_is_a_502_and_the_server_keeps_serving(world):
+    closed = _free_port()
+    port = _free_port()
+    proc = subprocess.Popen([BIN, "serve", "--home", world["home"], "--port", str(port),
+                             "--llm", f"openai:m@http://127.0.0.1:{closed}/v1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        h = {"Authorization": f"Bearer {world['tokens']['researcher']}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            r = c.post("/v1/tools/answer_question", json={"question": "What was the fetal heart rate?"}, headers=h)
+            assert r.status_code == 502 and r.json()["error"] == "ProviderUnavailable"
+            assert "unreachable" in r.json()["detail"]
+            assert c.post("/v1/tools/search_evidence", json={"query": "fetal heart"}, headers=h).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

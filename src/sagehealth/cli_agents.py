@@ -26,7 +26,9 @@ def print_answer(a: Any) -> None:
         out.print(f"[yellow]No answer:[/yellow] {escape(a.reason or '')}")
     else:
         out.print(escape(a.answer))
-    if a.evidence:
+    if a.abstained and a.evidence:
+        out.print(f"[dim]{len(a.evidence)} passages retrieved; none answers it[/dim]")
+    elif a.evidence:
         cited = {r for s in a.sentences for r in s.refs}
         out.print("[dim]evidence:[/dim]")
         for e in a.evidence:

@@ -150,6 +150,7 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
     out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested (steward)"))
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
+    _agent(eco, doctor, out)
     _privacy(eco, doctor, out, key)
     out.print(f"\nExplore it: [bold]sagehealth --role researcher sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
     return eco
@@ -206,6 +207,35 @@ def _concepts(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
     hits = doctor.search("sore throat treatment", k=2, concepts=["DOID:2275"], per_document=True)
     for h in hits:
         out.print(f"search narrowed to pharyngitis: {h.kind} · {h.section} · {' '.join(h.text.split())[:120]}")
+
+
+def _agent(eco: Ecosystem, doctor: Ecosystem, out: Console) -> None:
+    """Questions answered from the evidence each asker may see: every sentence cites its passage,
+    unsupported sentences are removed, unanswerable questions get an abstention; a clinician's
+    correction is stored as data linked to the answer's trace."""
+    from sagehealth.cli import print_rows
+    from sagehealth.cli_agents import print_answer
+
+    research = eco.as_principal(RESEARCHER)
+    for who, asker, question, patient in [
+        ("rita.research", research, "What was the fetal heart rate on the obstetric ultrasound?", None),
+        ("rita.research", research, "What is the recommended dose of warfarin after valve replacement?", None),
+    ]:
+        out.print(Rule(f"Ask as {who}: {question}"))
+        print_answer(asker.ask(question, patient=patient))
+    pid = doctor.sql("SELECT patient_id FROM events WHERE kind = 'medication' GROUP BY 1 ORDER BY count(*) DESC "
+                     "LIMIT 1").to_pylist()
+    if pid:
+        question = "What medications has the patient been prescribed?"
+        out.print(Rule(f"Ask as dr.ana about patient {pid[0]['patient_id'][:8]}…: {question}"))
+        a = doctor.ask(question, patient=pid[0]["patient_id"])
+        print_answer(a)
+        if not a.abstained:
+            fb = doctor.record_feedback(a.trace_id, "edit", edited_text=a.sentences[0].text,
+                                        reason="keep the current prescription only")
+            out.print(f"dr.ana edits the answer: feedback {fb['feedback_id']} stored, linked to {a.trace_id}")
+    print_rows([{k: r[k] for k in ("trace_id", "user", "provider", "abstained", "question")}
+                for r in eco.traces(limit=3)], title="agent traces (as the steward sees them)", width=60)
 
 
 def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:

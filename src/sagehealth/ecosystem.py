@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 from collections import deque
@@ -14,7 +15,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 
 from sagehealth.config import audit_folder, resolve_home
-from sagehealth.data.lakehouse import Commit, Lakehouse
+from sagehealth.data.lakehouse import Commit, Lakehouse, MaterializedViews
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
 from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
 from sagehealth.data.sqltext import lit as _lit
@@ -120,7 +121,8 @@ class Ecosystem:
         if p.role == "researcher":  # the latest list, whatever version is read
             try:
                 wd = self.lake.dataset("research_withdrawn")
-                withdrawn = frozenset(wd.to_table(columns=["patient_id"]).column("patient_id").to_pylist())
+                withdrawn = self.lake.memo(("withdrawn", wd.version), lambda: frozenset(
+                    wd.to_table(columns=["patient_id"]).column("patient_id").to_pylist()))
             except StoreError:  # a store from before the table existed: nobody withdrew since
                 withdrawn = frozenset()
         return p, action, views_for(p, withdrawn)
@@ -294,17 +296,26 @@ class Ecosystem:
         with self._failures(p, action, resource):
             ds = self.lake.dataset(stored, version)
         emb = None
-        if mode != "bm25" and ds.count_rows():
-            stored_by = ds.to_table(columns=["embedder"], limit=1).column("embedder")[0].as_py()
+        if mode != "bm25" and self.lake.memo(("rows", stored, ds.version), ds.count_rows):
+            stored_by = self.lake.memo(("embedder", stored, ds.version), lambda: ds.to_table(
+                columns=["embedder"], limit=1).column("embedder")[0].as_py())
             emb = get_embedder(embedder)
             if stored_by and stored_by != emb.name:
                 raise RetrievalError(f"the index was built with {stored_by}, not {emb.name}: search with the same "
                                      "embedder or rebuild the index (sagehealth index --embedder ...)")
+        # the same search on the same version gives the same hits: remember them (keyed on
+        # everything that decides the result; checks and the audit entry still run every time)
+        key = ("search", stored, ds.version, where, query, mode, k, per_document, repr(fusion),
+               emb.name if emb else None)
+
+        def run() -> list[Hit]:
+            found = search_chunks(ds, query, embedder=emb, k=min(k * 4, 1000) if per_document and k <= 1000 else k,
+                                  mode=mode, where=where, fusion=fusion)
+            return best_per_document(found)[:k] if per_document else found
+
         with self._failures(p, action, resource):
-            hits = search_chunks(ds, query, embedder=emb, k=min(k * 4, 1000) if per_document and k <= 1000 else k,
-                                 mode=mode, where=where, fusion=fusion)
-        if per_document:
-            hits = best_per_document(hits)[:k]
+            hits = [replace(h, scores=dict(h.scores), ranks=dict(h.ranks), highlights=list(h.highlights))
+                    for h in self.lake.memo(key, run)]
         self._log(p, action, resource, sorted({h.patient_id for h in hits if h.patient_id})
                   if p.role == "clinician" else [])
         return hits
@@ -398,8 +409,20 @@ class Ecosystem:
         if p.role == "clinician" and patient_id not in p.patients:
             self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of this patient",
                        [patient_id])
+        # every query below is about this one patient: narrow the tables before DuckDB sees them
+        one = f"patient_id = {_lit(patient_id)}"
+        views = {name: (stored, (f"({flt}) AND {one}" if flt else one)
+                        if "patient_id" in ALL_SCHEMAS[stored].names else flt)
+                 for name, (stored, flt) in views.items()}
+        commit = self.lake.resolve(version)
+        key = ("context", commit.version, patient_id, since, until, repr(sorted(views.items())))
+
+        def build() -> PatientContext:
+            once = MaterializedViews(self.lake, commit.version, views)
+            return build_context(lambda q: self.lake.sql(q, commit.version, once), patient_id, since=since, until=until)
+
         with self._failures(p, action, resource):
-            ctx = build_context(lambda q: self.lake.sql(q, version, views), patient_id, since=since, until=until)
+            ctx = copy.deepcopy(self.lake.memo(key, build))
             if not ctx.demographics and not ctx.citations() and not self.lake.sql(
                     f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1", version, views).num_rows:
                 raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
@@ -602,19 +625,22 @@ class Ecosystem:
         p = self._asker(f"store agent trace {trace.get('trace_id')}")
         self.ledger.append("traces", {**trace, "user": p.user, "role": p.role, "purpose": p.purpose})
 
-    def traces(self, *, trace_id: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
-        """Agent traces, newest first: a data steward's all of them, anyone else's their own."""
-        resource = f"agent traces{f': {trace_id}' if trace_id else ''}"
+    def _ledger_rows(self, name: str, resource: str, trace_id: str | None, limit: int | None) -> list[dict[str, Any]]:
+        """Rows of a ledger table: a data steward's all of them, anyone else's their own."""
         where = {"trace_id": trace_id} if trace_id else {}
         if self._principal is not None and self._principal.role == "steward":
             p = self._allow("read_system", resource)
         else:
             p = self._asker(resource)
             where["user"] = p.user
-        rows = self.ledger.read("traces", where=where, limit=limit)
+        rows = self.ledger.read(name, where=where, limit=limit)
         self._log(p, "read_system" if p.role == "steward" else READ_ACTION[p.role], resource,
                   sorted({r["patient_id"] for r in rows if r["patient_id"]}) if p.role == "clinician" else [])
         return rows
+
+    def traces(self, *, trace_id: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Agent traces, newest first: a data steward's all of them, anyone else's their own."""
+        return self._ledger_rows("traces", f"agent traces{f': {trace_id}' if trace_id else ''}", trace_id, limit)
 
     def record_feedback(self, trace_id: str, verdict: str, *, edited_text: str | None = None, reason: str = "",
                         target: str = "answer") -> dict[str, Any]:
@@ -649,16 +675,7 @@ class Ecosystem:
 
     def feedback(self, *, trace_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Feedback rows, newest first: a data steward's all of them, anyone else's their own."""
-        resource = f"feedback{f' on {trace_id}' if trace_id else ''}"
-        where = {"trace_id": trace_id} if trace_id else {}
-        if self._principal is not None and self._principal.role == "steward":
-            p = self._allow("read_system", resource)
-        else:
-            p = self._asker(resource)
-            where["user"] = p.user
-        rows = self.ledger.read("feedback", where=where, limit=limit)
-        self._log(p, "read_system" if p.role == "steward" else READ_ACTION[p.role], resource)
-        return rows
+        return self._ledger_rows("feedback", f"feedback{f' on {trace_id}' if trace_id else ''}", trace_id, limit)
 
     def export_feedback(self, out: str | os.PathLike[str], *, key: str | bytes | None = None) -> dict[str, Any]:
         """Write every feedback row, joined to its question and answer, as de-identified JSON

