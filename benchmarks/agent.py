@@ -8,8 +8,9 @@ Questions (built by this script from data, not hand-picked answers):
   abstracts are NOT in the store: the right behaviour is to abstain;
 - patient questions (a clinician with every sample patient in the care team): for each sample
   patient, templates about medications, allergies, procedures, immunizations and a lab
-  (hemoglobin A1c); answerable when the patient has such rows (gold = those rows), else the
-  agent should abstain.
+  (hemoglobin A1c); answerable when the patient has such rows or a document of theirs says the
+  word ("No Known Allergies" answers the allergy question); gold = those rows or passages; else
+  the agent should abstain.
 
 Metrics per provider: grounding rate (drafted sentences supported by their citations, as the
 agent's checker judges them, before removal), citation precision (cited evidence that is gold:
@@ -37,12 +38,14 @@ SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", ROOT.parent / "shared" / 
 WORK = ROOT / "benchmarks" / "work" / "agent-store"
 KEY = "benchmark-agent-key-0123456789"
 #: patient question templates: (question, event kind, text that a gold row contains or None)
+#: (answerable when the patient has such a row, or a document of theirs contains the word; a
+#: citation is gold when it is such a row or a passage containing the word)
 PATIENT_QUESTIONS = [
-    ("What medications has the patient been prescribed?", "medication", None),
-    ("What allergies does the patient have?", "allergy", None),
-    ("What procedures has the patient had?", "procedure", None),
-    ("What immunizations has the patient received?", "immunization", None),
-    ("What was the patient's most recent hemoglobin A1c?", "observation", "a1c"),
+    ("What medications has the patient been prescribed?", "medication", None, "mg"),
+    ("What allergies does the patient have?", "allergy", None, "allerg"),
+    ("What procedures has the patient had?", "procedure", None, "procedure"),
+    ("What immunizations has the patient received?", "immunization", None, "immuniz"),
+    ("What was the patient's most recent hemoglobin A1c?", "observation", "a1c", "a1c"),
 ]
 
 
@@ -88,12 +91,17 @@ def questions(eco) -> list[dict]:
     by_patient: dict[str, list[dict]] = {}
     for e in events:
         by_patient.setdefault(e["patient_id"], []).append(e)
+    docs: dict[str, str] = {}
+    for d in eco.lake.sql("SELECT patient_id, lower(string_agg(text, ' ')) AS t FROM documents "
+                          "WHERE patient_id IS NOT NULL GROUP BY 1").to_pylist():
+        docs[d["patient_id"]] = d["t"]
     for pid in sorted(by_patient)[:12]:
         rows = by_patient[pid]
-        for i, (text, kind, contains) in enumerate(PATIENT_QUESTIONS):
-            has = any(r["kind"] == kind and (contains is None or contains in r["label"]) for r in rows)
+        for i, (text, kind, contains, word) in enumerate(PATIENT_QUESTIONS):
+            has = any(r["kind"] == kind and (contains is None or contains in r["label"]) for r in rows) \
+                or word in docs.get(pid, "")
             qs.append({"id": f"pat-{pid[:8]}-{i}", "role": "clinician", "question": text, "patient": pid,
-                       "answerable": has, "gold_docs": [], "gold_kind": (kind, contains)})
+                       "answerable": has, "gold_docs": [], "gold_kind": (kind, contains, word)})
     return qs
 
 
@@ -105,13 +113,18 @@ def _gold_citation(eco, q: dict, cid: str, cache: dict) -> bool:
             cache[cid] = row[0]["document_id"] if row else None
         return cache[cid] in set(q["gold_docs"])
     if q["gold_kind"]:
-        kind, contains = q["gold_kind"]
+        kind, contains, word = q["gold_kind"]
         if cid not in cache:
             row = eco.lake.sql(f"SELECT kind, lower(coalesce(code.display, '')) AS label FROM events "
+                               f"WHERE row_id = '{cid}' UNION ALL SELECT 'passage', lower(text) FROM chunks "
                                f"WHERE row_id = '{cid}'").to_pylist()
             cache[cid] = row[0] if row else None
         r = cache[cid]
-        return bool(r) and r["kind"] == kind and (contains is None or contains in r["label"])
+        if not r:
+            return False
+        if r["kind"] == "passage":
+            return word in r["label"]
+        return r["kind"] == kind and (contains is None or contains in r["label"])
     return False
 
 

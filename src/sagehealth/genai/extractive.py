@@ -11,6 +11,8 @@ A sentence's score mixes two signals (weights in ``LEXICAL``/``SEMANTIC``):
   embedding model, which ships in a package), rescaled from the model's typical cosine of
   unrelated text (``COS_FLOOR``) to that of a paraphrase (``COS_CEIL``), so "broken ankle"
   finds "fracture of ankle".
+A sentence needs some lexical support first (``MIN_LEXICAL``: the embedding rates any two
+biomedical sentences alike), and must contain every code the question names (A1c, N348I, CD62L).
 Without an embedder, coverage alone decides (threshold ``MIN_COVERAGE``).
 """
 
@@ -27,8 +29,12 @@ from sagehealth.genai.text import sentences, terms
 
 PROMPT_VERSION = "extractive-v1"
 #: least score for a sentence to be an answer (with an embedder / lexical coverage alone)
-MIN_SCORE = 0.4
+MIN_SCORE = 0.45
 MIN_COVERAGE = 0.5
+#: least lexical coverage for a sentence to be considered at all (the semantic signal alone
+#: rates any two biomedical sentences alike), and the most sentences embedded per question
+MIN_LEXICAL = 0.1
+MAX_EMBEDDED = 40
 LEXICAL, SEMANTIC = 0.4, 0.6
 COS_FLOOR, COS_CEIL = 0.78, 0.88
 #: most candidate sentences scored per question (evidence order)
@@ -73,22 +79,27 @@ class ExtractiveProvider(Provider):
                 cands.append((rank, text, set(terms(text))))  # (numbers and dates: not for de-duplication)
         cands = cands[:MAX_CANDIDATES]
         picked: list[tuple[float, int, str]] = []
-        emb = self._embed() if cands else None
-        sem = None
-        if emb is not None:
-            cos = emb.embed_documents([c[1] for c in cands]) @ emb.embed_queries([request.question])[0]
-            sem = np.clip((cos - COS_FLOOR) / (COS_CEIL - COS_FLOOR), 0.0, 1.0)
         if cands and q:
             n = len(cands)
             df = {t: sum(1 for _, _, ts in cands if t in ts) for t in q}
             weight = {t: math.log(1 + n / (1 + df[t])) + 0.1 for t in q}
             total = sum(weight.values())
+            # codes such as A1c, N348I, CD62L, OCT4 name one thing: a sentence must say them
+            codes = {t for t in q if any(ch.isdigit() for ch in t) and any(ch.isalpha() for ch in t)}
+            cover = [sum(weight[t] for t in q & ts) / total if codes <= ts else 0.0 for _, _, ts in cands]
+            # the semantic signal for the sentences with some lexical support (embedding is the cost)
+            order = sorted((i for i in range(n) if cover[i] >= MIN_LEXICAL), key=lambda i: -cover[i])[:MAX_EMBEDDED]
+            emb = self._embed() if order else None
+            sem: dict[int, float] = {}
+            if emb is not None:
+                cos = emb.embed_documents([cands[i][1] for i in order]) @ emb.embed_queries([request.question])[0]
+                sem = {i: float(v) for i, v in zip(order, np.clip((cos - COS_FLOOR) / (COS_CEIL - COS_FLOOR), 0, 1),
+                                                   strict=True)}
             scored = []
-            for i, (rank, text, ts) in enumerate(cands):
-                cover = sum(weight[t] for t in q & ts) / total
-                score = cover if sem is None else LEXICAL * cover + SEMANTIC * float(sem[i])
-                if score >= (MIN_COVERAGE if sem is None else MIN_SCORE):
-                    scored.append((score + 0.02 / (1 + rank), i))
+            for i in order:
+                score = cover[i] if emb is None else LEXICAL * cover[i] + SEMANTIC * sem[i]
+                if score >= (MIN_COVERAGE if emb is None else MIN_SCORE):
+                    scored.append((score + 0.02 / (1 + cands[i][0]), i))
             scored.sort(reverse=True)
             seen: list[set[str]] = []
             for score, i in scored:

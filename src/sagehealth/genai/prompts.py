@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from sagehealth.errors import ProviderError
 from sagehealth.genai.base import Draft, DraftRequest, DraftSentence
 
 if TYPE_CHECKING:
@@ -296,10 +297,18 @@ def fit_evidence(request: DraftRequest, budget: int) -> DraftRequest:
 def draft_with_chat(provider: ChatProvider, request: DraftRequest) -> Draft:
     """Render the prompt, run one greedy chat completion on ``provider`` and parse the cited
     sentences into a :class:`Draft` (raw text, usage and seconds kept for the trace)."""
-    request = fit_evidence(request, getattr(provider, "prompt_chars", DEFAULT_PROMPT_CHARS))
-    messages = render_messages(request)
+    budget = getattr(provider, "prompt_chars", DEFAULT_PROMPT_CHARS)
     t0 = time.perf_counter()
-    result = provider.chat(messages, max_tokens=request.max_tokens, temperature=0)
+    for attempt in range(3):
+        fitted = fit_evidence(request, budget)
+        try:
+            result = provider.chat(render_messages(fitted), max_tokens=request.max_tokens, temperature=0)
+            break
+        except ProviderError as exc:  # text denser than the estimate: half the evidence, again
+            if "context" not in str(exc).lower() or len(fitted.evidence) <= 1 or attempt == 2:
+                raise
+            budget //= 2
+    request = fitted
     seconds = time.perf_counter() - t0
     return Draft(
         sentences=parse_answer(result.text, request),

@@ -278,8 +278,9 @@ class LlamaCppProvider(ChatProvider):
         path = Path(model_path).expanduser()
         self.model_path = path
         self.n_ctx = int(n_ctx)
-        #: evidence characters a prompt may hold: ~3 characters a token, room for the answer
-        self.prompt_chars = max(1000, (self.n_ctx - 700) * 3)
+        #: evidence characters a prompt may hold: ~2.5 characters a token in clinical and
+        #: scientific text, room for the instructions and the answer (halved on an overflow)
+        self.prompt_chars = max(1000, int((self.n_ctx - 700) * 2.5))
         # half the cores: on small models extra threads mostly wait on each other (SmolLM2-135M on
         # 2 cores: 1 thread ~125 tokens/s, 2 threads ~43)
         self.n_threads = int(n_threads or max(1, (os.cpu_count() or 2) // 2))

@@ -3,7 +3,7 @@
 ``build_context(run_sql, patient_id, since=, until=)`` gathers, inside the time window, the
 patient's problems (conditions with onset, status), medications, recent labs and vitals with
 their trend (last value, the one before, change, the range it left), allergies, procedures,
-encounters and prior reports (radiology/imaging first, with their impression), each item
+immunizations, encounters and prior reports (radiology/imaging first, with their impression), each item
 citing the ``row_id`` it came from. ``run_sql`` is the caller's governed SQL function, so a
 clinician's context comes from the clinical zone and a researcher's from the research zone
 (pseudonymous id, shifted dates) through the same access checks.
@@ -23,7 +23,7 @@ from sagehealth.data.sqltext import lit as _lit
 
 #: items per part of the context (most recent first)
 LIMITS = {"problems": 30, "medications": 30, "labs": 25, "allergies": 20, "procedures": 15,
-          "encounters": 10, "reports": 8}
+          "immunizations": 15, "encounters": 10, "reports": 8}
 REPORT_KINDS = ("radiology_report", "imaging_report", "report", "discharge_summary", "note")
 
 
@@ -52,6 +52,7 @@ class PatientContext:
     procedures: list[Item]
     encounters: list[Item]
     reports: list[Item]
+    immunizations: list[Item] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +63,8 @@ class PatientContext:
 
     def _parts(self) -> dict[str, list[Item]]:
         return {"Problems": self.problems, "Medications": self.medications, "Recent labs and vitals": self.labs,
-                "Allergies": self.allergies, "Procedures": self.procedures, "Encounters": self.encounters,
+                "Allergies": self.allergies, "Procedures": self.procedures, "Immunizations": self.immunizations,
+                "Encounters": self.encounters,
                 "Prior reports": self.reports}
 
     def to_prompt(self) -> str:
@@ -128,6 +130,8 @@ def build_context(run_sql: Callable[[str], pa.Table], patient_id: str, *, since:
                  for r in events("allergy", LIMITS["allergies"])]
     procedures = [Item(r["row_id"], r["start"], r["name"] or r["code"] or "procedure", {"code": r["code"]})
                   for r in events("procedure", LIMITS["procedures"])]
+    immunizations = [Item(r["row_id"], r["start"], r["name"] or r["code"] or "immunization", {"code": r["code"]})
+                     for r in events("immunization", LIMITS["immunizations"])]
     labs = _labs(run_sql, pid, since, until)
     encounters = [Item(r["row_id"], r["start"], (" ".join(x for x in (r["class_code"], r["type"]) if x) or "encounter")
                        + (f" for {r['reason']}" if r["reason"] else ""), {})
@@ -136,7 +140,7 @@ def build_context(run_sql: Callable[[str], pa.Table], patient_id: str, *, since:
                                        ORDER BY start DESC NULLS LAST LIMIT {LIMITS['encounters']}""").to_pylist()]
     reports = _reports(run_sql, pid, since, until)
     return PatientContext(patient_id, since, until, demographics, problems, medications, labs, allergies,
-                          procedures, encounters, reports)
+                          procedures, encounters, reports, immunizations)
 
 
 def _labs(run_sql: Callable[[str], pa.Table], pid: str, since: datetime | None,
