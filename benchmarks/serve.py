@@ -4,7 +4,7 @@ the same calls made in-process through the Python API (what the door adds on top
 
 The store: the bundled sample data (Synthea FHIR bundles and bulk NDJSON, MTSamples notes and
 radiology reports, SciFact abstracts) ingested and indexed with the default embedder into
-``benchmarks/work/serve-store`` (reused between runs). Callers: a researcher (searches the
+``benchmarks/work/serve-store`` (built afresh by every run). Callers: a researcher (searches the
 research zone) and a clinician whose care team is every sample patient (patient context), each
 with a bearer token. Each client loops: a search (hybrid, k=10, a query drawn from a list of 30
 clinical questions) or a patient context (a random patient), half and half. The load generator
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,11 +66,10 @@ def build_store() -> dict:
     from sagehealth.governance import Principal
 
     steward = Principal("bench.steward", "steward", "operations")
-    fresh = not WORK.exists()
+    shutil.rmtree(WORK, ignore_errors=True)  # every run starts from the same store (and audit log)
     eco = Ecosystem.open(WORK, steward)
-    if fresh:
-        for sub in ("fhir", "notes", "literature"):
-            eco.ingest([sample_root() / sub], options={"deid_key": KEY, "index": True})
+    for sub in ("fhir", "notes", "literature"):
+        eco.ingest([sample_root() / sub], options={"deid_key": KEY, "index": True})
     patients = eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist()
     clinician = Principal("bench.dr", "clinician", "treatment", patients=frozenset(patients))
     researcher = Principal("bench.rita", "researcher", "research")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import re
 from collections import deque
@@ -422,7 +421,7 @@ class Ecosystem:
             return build_context(lambda q: self.lake.sql(q, commit.version, once), patient_id, since=since, until=until)
 
         with self._failures(p, action, resource):
-            ctx = copy.deepcopy(self.lake.memo(key, build))
+            ctx = self.lake.memo(key, build).copy()
             if not ctx.demographics and not ctx.citations() and not self.lake.sql(
                     f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1", version, views).num_rows:
                 raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))

@@ -12,7 +12,7 @@ clinician's context comes from the clinical zone and a researcher's from the res
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ LIMITS = {"problems": 30, "medications": 30, "labs": 25, "allergies": 20, "proce
 REPORT_KINDS = ("radiology_report", "imaging_report", "report", "discharge_summary", "note")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Item:
     """One fact of the timeline with the row that says it."""
 
@@ -56,6 +56,11 @@ class PatientContext:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def copy(self) -> PatientContext:
+        """A copy whose lists and demographics the caller may change (items are immutable)."""
+        return replace(self, demographics=dict(self.demographics),
+                       **{f.name: list(getattr(self, f.name)) for f in fields(self) if f.type == "list[Item]"})
 
     def citations(self) -> list[str]:
         """Every row id the context cites."""
