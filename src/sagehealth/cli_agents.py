@@ -74,7 +74,8 @@ def tools_list(json: JsonOpt = False) -> None:
         print_json([{"name": t.name, "description": t.description, "input_schema": t.input_schema(),
                      "output_schema": t.output_schema()} for t in REGISTRY])
         return
-    print_rows([{"tool": t.name, "description": t.description.split("\n")[0]} for t in REGISTRY], width=110)
+    print_rows([{"tool": t.name, "description": " ".join(t.description.split()).split(". ")[0]} for t in REGISTRY],
+               width=110)
 
 
 @tools_app.command("call")

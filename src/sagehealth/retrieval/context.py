@@ -120,11 +120,21 @@ def build_context(run_sql: Callable[[str], pa.Table], patient_id: str, *, since:
     if demographics.get("birth_date"):
         demographics["birth_year"] = demographics.pop("birth_date").year
 
+    # one query for every kind of event the context lists (each query costs a DuckDB plan)
+    kinds = {"condition": LIMITS["problems"], "medication": LIMITS["medications"], "allergy": LIMITS["allergies"],
+             "procedure": LIMITS["procedures"], "immunization": LIMITS["immunizations"]}
+    limit_of = " ".join(f"WHEN {_lit(k)} THEN {n}" for k, n in kinds.items())
+    by_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    for r in run_sql(f"""SELECT kind, row_id, start, "end", status, code.display AS name, code.code AS code
+                         FROM events WHERE patient_id = {pid} AND kind IN ({in_list(list(kinds))})
+                         {_window('start', since, until)}
+                         QUALIFY row_number() OVER (PARTITION BY kind ORDER BY start DESC NULLS LAST, row_id)
+                                 <= CASE kind {limit_of} END
+                         ORDER BY kind, start DESC NULLS LAST, row_id""").to_pylist():
+        by_kind[r["kind"]].append(r)
+
     def events(kind: str, limit: int) -> list[dict[str, Any]]:
-        return run_sql(f"""SELECT row_id, start, "end", status, code.display AS name, code.code AS code,
-                                  value_num, value_text, unit, ref_low, ref_high, category
-                           FROM events WHERE patient_id = {pid} AND kind = {_lit(kind)}{_window('start', since, until)}
-                           ORDER BY start DESC NULLS LAST LIMIT {limit}""").to_pylist()
+        return by_kind[kind][:limit]
 
     problems = [Item(r["row_id"], r["start"], f"{r['name'] or r['code']}"
                      + (f" ({r['status']})" if r["status"] else "") + (f", until {_day(r['end'])}" if r["end"] else ""),

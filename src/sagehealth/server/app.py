@@ -143,7 +143,7 @@ def _route(app: FastAPI, tool: Tool, caller: Any) -> None:
     endpoint.__annotations__ = {"args": tool.args, "eco": Ecosystem, "return": tool.result}
     endpoint.__doc__ = tool.description
     app.post(f"/v1/tools/{tool.name}", response_model=tool.result, name=tool.name, tags=["tools"],
-             summary=tool.description.split("\n")[0].split(". ")[0])(endpoint)
+             summary=" ".join(tool.description.split()).split(". ")[0])(endpoint)
 
 
 def app_from_env() -> FastAPI:
