@@ -202,3 +202,17 @@ def test_feedback_is_data_exported_de_identified_without_withdrawn_patients(tmp_
     eco.set_consent(pid, research_allowed=False, key=KEY)
     again = eco.export_feedback(out, key=KEY)
     assert again["rows"] == 0 and again["withdrawn"] == 1 and out.read_text() == ""
+
+
+def test_query_expansion_adds_synonyms_and_children_of_affirmed_concepts(world):
+    r = world["eco"].as_principal(world["who"]["researcher"])
+    assert r.expand_query("sore throat for three days") == {"concepts": ["DOID:2275"], "terms": ["pharyngitis"]}
+    parent = r.expand_query("any respiratory system disease?")
+    assert parent["concepts"] == ["DOID:1579"] and {"asthma", "influenza"} <= set(parent["terms"])
+    assert r.expand_query("no asthma") == {"concepts": [], "terms": []}  # negated: nothing to expand
+    plain = r.search("sore throat", k=20, mode="bm25")
+    wider = r.search("sore throat", k=20, mode="bm25", expand=True)
+    assert any("pharyngitis" in h.text.lower() for h in wider)
+    assert sum("pharyngitis" in h.text.lower() for h in wider) > sum("pharyngitis" in h.text.lower() for h in plain)
+    with pytest.raises(AccessDenied):
+        world["eco"].as_principal(world["who"]["auditor"]).expand_query("sore throat")

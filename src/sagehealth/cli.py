@@ -426,6 +426,7 @@ def search(
     until: Annotated[str | None, typer.Option(help="Only documents dated on or before YYYY-MM-DD.")] = None,
     zone: Annotated[str | None, typer.Option(help="clinical or research (default: your role's zone).")] = None,
     per_document: Annotated[bool, typer.Option("--per-document", help="One hit (the best chunk) per document.")] = False,
+    expand: Annotated[bool, typer.Option("--expand", help="Add synonyms and children of the concepts the query names (BM25 side).")] = False,
     version: VersionOpt = None,
     home: HomeOpt = None,
     json: JsonOpt = False,
@@ -433,7 +434,7 @@ def search(
     """Search documents and literature (hybrid BM25 + vector by default), with filters."""
     hits = _open(home).search(query, k=k, mode=mode, patient=patient or None, kinds=kind or None,
                               sections=section or None, since=since, until=until, zone=zone,
-                              per_document=per_document, version=version)
+                              per_document=per_document, version=version, expand=expand)
     if json:
         print_json([h.as_dict() for h in hits])
         return

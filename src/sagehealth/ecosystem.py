@@ -36,6 +36,8 @@ from sagehealth.governance.scope import (
 from sagehealth.retrieval.context import PatientContext
 from sagehealth.retrieval.search import Hit
 
+#: most words a query expansion adds (synonyms first, then children)
+EXPANSION_TERMS = 20
 #: columns left out of ``trace`` output (large or binary)
 BULKY = {"thumbnail", "resource_json"}
 
@@ -254,12 +256,13 @@ class Ecosystem:
                kinds: Iterable[str] | None = None, sections: Iterable[str] | None = None,
                since: Any = None, until: Any = None, documents: Iterable[str] | None = None,
                concepts: str | Iterable[str] | None = None, zone: str | None = None, per_document: bool = False, version: int | None = None,
-               embedder: str | None = None, fusion: dict[str, Any] | None = None) -> list[Hit]:
+               embedder: str | None = None, fusion: dict[str, Any] | None = None, expand: bool = False) -> list[Hit]:
         """Search the chunks of documents and literature the principal may see: a clinician the
         clinical zone (own patients' documents and literature), a researcher the research zone.
         ``mode`` is hybrid (default), vector or bm25; filters narrow before ranking; ``concepts``
         keeps documents that affirm a mention of a concept, an equivalent (crosswalk) or a
-        descendant."""
+        descendant. ``expand`` adds the synonyms and children of the concepts named in the
+        query to its BM25 side (see :meth:`expand_query`)."""
         from sagehealth.retrieval.embedders import get_embedder
         from sagehealth.retrieval.search import (
             best_per_document,
@@ -302,14 +305,16 @@ class Ecosystem:
             if stored_by and stored_by != emb.name:
                 raise RetrievalError(f"the index was built with {stored_by}, not {emb.name}: search with the same "
                                      "embedder or rebuild the index (sagehealth index --embedder ...)")
+        extra = self._expansion(query, version, views)["terms"] if expand and mode != "vector" else []
+        lexical = " ".join([query, *extra]) if extra else None
         # the same search on the same version gives the same hits: remember them (keyed on
         # everything that decides the result; checks and the audit entry still run every time)
-        key = ("search", stored, ds.version, where, query, mode, k, per_document, repr(fusion),
+        key = ("search", stored, ds.version, where, query, lexical, mode, k, per_document, repr(fusion),
                emb.name if emb else None)
 
         def run() -> list[Hit]:
             found = search_chunks(ds, query, embedder=emb, k=min(k * 4, 1000) if per_document and k <= 1000 else k,
-                                  mode=mode, where=where, fusion=fusion)
+                                  mode=mode, where=where, fusion=fusion, bm25_query=lexical)
             return best_per_document(found)[:k] if per_document else found
 
         with self._failures(p, action, resource):
@@ -318,6 +323,42 @@ class Ecosystem:
         self._log(p, action, resource, sorted({h.patient_id for h in hits if h.patient_id})
                   if p.role == "clinician" else [])
         return hits
+
+    def expand_query(self, query: str, *, version: int | None = None) -> dict[str, Any]:
+        """The concepts the query names (dictionary linking over the loaded vocabularies,
+        affirmed mentions only) and the words a search adds for them: their synonyms and the
+        labels of their direct children (at most ``EXPANSION_TERMS``)."""
+        resource = f"expand query: {' '.join(str(query).split())[:300]}"
+        p, action, views = self._read_scope(resource)
+        if "concepts" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read vocabularies")
+        with self._failures(p, action, resource):
+            out = self._expansion(query, version, views)
+        self._log(p, action, resource)
+        return out
+
+    def _expansion(self, query: str, version: int | None, views: Views) -> dict[str, Any]:
+        from sagehealth.knowledge.linking import linker_from_lake
+
+        if "concepts" not in views:
+            return {"concepts": [], "terms": []}
+        linker = self.lake.memo(("linker", self.lake.table("concepts").version), lambda: linker_from_lake(self.lake))
+        found = [m for m in linker.find(query) if m.affirmed] if linker else []
+        ids = sorted({m.concept_id for m in found})
+        if not ids:
+            return {"concepts": [], "terms": []}
+        ids_sql = ", ".join(_lit(i) for i in ids)
+        rows = self.lake.sql(f"""SELECT label, synonyms, 0 AS depth FROM concepts WHERE concept_id IN ({ids_sql})
+                                UNION ALL
+                                SELECT c.label, [], 1 FROM concepts c WHERE list_has_any(c.parents, [{ids_sql}])
+                                ORDER BY depth, label""", version, views).to_pylist()
+        said = {m.text.lower() for m in found}
+        terms: list[str] = []
+        for r in rows:
+            for name in [r["label"], *(r["synonyms"] or [])]:
+                if name and name.lower() not in said and name not in terms and len(terms) < EXPANSION_TERMS:
+                    terms.append(name)
+        return {"concepts": ids, "terms": terms}
 
     def load_vocabulary(self, paths: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
         """Load vocabulary files or folders (OBO, ICD-10-CM XML, Disease Ontology TSV, MeSH) into

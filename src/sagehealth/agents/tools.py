@@ -43,6 +43,7 @@ class SearchArgs(Args):
     concepts: list[str] | None = Field(None, description="concept ids the documents must affirm (or descendants)")
     zone: Literal["clinical", "research"] | None = None
     per_document: bool = Field(False, description="at most one passage per document")
+    expand: bool = Field(False, description="add synonyms and children of the concepts the query names (BM25 side)")
 
 
 class EvidenceHit(Result):
@@ -80,7 +81,8 @@ def search_evidence(eco: Ecosystem, a: SearchArgs) -> SearchResult:
     default), with filters on patient, kind, section, date and concept. Every hit is a passage
     with its chunk id, document, patient, date, provenance id, stage scores and highlights."""
     hits = eco.search(a.query, k=a.k, mode=a.mode, patient=a.patient, kinds=a.kinds, sections=a.sections,
-                      since=a.since, until=a.until, concepts=a.concepts, zone=a.zone, per_document=a.per_document)
+                      since=a.since, until=a.until, concepts=a.concepts, zone=a.zone, per_document=a.per_document,
+                      expand=a.expand)
     return SearchResult(hits=_hits(hits))
 
 

@@ -194,8 +194,10 @@ def fuse(lists: dict[str, dict[str, float]], method: str = "z", alpha: float = 0
 
 
 def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10, mode: str = "hybrid",
-                  where: str | None = None, depth: int = DEPTH, fusion: dict[str, Any] | None = None) -> list[Hit]:
-    """The ``k`` best chunks of dataset ``ds`` for ``query`` under filter ``where``."""
+                  where: str | None = None, depth: int = DEPTH, fusion: dict[str, Any] | None = None,
+                  bm25_query: str | None = None) -> list[Hit]:
+    """The ``k`` best chunks of dataset ``ds`` for ``query`` under filter ``where``
+    (``bm25_query``: other words for the BM25 side, e.g. the query with its synonyms)."""
     if mode not in MODES:
         raise RetrievalError(f"unknown search mode {mode!r}: use {', '.join(MODES)}")
     if not isinstance(query, str) or not query.strip():
@@ -208,7 +210,7 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
     depth = max(depth, k)
     found: dict[str, dict[str, tuple[float, dict]]] = {}
     if mode in ("hybrid", "bm25"):
-        found["bm25"] = _bm25(ds, query, where, depth)
+        found["bm25"] = _bm25(ds, (bm25_query or query)[:MAX_QUERY_CHARS * 2], where, depth)
     if mode in ("hybrid", "vector"):
         if embedder is None:
             raise RetrievalError("vector search needs an embedder")
@@ -221,7 +223,7 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
         fused = raw[mode]
     rows = {key: row for hits in found.values() for key, (_, row) in hits.items()}
     ranks = {name: {key: i for i, key in enumerate(sorted(s, key=s.get, reverse=True), 1)} for name, s in raw.items()}
-    terms = query_terms(query)
+    terms = query_terms(bm25_query or query)
     out = []
     for key in sorted(fused, key=lambda x: (-fused[x], x))[:k]:
         r = rows[key]
