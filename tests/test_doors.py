@@ -355,6 +355,12 @@ def test_rest_needs_a_valid_token_and_documents_every_tool(world):
         r = d.client.post("/v1/tools/search_evidence", json={"query": "x"}, headers={"Authorization": "Bearer sht_x"})
         assert r.status_code == 401 and r.json()["detail"] == "unknown or revoked bearer token"
         assert len([e for e in _denials(world, seq) if e.user == "(none)"]) == 2
+        # no token: 401 before the body is read, whatever it is; huge bodies: 413
+        r = d.client.post("/v1/tools/search_evidence", content=b"\xff not json", headers={"content-type": "application/json"})
+        assert r.status_code == 401
+        r = d.client.post("/v1/tools/search_evidence", content=b"x" * 1_100_000,
+                          headers={"Authorization": f"Bearer {world['tokens']['researcher']}"})
+        assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
         spec = d.client.get("/openapi.json").json()
         for name in REGISTRY.names():
             op = spec["paths"][f"/v1/tools/{name}"]["post"]

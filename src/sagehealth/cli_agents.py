@@ -165,7 +165,7 @@ def token_issue(
 
 
 @token_app.command("revoke")
-def token_revoke(token: Annotated[str, typer.Argument(help="The token, or its full SHA-256.")], home: HomeOpt = None) -> None:
+def token_revoke(token: Annotated[str, typer.Argument(help="The token, or the id `token list` shows.")], home: HomeOpt = None) -> None:
     """Revoke a token."""
     found = _open(home).revoke_token(token)
     out.print("revoked" if found else "no such token")

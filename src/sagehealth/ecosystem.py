@@ -670,9 +670,9 @@ class Ecosystem:
         where = {"trace_id": trace_id} if trace_id else {}
         if self._principal is not None and self._principal.role == "steward":
             p = self._allow("read_system", resource)
-        else:
+        else:  # one's own, in the role one asked in (a clinician's traces hold identified data)
             p = self._asker(resource)
-            where["user"] = p.user
+            where.update(user=p.user, role=p.role)
         rows = self.ledger.read(name, where=where, limit=limit)
         self._log(p, "read_system" if p.role == "steward" else READ_ACTION[p.role], resource,
                   sorted({r["patient_id"] for r in rows if r["patient_id"]}) if p.role == "clinician" else [])
@@ -698,8 +698,9 @@ class Ecosystem:
         trace = self.ledger.get("traces", "trace_id", trace_id)
         if trace is None:
             raise RowNotFound(f"no agent trace {trace_id!r}")
-        if trace["user"] != p.user and not (p.role == "clinician" and trace["patient_id"]
-                                            and trace["patient_id"] in p.patients):
+        own = trace["user"] == p.user and trace["role"] == p.role
+        if not own and not (p.role == "clinician" == trace["role"] and trace["patient_id"]
+                            and trace["patient_id"] in p.patients):
             self._deny(p, READ_ACTION[p.role], resource, f"{p.user} ({p.role}) may not give feedback on another "
                        "user's answer" + (" outside their care team" if p.role == "clinician" else ""))
         row = {"feedback_id": f"fbk_{uuid.uuid4().hex[:20]}", "trace_id": trace_id, "user": p.user, "role": p.role,

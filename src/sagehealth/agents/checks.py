@@ -2,8 +2,10 @@
 
 - ``grounding``: a sentence is supported when it cites evidence that was retrieved for this
   question, at least ``MIN_SUPPORT`` of its content terms (stemmed) appear in that evidence,
-  every number it states appears there, and its polarity (negated or not) matches the evidence
-  sentence that best covers it. Otherwise it is removed, with the reason.
+  every number it states appears in an evidence sentence about the same thing (half of the
+  words of the number's clause), and no term it shares with the evidence sentence that best
+  covers it is negated in one and affirmed in the other (NegEx-like scopes). Otherwise it is
+  removed, with the reason.
 - ``scope``: a sentence citing evidence about a patient other than the one asked about (or
   outside the principal's care team) is removed: retrieved text cannot widen the question.
 - ``privacy``: for principals without identified access the answer is run through the
@@ -20,8 +22,6 @@ from sagehealth.genai.text import numbers, sentences, terms
 
 #: least share of a sentence's content terms its cited evidence must contain
 MIN_SUPPORT = 0.6
-_NEGATION = re.compile(r"\b(?:no|not|without|denie[sd]|negative|absent|free of|ruled out|unremarkable|never)\b",
-                       re.IGNORECASE)
 
 
 @dataclass
@@ -45,18 +45,63 @@ def support(sentence: str, cited: list[Evidence]) -> Support:
         missing = sorted(mine - found)[:5]
         return Support(score, False, f"only {score:.0%} of its content is in the cited evidence "
                                      f"(not found: {', '.join(missing)})")
-    stated = numbers(sentence) - numbers(text)
-    if stated:
-        return Support(score, False, f"states {', '.join(sorted(stated))}, which the cited evidence does not")
-    best, best_cover = "", -1.0
-    for e in cited:
-        for s, t in sentences(e.text):
-            cover = len(mine & set(terms(e.text[s:t])))
-            if cover > best_cover:
-                best, best_cover = e.text[s:t], cover
-    if bool(_NEGATION.search(sentence)) != bool(_NEGATION.search(best)):
-        return Support(score, False, "its negation differs from the evidence sentence it matches")
+    ev_sentences = [e.text[s:t] for e in cited for s, t in sentences(e.text)]
+    wrong = _misplaced_numbers(sentence, ev_sentences)
+    if wrong:
+        return Support(score, False, f"states {', '.join(wrong)}, which the cited evidence does not say of "
+                                     "the same thing")
+    best = max(ev_sentences, key=lambda es: len(mine & set(terms(es))), default="")
+    shared = mine & set(terms(best))
+    flipped = sorted(t for t in shared if (t in negated_terms(sentence)) != (t in negated_terms(best)))
+    if flipped:
+        return Support(score, False, f"its negation differs from the evidence sentence it matches "
+                                     f"({', '.join(flipped[:3])})")
     return Support(score, True, None)
+
+
+def _misplaced_numbers(sentence: str, evidence: list[str]) -> list[str]:
+    """Numbers of ``sentence`` that no evidence sentence states together with (at least half
+    of) the words of the clause the number is in: "creatinine 9.8" is not supported by
+    "hemoglobin 9.8. creatinine 1.2"."""
+    wrong = []
+    for clause in re.split(r"[,;]|\band\b|\bwith\b", sentence):
+        stated = numbers(clause)
+        if not stated:
+            continue
+        words = {t for t in terms(clause) if not t[0].isdigit() and len(t) > 2}
+        for n in sorted(stated):
+            if not any(n in numbers(es) and (not words or len(words & set(terms(es))) * 2 >= len(words))
+                       for es in evidence):
+                wrong.append(n)
+    return wrong
+
+
+_PRE = {"no", "not", "without", "denies", "denied", "deny", "negative", "never", "free", "absent"}
+_POST = {"absent", "excluded", "negative"}
+_STOP_SCOPE = {"but", "however", "although", "though", "except", "yet", "whereas", "while"}
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9'-]*|\d+(?:\.\d+)?|[.,;:!?]")
+
+
+def negated_terms(text: str, window: int = 6) -> set[str]:
+    """Stemmed terms inside a negation's scope (NegEx-like): up to ``window`` words after a
+    cue ("no", "without", "denies"...) or up to four before a post-cue ("... ruled out",
+    "... absent"), never across punctuation or "but", "however"."""
+    tokens = [t.lower() for t in _TOKEN.findall(text)]
+    hit: set[int] = set()
+    for i, tok in enumerate(tokens):
+        post = tok in _POST or (tok == "out" and i and tokens[i - 1] == "ruled")
+        if tok in _PRE and not post:
+            for j in range(i + 1, min(len(tokens), i + 1 + window)):
+                if tokens[j] in _STOP_SCOPE or not tokens[j][0].isalnum():
+                    break
+                hit.add(j)
+        if post:
+            start = i - 1 if tok == "out" else i  # the cue's first word
+            for j in range(start - 1, max(-1, start - 5), -1):
+                if tokens[j] in _STOP_SCOPE or not tokens[j][0].isalnum():
+                    break
+                hit.add(j)
+    return {t for j in sorted(hit) for t in terms(tokens[j])}
 
 
 def phi_leaks(text: str) -> list[tuple[str, str]]:

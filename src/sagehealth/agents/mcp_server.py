@@ -12,6 +12,8 @@ server keeps serving.
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from typing import Any
 
 import anyio
@@ -26,6 +28,7 @@ from sagehealth.errors import SageHealthError
 from sagehealth.governance.policy import Principal
 from sagehealth.governance.tokens import TokenStore
 
+log = logging.getLogger("sagehealth.mcp")
 INSTRUCTIONS = ("SAGE-Health: governed medical evidence. Every tool checks the caller's role, purpose of use "
                 "and care team and writes the audit log. Cite the ids (chunk ids, row ids) that results return.")
 
@@ -75,8 +78,10 @@ def build_server(home: str, *, principal: Principal | None = None, tokens: bool 
             result = await anyio.to_thread.run_sync(run)
         except SageHealthError as exc:
             return _error(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug must not take the server down
-            return _error(f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug must not take the server down, nor show its internals
+            ref = uuid.uuid4().hex[:12]
+            log.error("unexpected error %s in tool %s", ref, params.name, exc_info=exc)
+            return _error(f"InternalError: internal error {ref} (details in the server log)")
         return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(result, ensure_ascii=False))],
                                     structured_content=result)
 

@@ -32,22 +32,23 @@ class TokenStore:
 
     def __init__(self, home: str | os.PathLike[str]) -> None:
         self.path = Path(home) / "tokens.json"
-        self._cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[str, dict[str, Any]]] | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except FileNotFoundError:
             return {}
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)  # every rewrite is a new file (os.replace)
         with self._lock:
-            if self._cache and self._cache[0] == mtime:
+            if self._cache and self._cache[0] == stamp:
                 return self._cache[1]
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"the token file {self.path} is unreadable: {exc}") from exc
-            self._cache = (mtime, data)
+            self._cache = (stamp, data)
             return data
 
     def _update(self, change: Any) -> None:
@@ -74,13 +75,17 @@ class TokenStore:
         self._update(lambda d: d.__setitem__(digest(token), entry))
         return token
 
-    def revoke(self, token_or_digest: str) -> bool:
-        """Remove a token (given itself or its hash); False when it was not there."""
-        key = token_or_digest if len(token_or_digest) == 64 and not token_or_digest.startswith(PREFIX) \
-            else digest(token_or_digest)
-        found = key in self._load()
-        self._update(lambda d: d.pop(key, None))
-        return found
+    def revoke(self, token_or_id: str) -> bool:
+        """Remove a token, given itself, its hash or the id ``list`` shows (a hash prefix of at
+        least 12 characters that names one token); False when none matches."""
+        if token_or_id.startswith(PREFIX):
+            keys = [digest(token_or_id)]
+        else:
+            keys = [k for k in self._load() if len(token_or_id) >= 12 and k.startswith(token_or_id.lower())]
+        if len(keys) != 1 or keys[0] not in self._load():
+            return False
+        self._update(lambda d: d.pop(keys[0], None))
+        return True
 
     def principal(self, token: str) -> Principal | None:
         """The principal a token stands for, or None for an unknown or revoked token."""

@@ -4,20 +4,23 @@ them), behind bearer-token auth mapped to principals (tokens stored hashed; see
 ``governance/tokens.py``).
 
 Errors are clear 4xx/5xx JSON bodies ``{"error": <kind>, "detail": <what and where>}``:
-401 missing/unknown token, 403 access denied, 404 unknown tool or id, 422 malformed arguments
-or SQL, 409 store busy, 502/504 model endpoint failing or slow, 500 otherwise. Every refusal is
-audited, and one failing request never stops the server.
+401 missing/unknown token (checked before the body is read), 403 access denied, 404 unknown
+tool or id, 413 body over 1 MB, 422 malformed arguments or SQL, 409 store busy, 502/504 model
+endpoint failing or slow, 500 otherwise (a reference to the server log, no internals). Every
+refusal is audited, and one failing request never stops the server.
 """
 
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from sagehealth import __version__
 from sagehealth.agents.registry import REGISTRY, Tool
@@ -57,8 +60,8 @@ def status_of(exc: Exception) -> int:
     return 500
 
 
-class Unauthorized(Exception):
-    """No valid bearer token (401)."""
+#: largest request body accepted (bytes)
+MAX_BODY = 1_000_000
 
 
 def create_app(home: str | None = None) -> FastAPI:
@@ -76,20 +79,31 @@ def create_app(home: str | None = None) -> FastAPI:
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         return tokens.principal(token) if token else None
 
-    def caller(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Ecosystem:
-        if creds is None or not creds.credentials:
-            Ecosystem(lake, None).reject_call(f"{request.method} {request.url.path}", "missing bearer token")
-            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-        p = tokens.principal(creds.credentials)
+    @app.middleware("http")
+    async def _authenticate(request: Request, call_next: Any) -> Any:
+        """Every /v1 call needs a known token, checked before its body is even read (so an
+        anonymous caller gets 401 whatever it sends); bodies over ``MAX_BODY`` are refused."""
+        if not request.url.path.startswith("/v1/"):
+            return await call_next(request)
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_BODY:
+            return JSONResponse({"error": "PayloadTooLarge", "detail": f"request body over {MAX_BODY} bytes"},
+                                status_code=413)
+        header = request.headers.get("authorization", "")
+        has = header.lower().startswith("bearer ") and header[7:].strip()
+        p = principal_of(request) if has else None
         if p is None:
-            Ecosystem(lake, None).reject_call(f"{request.method} {request.url.path}", "unknown or revoked token")
-            raise Unauthorized("unknown or revoked bearer token")
-        return Ecosystem(lake, p)
+            why = "unknown or revoked bearer token" if has else "missing bearer token (Authorization: Bearer <token>)"
+            await run_in_threadpool(Ecosystem(lake, None).reject_call, f"{request.method} {request.url.path}",
+                                    why.split(" (")[0])
+            return JSONResponse({"error": "Unauthorized", "detail": why}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = p
+        return await call_next(request)
 
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        return JSONResponse({"error": "Unauthorized", "detail": str(exc)}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+    def caller(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Ecosystem:
+        # (creds: documents the scheme in OpenAPI; the middleware above has checked the token)
+        return Ecosystem(lake, request.state.principal)
 
     @app.exception_handler(SageHealthError)
     async def _known(request: Request, exc: SageHealthError) -> JSONResponse:
@@ -107,8 +121,10 @@ def create_app(home: str | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"error": "InternalError", "detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        ref = uuid.uuid4().hex[:12]
+        log.error("unexpected error %s on %s", ref, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "InternalError", "detail": f"internal error {ref} (details in the server log)"},
+                            status_code=500)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:
