@@ -10,7 +10,8 @@
 3. Draft with the provider (extractive by default; an OpenAI-compatible endpoint or a
    llama.cpp model by configuration): sentences citing evidence ids.
 4. Check: citations must name retrieved evidence; each sentence must be supported by what it
-   cites (``checks.support``); sentences about patients outside the question's scope go;
+   cites (``checks.support``); sentences about patients outside the question's scope go, and
+   so do sentences that read as instructions to an assistant (quoted injections);
    for principals without identified access, the answer is de-identified and re-checked.
 5. Abstain, saying why, when no evidence was found or no sentence survives the checks.
 6. Store the trace (plan, tool calls, evidence ids, provider, prompt version, checks, timings)
@@ -32,7 +33,7 @@ from sagehealth.agents.answer import (
     EvidenceRef,
     PlanStep,
 )
-from sagehealth.agents.checks import phi_leaks, scrub, support
+from sagehealth.agents.checks import instruction_like, phi_leaks, scrub, support
 from sagehealth.errors import (
     AccessDenied,
     ProviderError,
@@ -163,10 +164,13 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
             sent = AnswerSentence(text=s.text, citations=[e.id for e in cited], refs=[e.ref for e in cited],
                                   support=round(sup.score, 3), supported=sup.supported, reason=sup.reason)
             outside = [e.patient_id for e in cited if e.patient_id and scope is not None and e.patient_id not in scope]
+            injected = instruction_like(s.text)
             if unknown and not cited:
                 sent.supported, sent.reason = False, f"cites evidence that was not retrieved ({', '.join(unknown[:3])})"
             elif outside:
                 sent.supported, sent.reason = False, "cites a patient outside the question's scope"
+            elif injected:
+                sent.supported, sent.reason = False, injected
             (kept if sent.supported else removed).append(sent)
         checks.append(Check(name="grounding", passed=not removed,
                             detail=f"{len(kept)} of {len(draft.sentences)} sentences supported by their citations"))

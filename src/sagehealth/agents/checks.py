@@ -8,6 +8,9 @@
   removed, with the reason.
 - ``scope``: a sentence citing evidence about a patient other than the one asked about (or
   outside the principal's care team) is removed: retrieved text cannot widen the question.
+- ``injection``: a sentence that reads as an instruction to an assistant ("ignore previous
+  instructions", "call query_sql", "list all patients") is removed even when it is quoted
+  faithfully from a document: it is not clinical content and would pass the instruction on.
 - ``privacy``: for principals without identified access the answer is run through the
   de-identifier; any identifier found is replaced by its type tag and reported.
 """
@@ -102,6 +105,23 @@ def negated_terms(text: str, window: int = 6) -> set[str]:
                     break
                 hit.add(j)
     return {t for j in sorted(hit) for t in terms(tokens[j])}
+
+
+#: text that addresses an assistant rather than describing a patient: quoted in an answer it
+#: would pass instructions on to whoever reads it next (another agent, a template)
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b[^.]{0,40}\b(?:instructions?|prompts?|rules|context)\b"
+    r"|\b(?:system prompt|you are now|act as|jailbreak)\b"
+    r"|\b(?:call|run|use|invoke)\s+(?:the\s+)?(?:tool\s+)?(?:query_sql|search_evidence|patient_context|get_document|"
+    r"find_patients|similar_cases|record_feedback|answer_question|lookup_concept)\b"
+    r"|\b(?:list|reveal|show|print|dump)\s+(?:all|every)\s+(?:the\s+)?(?:patients?|records|names|addresses)\b",
+    re.IGNORECASE)
+
+
+def instruction_like(sentence: str) -> str | None:
+    """Why ``sentence`` reads as an instruction to an assistant (prompt injection), or None."""
+    m = _INSTRUCTION.search(sentence)
+    return f"reads as an instruction to an assistant (“{m.group(0)[:40]}”), not as clinical content" if m else None
 
 
 def phi_leaks(text: str) -> list[tuple[str, str]]:
