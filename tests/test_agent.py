@@ -222,3 +222,19 @@ def test_query_expansion_adds_synonyms_and_children_of_affirmed_concepts(world):
     assert sum("pharyngitis" in h.text.lower() for h in wider) > sum("pharyngitis" in h.text.lower() for h in plain)
     with pytest.raises(AccessDenied):
         world["eco"].as_principal(world["who"]["auditor"]).expand_query("sore throat")
+
+
+def test_cohort_questions_ask_the_knowledge_graph_within_the_askers_scope(world):
+    r = world["eco"].as_principal(world["who"]["researcher"])
+    a = r.ask("Which patients have a respiratory system disease?")
+    assert [s.tool for s in a.plan] == ["find_patients", "search_evidence"]
+    assert a.plan[0].arguments == {"concept": "DOID:1579"}
+    cohort = [e for e in a.evidence if e.kind == "cohort"]
+    assert cohort and all(e.patient_id.startswith("psn_") for e in cohort)
+    assert not a.abstained and any(s.text.startswith("Patient psn_") for s in a.sentences)
+    assert all(set(s.citations) <= {e.id for e in a.evidence} for s in a.sentences)
+    doc = world["eco"].as_principal(world["who"]["clinician"])
+    b = doc.ask("Which patients have a respiratory system disease?")
+    assert {e.patient_id for e in b.evidence if e.kind == "cohort"} <= {world["mine"]}
+    c = r.ask("What is a respiratory system disease?")  # not about a group of patients
+    assert [s.tool for s in c.plan] == ["search_evidence"]

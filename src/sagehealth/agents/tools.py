@@ -180,6 +180,7 @@ class PatientsArgs(Args):
 
 class PatientsResult(Result):
     concept_id: str
+    label: str | None = None
     patients: list[dict[str, Any]] = Field(description="patient_id, first/last date, mentions, coded rows, evidence row ids")
 
 
@@ -187,7 +188,8 @@ def find_patients(eco: Ecosystem, a: PatientsArgs) -> PatientsResult:
     """Patients with a concept (affirmed in their documents or coded in their rows), counting
     equivalent concepts and, by default, descendants; each with the rows that show it."""
     cid, _ = _resolve_concept(eco, a.concept)
-    return PatientsResult(concept_id=cid, patients=eco.patients_with(cid, descendants=a.descendants))
+    label = eco.concept(cid).get("label")
+    return PatientsResult(concept_id=cid, label=label, patients=eco.patients_with(cid, descendants=a.descendants))
 
 
 # -- SQL -------------------------------------------------------------------------------------
