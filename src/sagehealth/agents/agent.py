@@ -144,6 +144,7 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     if any(st.tool == "find_patients" for st in steps):
         max_sentences = max(max_sentences, 10)  # one sentence a patient
     evidence: list[Evidence] = []
+    seen_ids: set[str] = set()
     denied: str | None = None
     t = time.perf_counter()
     for step in steps:
@@ -158,7 +159,10 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
         got = _as_evidence(step, result, k)
         calls.append({"tool": step.tool, "arguments": step.arguments, "ok": True,
                       "seconds": round(time.perf_counter() - t_call, 4), "result_ids": [e.id for e in got]})
-        evidence.extend(e for e in got if e.id not in {x.id for x in evidence})
+        for e in got:
+            if e.id not in seen_ids:
+                seen_ids.add(e.id)
+                evidence.append(e)
     # passages that matched the question first, then the timeline (a model's window is finite)
     evidence.sort(key=lambda e: e.kind == "context")
     timings["retrieve"] = time.perf_counter() - t

@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from sagehealth.agents.ledger import Ledger
-from sagehealth.privacy.deid import detect
 from sagehealth.privacy.research import check_key, withdrawn_patients
 from sagehealth.privacy.structured import RowDeidentifier
 
 
 def _text(deid: RowDeidentifier, text: str | None, patient: str) -> str | None:
-    if not text:
-        return text
-    return deid.text.apply(text, detect(text), patient)
+    return deid.free_text(text, patient) if text else text
 
 
 def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | None = None) -> dict[str, Any]:

@@ -70,10 +70,9 @@ class SearchResult(Result):
 
 
 def _hits(hits: list[Any]) -> list[EvidenceHit]:
-    return [EvidenceHit(id=h.row_id, score=h.score, text=h.text, source_table=h.source_table,
-                        source_row_id=h.source_row_id, document_id=h.document_id, patient_id=h.patient_id,
-                        date=h.date, kind=h.kind, title=h.title, section=h.section, start=h.start, end=h.end,
-                        provenance_id=h.provenance_id, scores=h.scores, highlights=h.highlights) for h in hits]
+    """Search hits as the tool's result rows (the chunk's ``row_id`` is the ``id`` to cite)."""
+    names = [n for n in EvidenceHit.model_fields if n != "id"]
+    return [EvidenceHit(id=h.row_id, **{n: getattr(h, n) for n in names}) for h in hits]
 
 
 def search_evidence(eco: Ecosystem, a: SearchArgs) -> SearchResult:

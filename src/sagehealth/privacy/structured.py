@@ -112,6 +112,10 @@ class RowDeidentifier:
         prefix = str(value).split("_", 1)[0] if col == "row_id" and "_" in str(value) else col.split("_")[0]
         return f"{prefix}_{self._mac(col, str(value))[:24]}"
 
+    def free_text(self, text: str, patient: str = "") -> str:
+        """Free text with every identifier found replaced by the patient's consistent surrogates."""
+        return self.text.apply(text, detect(text), patient)
+
     def key_check(self) -> str:
         """A value that tells whether two parties hold the same key, without revealing it."""
         return self._mac("key-check", "sagehealth")[:32]
@@ -154,8 +158,7 @@ class RowDeidentifier:
                 return None
             return "000" if digits[:3] in RESTRICTED_ZIP3 else digits[:3]
         if rule == "text":
-            text = str(value)
-            return self.text.apply(text, detect(text), patient)
+            return self.free_text(str(value), patient)
         if rule == "resplit":
             from sagehealth.data.sections import split_sections
 

@@ -60,7 +60,7 @@ class PatientContext:
     def copy(self) -> PatientContext:
         """A copy whose lists and demographics the caller may change (items are immutable)."""
         return replace(self, demographics=dict(self.demographics),
-                       **{f.name: list(getattr(self, f.name)) for f in fields(self) if f.type == "list[Item]"})
+                       **{f.name: list(v) for f in fields(self) if isinstance(v := getattr(self, f.name), list)})
 
     def citations(self) -> list[str]:
         """Every row id the context cites."""

@@ -74,11 +74,6 @@ def create_app(home: str | None = None) -> FastAPI:
                   description="Governed medical evidence for agents and applications: every call is checked "
                               "against the caller's role, purpose of use and care team, and audited.")
 
-    def principal_of(request: Request) -> Any:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        return tokens.principal(token) if token else None
-
     @app.middleware("http")
     async def _authenticate(request: Request, call_next: Any) -> Any:
         """Every /v1 call needs a known token, checked before its body is even read (so an
@@ -90,10 +85,10 @@ def create_app(home: str | None = None) -> FastAPI:
             return JSONResponse({"error": "PayloadTooLarge", "detail": f"request body over {MAX_BODY} bytes"},
                                 status_code=413)
         header = request.headers.get("authorization", "")
-        has = header.lower().startswith("bearer ") and header[7:].strip()
-        p = principal_of(request) if has else None
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        p = tokens.principal(token) if token else None
         if p is None:
-            why = "unknown or revoked bearer token" if has else "missing bearer token (Authorization: Bearer <token>)"
+            why = "unknown or revoked bearer token" if token else "missing bearer token (Authorization: Bearer <token>)"
             await run_in_threadpool(Ecosystem(lake, None).reject_call, f"{request.method} {request.url.path}",
                                     why.split(" (")[0])
             return JSONResponse({"error": "Unauthorized", "detail": why}, status_code=401,
@@ -115,8 +110,8 @@ def create_app(home: str | None = None) -> FastAPI:
                              for e in exc.errors())
         name = request.url.path.rsplit("/", 1)[-1]
         detail = f"{name}: {problems}"
-        p = principal_of(request)
-        Ecosystem(lake, p).reject_call(f"tool {name}", f"invalid arguments: {detail}")
+        Ecosystem(lake, getattr(request.state, "principal", None)).reject_call(f"tool {name}",
+                                                                             f"invalid arguments: {detail}")
         return JSONResponse({"error": "ToolArgumentError", "detail": detail}, status_code=422)
 
     @app.exception_handler(Exception)
