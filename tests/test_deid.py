@@ -39,6 +39,30 @@ def found(text: str) -> set[str]:
         ("call 516 466 638 or +44 20 7946 0958 tomorrow", {"516 466 638", "+44 20 7946 0958"}),
         ("email jdoe@example.org or see www.example.org/x", {"jdoe@example.org", "www.example.org/x"}),
         ("Devin82\n is a 1 year-old male. Seen by Dr. Liane379 Kunze215.", {"Devin82", "Liane379", "Kunze215"}),
+        # facility names whose first words are lower case; an acronym before "Hospital"; a campus
+        ("Plan: discharge to rehab (st agnes Memorial) once a bed opens.", {"st agnes Memorial"}),
+        ("Pt came from GBC Hospital overnight, then to radiology.", {"GBC Hospital"}),
+        ("Follow-up in clinic on West Campus next week.", {"West Campus"}),
+        ("She said: 'we are at the general hospital'.", {"general hospital"}),
+        # a title with an initial only
+        ("FAMILY WANTS TO DISCUSS MRS K. PLAN OF CARE.", {"K"}),
+        ("mr J tolerated the procedure well.", {"J"}),
+        # dates: two day/month pairs, a dotted year, a day range before a month, "on 3-4",
+        # an ordinal day as an answer
+        ("Chemo given 11/02/11/03 without incident.", {"11/02/11/03"}),
+        ("09/14.88\nresp: clear", {"09/14.88"}),
+        ("seen 3->4 dec, 97 overnight", {"3", "4 dec, 97"}),
+        ("He went back to the OR on 6-9 for revision.", {"6-9"}),
+        ('asked the date: "it is the 23rd." oriented x2', {"23rd"}),
+        ("Hx: CVA in 91 with residual weakness.", {"91"}),
+        # the town after a street address; a place found once is found again in the note
+        ("Lives alone at 4 Maple Ave. in Smallwood with her cat.", {"Smallwood"}),
+        ("TRANSFERRED TO BMH FOR CATH. PLAN: RETURN FROM BMH TOMORROW.", {"BMH"}),
+        # general identifiers: licence numbers, IPv6, a ZIP after its cue, a cued 7-digit phone
+        ("My driver's license number is Q7731204", {"Q7731204"}),
+        ("blocked address fe80:0:0:0:202:b3ff:fe1e:8329 again", {"fe80:0:0:0:202:b3ff:fe1e:8329"}),
+        ("ZIP: 4401", {"4401"}),
+        ("please call me on 555 0199 after 5", {"555 0199"}),
     ],
 )
 def test_finds_phi_in_clinical_text(text, phi):
@@ -55,6 +79,10 @@ def test_finds_phi_in_clinical_text(text, phi):
         "family in to visit, updated by team. plan to wean levo to keep map > 60.",
         "RR 12-16, TV 500, FIO2 40%, PEEP 5. ABG 7.38/40/95. K 3.9, MG 1.8 REPLETED.",
         "Sao2 95-97%. Pao2 76 on 40%. Transfer back to Ward3 when stable.",
+        "Weaned to 2L NC on 2-4 L, then on 5-10 mcg of levophed; pain on 6-7 out of 10.",
+        "Lesion on the 5th rib; second dose given on the 3rd day; ICD on the 2nd try.",
+        "co/ci 5.1/3.27/928, PAD 6/3.27; surgery in 10 days, CABG in 24 hours if needed.",
+        "Pt came from the TSICU at 1500 and returned to the TSICU later; MS changes noted.",
     ],
 )
 def test_plain_clinical_text_has_no_phi(text):

@@ -124,6 +124,10 @@ consults for via per pending await awaiting waiting
 """.split())
 
 
+#: types whose one-word findings are looked for again in the rest of the note
+PROPAGATED_TYPES = frozenset({"NAME", "HOSPITAL", "LOCATION"})
+
+
 @dataclass(frozen=True)
 class Pattern:
     """One regex rule: ``group`` selects the PHI; a match is dropped when the text before it
@@ -187,6 +191,9 @@ class Rules:
     cue_words: frozenset[str] = frozenset()
     #: all patterns in one combined scanner (built from ``patterns`` when not given)
     scanner: Scanner | None = None
+    #: facility words that only ever end a name ("Sacred Heart Memorial"): the words before
+    #: them belong to the name whatever their case
+    facility_names_only: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.cue_words:
@@ -235,6 +242,7 @@ class Rules:
             name_verb_heads=_heads(data["name_verbs"]),
             location_cue_heads=_heads([c for c in data["location_cues"] if " " in c]),
             facility_heads=_heads(data["facility_words"]),
+            facility_names_only=frozenset(data.get("facility_names_only", [])),
         )
 
     @classmethod
@@ -346,7 +354,32 @@ class Detector:
                         len(m.group(2)) >= 2 and (w in self.lex.first_names or w in self.lex.surnames)):
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
             found += self._places(text, low, toks, kinds, upper, lw, hits, lw_cut)
+            found += self._propagate(found, text, toks, kinds, upper, lw)
         return _merge(found, text)
+
+    def _propagate(self, found: list[Span], text: str, toks: list[tuple[int, int, str]],
+                   kinds: list[str], upper: bool, lw: list[str]) -> list[Span]:
+        """Other mentions in the same note of a one-word name or place found with a cue
+        ("transferred to GH" ... "TEAM AT GH"): the same string, when the lexicon does not call
+        it a plain word; in mixed-case notes with the same casing."""
+        seen: dict[str, str] = {}
+        for sp in found:
+            if sp.type in PROPAGATED_TYPES and len(sp.text) >= 2 and sp.text.isalpha():
+                w = sp.text.lower()
+                if w not in self.rules.clinical_words and w not in PLACE_STOP and w not in ALWAYS_WORDS \
+                        and w not in self.rules.cue_words and self._kind_cache.get(w, WORD) in (NAME, UNKNOWN):
+                    seen[w] = sp.type
+        if not seen:
+            return []
+        exact = {sp.text for sp in found if sp.text.lower() in seen}
+        covered = {sp.start for sp in found}
+        out = []
+        for i in compress(range(len(lw)), map(seen.__contains__, lw)):
+            s, e, t = toks[i]
+            if s in covered or (not upper and t not in exact):
+                continue
+            out.append(Span(s, e, seen[lw[i]], t, "same_note"))
+        return out
 
     def _kinds(self, lw: list[str]) -> list[str]:
         """The lexicon class of each (lower-cased) token, remembered per distinct token: the
@@ -626,11 +659,15 @@ class Detector:
                 continue  # inside a word ("prehab")
             j = _token_ending_before(text, m.start(), ending_at)
             first = None
+            names_only = m.group().lower() in self.rules.facility_names_only
             while j is not None and j >= 0:
                 t = toks[j][2]
-                if t.lower() in GENERIC_PLACE_WORDS or t.lower() in self.rules.titles:
+                if t.lower() in GENERIC_PLACE_WORDS or (
+                        t.lower() in self.rules.titles  # "MD Hospital": an acronym, no title
+                        and (upper or first is not None or not t.isupper())):
                     break
-                if not upper and not t[0].isupper():
+                if not upper and not t[0].isupper() and not (
+                        names_only and t.lower() not in ALWAYS_WORDS and m.start() - toks[j][0] < 25):
                     break
                 if upper and kinds[j] == WORD and t.lower() not in self.lex.cities:
                     # all-caps text: a dictionary word names a place only right before the word
