@@ -64,6 +64,21 @@ def test_sql_errors_are_query_errors(tmp_path):
         lake.table("nope")
 
 
+def test_sql_filters_on_struct_fields(tmp_path):
+    """DuckDB pushes ``code.code = ...`` down to Lance, which refuses nested filters: the query
+    still answers (the table is read whole and filtered by DuckDB)."""
+    lake = Lakehouse(str(tmp_path))
+    rows = [{"row_id": row_id("events", "t", str(i)), "patient_id": "a", "kind": "condition",
+             "code": {"system": "http://snomed.info/sct", "code": c, "display": d}}
+            for i, (c, d) in enumerate([("44054006", "Diabetes"), ("38341003", "Hypertension")])]
+    lake.table("events").add(pa.Table.from_pylist(rows, schema=SCHEMAS["events"]))
+    lake.commit("two events", run_id=None, summary={})
+    got = lake.sql("SELECT code.display AS d FROM events WHERE code.code = '44054006'").to_pylist()
+    assert got == [{"d": "Diabetes"}]
+    assert lake.sql("SELECT count(*) AS n FROM events WHERE kind = 'condition' AND code.system LIKE '%snomed%'"
+                    ).to_pylist() == [{"n": 2}]
+
+
 def test_write_lock_is_exclusive(tmp_path):
     from sagehealth.errors import StoreLocked
 

@@ -78,3 +78,80 @@ def test_shared_vocabularies_load_with_crosswalks(tmp_path):
     assert seizure["label"] == "Seizure" and len(seizure["descendants"]) > 50
     mesh = r.concept("MESH:D003920", descendants=True)
     assert mesh["label"] == "Diabetes Mellitus" and any(d["concept_id"] == "MESH:D003924" for d in mesh["descendants"])
+
+
+# -- LOINC and SNOMED CT (user-licensed files; the fixtures are a handful of rows in their formats)
+
+def test_snomed_rf2_release_folder_loads_preferred_terms_and_active_hierarchy(tmp_path):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    result = eco.load_vocabulary([FIX / "snomed_rf2"])  # Snapshot and Full beside each other
+    assert not any("Full" in f for f in result["files"])  # history files are skipped in a folder
+    r = eco.as_principal(RESEARCHER)
+    viral = r.concept("SNOMEDCT:195662009", ancestors=True)
+    assert viral["label"] == "Acute viral pharyngitis" and viral["synonyms"] == ["Viral sore throat"]
+    # the inactive |is a| straight to Disease is not a parent; the active chain is
+    assert viral["parents"] == ["SNOMEDCT:363746003"]
+    assert [a["concept_id"] for a in viral["ancestors"]] == [
+        "SNOMEDCT:363746003", "SNOMEDCT:405737000", "SNOMEDCT:64572001", "SNOMEDCT:404684003", "SNOMEDCT:138875005"]
+    anemia = r.concept("SNOMEDCT:271737000")
+    assert anemia["label"] == "Anemia" and anemia["synonyms"] == ["Anaemia"]  # US English preferred term
+    assert r.concept("SNOMEDCT:405737000")["synonyms"] == []  # an inactive description is no synonym
+    with pytest.raises(VocabularyError, match="no concept 'SNOMEDCT:999000001'"):
+        r.concept("SNOMEDCT:999000001")  # inactive concept
+
+
+def test_snomed_without_language_refset_uses_the_fsn_without_its_tag(tmp_path):
+    rel = tmp_path / "rf2"
+    rel.mkdir()
+    src = FIX / "snomed_rf2" / "Snapshot" / "Terminology" / "sct2_Description_Snapshot-en_INT_20250101.txt"
+    (rel / src.name).write_text(src.read_text())
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.load_vocabulary([rel / src.name])
+    c = eco.as_principal(RESEARCHER).concept("SNOMEDCT:271737000")
+    assert c["label"] == "Anemia" and c["synonyms"] == ["Anaemia"]
+    # without the concept file beside it, nothing says the retired concept is inactive
+    assert eco.as_principal(RESEARCHER).concept("SNOMEDCT:999000001")["label"] == "Retired concept"
+
+
+def test_snomed_full_file_alone_is_refused_and_a_broken_row_says_where(tmp_path):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    with pytest.raises(VocabularyError, match="Full or Delta"):
+        eco.load_vocabulary([FIX / "snomed_rf2" / "Full" / "Terminology" / "sct2_Description_Full-en_INT_20250101.txt"])
+    bad = tmp_path / "sct2_Relationship_Snapshot_INT_20250101.txt"
+    bad.write_text("id\teffectiveTime\tactive\tmoduleId\tsourceId\tdestinationId\trelationshipGroup\ttypeId\n"
+                   "1\t2002\t1\t9\t195662009\n")
+    with pytest.raises(VocabularyError, match=r"sct2_Relationship_Snapshot_INT_20250101.txt:2: 5 columns"):
+        eco.load_vocabulary([bad])
+
+
+def test_loinc_table_and_multiaxial_hierarchy(tmp_path):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    result = eco.load_vocabulary([FIX / "loinc"])
+    assert result["concepts"] == 6  # 2 codes (1 deprecated left out) + 4 parts
+    r = eco.as_principal(RESEARCHER)
+    a1c = r.concept("LOINC:4548-4", ancestors=True)
+    assert a1c["label"] == "Hemoglobin A1c/Hemoglobin.total in Blood"  # Loinc.csv's name wins
+    assert "Hgb A1c MFr Bld" in a1c["synonyms"] and a1c["definition"].startswith("The percentage")
+    assert [a["concept_id"] for a in a1c["ancestors"]] == ["LOINC:LP16413-4", "LOINC:LP29693-6", "LOINC:LP432695-7"]
+    assert {d["concept_id"] for d in r.concept("LOINC:LP29693-6", descendants=True)["descendants"]} == {
+        "LOINC:LP14635-4", "LOINC:LP16413-4", "LOINC:2339-0", "LOINC:4548-4"}
+    with pytest.raises(VocabularyError):
+        r.concept("LOINC:1-8")
+
+
+def test_coded_rows_meet_the_snomed_hierarchy(tmp_path):
+    """Synthea conditions are SNOMED-coded: with the release loaded, 'patients with pharyngitis'
+    finds those coded with its descendant 'acute viral pharyngitis'."""
+    from sagehealth.demo import sample_root
+
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.ingest([sample_root() / "fhir" / "bulk"], options={"index": False})
+    eco.load_vocabulary([FIX / "snomed_rf2"])
+    everyone = frozenset(eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist())
+    doc = eco.as_principal(Principal("dr", "clinician", "treatment", patients=everyone))
+    coded = {r["patient_id"] for r in eco.lake.sql(
+        "SELECT DISTINCT patient_id FROM events WHERE code.code = '195662009'").to_pylist()}
+    assert coded
+    found = doc.patients_with("SNOMEDCT:405737000")
+    assert {r["patient_id"] for r in found} == coded and all(r["coded_rows"] > 0 for r in found)
+    assert doc.patients_with("SNOMEDCT:405737000", descendants=False) == []

@@ -501,7 +501,7 @@ app.add_typer(vocab_app, name="vocab")
 
 @vocab_app.command("load")
 def vocab_load(
-    paths: Annotated[list[str], typer.Argument(help="OBO files (HPO, Disease Ontology), ICD-10-CM tabular XML, Disease Ontology TSV crosswalks, MeSH tree/name files, or folders of them.")],
+    paths: Annotated[list[str], typer.Argument(help="OBO files (HPO, Disease Ontology), ICD-10-CM tabular XML, Disease Ontology TSV crosswalks, MeSH tree/name files, LOINC Loinc.csv / MultiAxialHierarchy.csv, SNOMED CT RF2 snapshot files, or folders of them.")],
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:

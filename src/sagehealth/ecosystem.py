@@ -361,7 +361,7 @@ class Ecosystem:
         return {"concepts": ids, "terms": terms}
 
     def load_vocabulary(self, paths: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
-        """Load vocabulary files or folders (OBO, ICD-10-CM XML, Disease Ontology TSV, MeSH) into
+        """Load vocabulary files or folders (OBO, ICD-10-CM XML, Disease Ontology TSV, MeSH, LOINC, SNOMED CT RF2) into
         the concept tables as one new version (data stewards)."""
         from sagehealth.knowledge.graph import load
 

@@ -35,6 +35,10 @@ from sagehealth.errors import QueryError, StoreError, StoreLocked, VersionNotFou
 COMMITS = "commits"
 
 
+#: what Lance says when DuckDB pushes a filter on a struct field down to it
+NESTED_PUSHDOWN = "nested references in pushdown filters"
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     """One global version of the store."""
@@ -246,37 +250,52 @@ class Lakehouse:
             named = [n for n in views if re.search(rf"\b{n}\b", query, re.IGNORECASE)]
             if not named or re.search(r"\b(?:information_schema|show|describe|duckdb_tables)\b", query, re.I):
                 named = list(views)
-            for name in named:
-                entry = views[name]
-                if isinstance(entry, pa.Table):  # already read (see MaterializedViews)
-                    con.register(name, entry)
+
+            def register(read_whole: bool) -> None:
+                for name in named:
+                    entry = views[name]
+                    if isinstance(entry, pa.Table):  # already read (see MaterializedViews)
+                        con.register(name, entry)
+                        registered.append(name)
+                        continue
+                    table, row_filter = entry
+                    if table != COMMITS and table not in commit.table_versions:
+                        continue
+                    ds = self.dataset(table, commit)
+                    con.register(name, ds.to_table(filter=row_filter) if row_filter or read_whole else ds)
                     registered.append(name)
-                    continue
-                table, row_filter = entry
-                if table != COMMITS and table not in commit.table_versions:
-                    continue
-                ds = self.dataset(table, commit)
-                con.register(name, ds.to_table(filter=row_filter) if row_filter else ds)
-                registered.append(name)
-            timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
-            try:
-                if timer:
-                    timer.start()
-                rel = con.sql(query)
-                if rel is None:
-                    return pa.table({})
-                if max_rows is not None:
-                    rel = rel.limit(max_rows + 1)
-                return rel.to_arrow_table()
-            except duckdb.InterruptException as exc:
-                raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
-            except duckdb.Error as exc:
-                if timer is not None and not timer.is_alive() and "interrupt" in str(exc).lower():
+
+            register(False)
+            for attempt in (1, 2):
+                timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
+                try:
+                    if timer:
+                        timer.start()
+                    rel = con.sql(query)
+                    if rel is None:
+                        return pa.table({})
+                    if max_rows is not None:
+                        rel = rel.limit(max_rows + 1)
+                    return rel.to_arrow_table()
+                except duckdb.InterruptException as exc:
                     raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
-                raise QueryError(str(exc).strip()) from exc
-            finally:
-                if timer:
-                    timer.cancel()
+                except duckdb.Error as exc:
+                    if timer is not None and not timer.is_alive() and "interrupt" in str(exc).lower():
+                        raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
+                    if attempt == 1 and NESTED_PUSHDOWN in str(exc):
+                        # Lance cannot take a filter on a struct field ("code.code = ..."): read
+                        # the named tables whole and let DuckDB filter them
+                        for name in registered:
+                            with contextlib.suppress(duckdb.Error):
+                                con.unregister(name)
+                        registered.clear()
+                        register(True)
+                        continue
+                    raise QueryError(str(exc).strip()) from exc
+                finally:
+                    if timer:
+                        timer.cancel()
+            raise AssertionError("unreachable")
         finally:
             if con is pooled:  # the next query (maybe another principal's) sees only its own views
                 for name in registered:

@@ -11,11 +11,19 @@ Readers (each streams ``Concept`` and ``Link`` items from one file):
   crosswalk files (``ICD10inDO.tsv``, ``MESHinDO.tsv``, ``allXREFinDO.tsv``);
 - MeSH: descriptor names (``id,scheme,subject`` CSV with NLM URIs) and tree numbers
   (``Tree Number / Desc Ui / Term``), a descriptor's parents being the descriptors one tree
-  level up.
+  level up;
+- LOINC (files a user downloads under the LOINC licence): the table ``Loinc.csv`` (long common
+  name as label; short, display and consumer names as synonyms; deprecated codes left out) and
+  ``MultiAxialHierarchy.csv`` (LOINC parts ``LP…`` and codes under their immediate parents);
+- SNOMED CT RF2 snapshot files (a user's national or international release): descriptions
+  (preferred term as label — from the release's English language reference set when it is in
+  the same release folder, else the fully specified name without its semantic tag — other
+  active synonyms as synonyms; inactive concepts left out when the concept file is beside it)
+  and relationships (active |is a| rows as parents).
 
-Concept ids are ``SYSTEM:code`` with the systems ``ICD10CM``, ``HP``, ``DOID``, ``MESH``
-(others as their OBO prefix). LOINC or SNOMED CT files that a user licenses can come in through
-the same tables (OBO exports, or a reader added here).
+Concept ids are ``SYSTEM:code`` with the systems ``ICD10CM``, ``HP``, ``DOID``, ``MESH``,
+``LOINC``, ``SNOMEDCT`` (others as their OBO prefix): the same ids that coded rows (FHIR, OMOP)
+map to, so a SNOMED or LOINC hierarchy loaded here answers "patients with any descendant of".
 """
 
 from __future__ import annotations
@@ -64,10 +72,14 @@ def normalise_id(raw: str) -> str | None:
 
 
 def detect(path: Path) -> str | None:
-    """The vocabulary format of ``path``: obo, icd10cm, do_tsv, mesh_tree, mesh_names (or None)."""
+    """The vocabulary format of ``path``: obo, icd10cm, do_tsv, mesh_tree, mesh_names,
+    loinc, loinc_hierarchy, snomed_description, snomed_relationship (or None)."""
     name = path.name.lower()
     if name.endswith(".obo"):
         return "obo"
+    if name.startswith(("sct2_description_", "sct2_textdefinition_", "sct2_relationship_",
+                        "sct2_statedrelationship_", "sct2_concept_", "der2_")):
+        return _rf2_kind(path)
     head = path.open("rb").read(4096).decode("utf-8", "replace").lstrip("\ufeff")
     if name.endswith(".xml") and "ICD10CM.tabular" in head:
         return "icd10cm"
@@ -78,6 +90,11 @@ def detect(path: Path) -> str | None:
         return "mesh_tree"
     if first.startswith("id,scheme,subject") and "mesh" in head.lower():
         return "mesh_names"
+    cols = [c.strip().strip('"') for c in first.split(",")]
+    if cols[:2] == ["LOINC_NUM", "COMPONENT"]:
+        return "loinc"
+    if cols[:5] == ["PATH_TO_ROOT", "SEQUENCE", "IMMEDIATE_PARENT", "CODE", "CODE_TEXT"]:
+        return "loinc_hierarchy"
     return None
 
 
@@ -85,11 +102,14 @@ def read_vocabulary(path: Path) -> Iterator[Concept | Link]:
     """Concepts and links of one vocabulary file; a file in no known format is an error."""
     fmt = detect(path)
     readers = {"obo": _obo, "icd10cm": _icd10cm, "do_tsv": _do_tsv, "mesh_tree": _mesh_tree,
-               "mesh_names": _mesh_names}
+               "mesh_names": _mesh_names, "loinc": _loinc, "loinc_hierarchy": _loinc_hierarchy,
+               "snomed_description": _snomed_descriptions, "snomed_relationship": _snomed_relationships,
+               "snomed_other": _nothing}
     if fmt is None:
         raise VocabularyError(
             f"{path}: not a vocabulary file this version reads (OBO, ICD-10-CM tabular XML, Disease Ontology TSV, "
-            "MeSH tree numbers or descriptor names)")
+            "MeSH tree numbers or descriptor names, LOINC Loinc.csv or MultiAxialHierarchy.csv, "
+            "SNOMED CT RF2 snapshot descriptions or relationships)")
     try:
         yield from readers[fmt](path)
     except (ET.ParseError, csv.Error, UnicodeDecodeError, ValueError, KeyError) as exc:
@@ -210,6 +230,128 @@ def _mesh_names(path: Path) -> Iterator[Concept]:
             m = _MESH_URI.search(r["id"].strip())
             if m and r.get("subject"):
                 yield Concept(f"MESH:{m.group(1)}", "MESH", m.group(1), r["subject"].strip())
+
+
+# -- LOINC -------------------------------------------------------------------------------------
+
+def _csv_rows(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for row in csv.DictReader(fh):
+            yield {k: (v or "").strip() for k, v in row.items() if k}
+
+
+def _loinc(path: Path) -> Iterator[Concept]:
+    for r in _csv_rows(path):
+        code = r["LOINC_NUM"]
+        if not code or r.get("STATUS", "").upper() == "DEPRECATED":
+            continue
+        label = r.get("LONG_COMMON_NAME") or r.get("DisplayName") or r.get("SHORTNAME") or r["COMPONENT"]
+        syns = sorted({v for k in ("SHORTNAME", "DisplayName", "CONSUMER_NAME")
+                       if (v := r.get(k, "")) and v != label})
+        yield Concept(f"LOINC:{code}", "LOINC", code, label, syns,
+                      definition=r.get("DefinitionDescription") or None)
+
+
+def _loinc_hierarchy(path: Path) -> Iterator[Concept]:
+    concepts: dict[str, Concept] = {}
+    for r in _csv_rows(path):
+        code = r["CODE"]
+        if not code:
+            continue
+        c = concepts.setdefault(code, Concept(f"LOINC:{code}", "LOINC", code, r["CODE_TEXT"]))
+        parent = r["IMMEDIATE_PARENT"]
+        if parent and f"LOINC:{parent}" not in c.parents:
+            c.parents.append(f"LOINC:{parent}")
+    yield from concepts.values()
+
+
+# -- SNOMED CT RF2 ------------------------------------------------------------------------------
+
+#: RF2 metadata concepts
+SCT_FSN, SCT_SYNONYM, SCT_IS_A = "900000000000003001", "900000000000013009", "116680003"
+SCT_PREFERRED = "900000000000548007"
+SCT_US_ENGLISH, SCT_GB_ENGLISH = "900000000000509007", "900000000000508004"
+_SEMANTIC_TAG = re.compile(r"\s+\([^()]+\)$")
+
+
+def _rf2_kind(path: Path) -> str:
+    name = path.name.lower()
+    if "_full" in name or "_delta" in name or "snapshot" not in name:
+        raise VocabularyError(f"{path}: an RF2 Full or Delta file; load the Snapshot files of the release")
+    if name.startswith("sct2_description_"):
+        return "snomed_description"
+    if name.startswith("sct2_relationship_"):
+        return "snomed_relationship"
+    return "snomed_other"  # concepts, stated relationships, refsets: read beside the others
+
+
+def _nothing(path: Path) -> Iterator[Concept]:
+    return iter(())
+
+
+def _rf2_rows(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        header = fh.readline().rstrip("\r\n").split("\t")
+        for n, line in enumerate(fh, start=2):
+            cells = line.rstrip("\r\n").split("\t")
+            if len(cells) != len(header):
+                raise VocabularyError(f"{path}:{n}: {len(cells)} columns, the header has {len(header)}")
+            yield dict(zip(header, cells))
+
+
+def _rf2_sibling(path: Path, prefix: str) -> Path | None:
+    """A file of the same RF2 release (``Snapshot/Terminology/...``, ``Snapshot/Refset/...``)."""
+    root = path.parent.parent if path.parent.name.lower() == "terminology" else path.parent
+    found = sorted(p for p in root.rglob(f"{prefix}*") if "snapshot" in p.name.lower() and p.is_file())
+    return found[0] if found else None
+
+
+def _snomed_active_concepts(path: Path) -> set[str] | None:
+    concept_file = _rf2_sibling(path, "sct2_Concept_")
+    if concept_file is None:
+        return None
+    return {r["id"] for r in _rf2_rows(concept_file) if r["active"] == "1"}
+
+
+def _snomed_descriptions(path: Path) -> Iterator[Concept]:
+    active = _snomed_active_concepts(path)
+    preferred: set[str] = set()
+    refset = _rf2_sibling(path, "der2_cRefset_Language")
+    if refset is not None:
+        rows = [r for r in _rf2_rows(refset) if r["active"] == "1" and r["acceptabilityId"] == SCT_PREFERRED]
+        ids = {r["refsetId"] for r in rows}
+        use = SCT_US_ENGLISH if SCT_US_ENGLISH in ids else (SCT_GB_ENGLISH if SCT_GB_ENGLISH in ids else None)
+        preferred = {r["referencedComponentId"] for r in rows if use is None or r["refsetId"] == use}
+    fsn: dict[str, str] = {}
+    pref: dict[str, str] = {}
+    syns: dict[str, set[str]] = {}
+    for r in _rf2_rows(path):
+        cid = r["conceptId"]
+        if r["active"] != "1" or (active is not None and cid not in active):
+            continue
+        if r["typeId"] == SCT_FSN:
+            fsn[cid] = r["term"]
+        elif r["typeId"] == SCT_SYNONYM:
+            syns.setdefault(cid, set()).add(r["term"])
+            if r["id"] in preferred:
+                pref[cid] = r["term"]
+    for cid in fsn.keys() | syns.keys():
+        label = pref.get(cid) or _SEMANTIC_TAG.sub("", fsn.get(cid, "")) or min(syns[cid])
+        yield Concept(f"SNOMEDCT:{cid}", "SNOMEDCT", cid, label, sorted(syns.get(cid, set()) - {label}))
+
+
+def _snomed_relationships(path: Path) -> Iterator[Concept]:
+    active = _snomed_active_concepts(path)
+    parents: dict[str, list[str]] = {}
+    for r in _rf2_rows(path):
+        if r["active"] != "1" or r["typeId"] != SCT_IS_A:
+            continue
+        src = r["sourceId"]
+        if active is not None and (src not in active or r["destinationId"] not in active):
+            continue
+        parents.setdefault(src, []).append(f"SNOMEDCT:{r['destinationId']}")
+    for cid, ps in parents.items():
+        yield Concept(f"SNOMEDCT:{cid}", "SNOMEDCT", cid, "", parents=sorted(set(ps)))
 
 
 def merge(items: Iterator[Concept | Link], concepts: dict[str, Concept], links: dict[tuple[str, str, str], Link]) -> None:
