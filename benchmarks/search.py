@@ -6,8 +6,12 @@ How the rows are made (real text, synthesized variety):
   sentence windows of at most 60 words; the first ``--base`` of them are embedded for real with
   the default embedder (that is also the embedding-throughput measurement);
 - row i copies base chunk i mod base with ~10% of its words dropped at random (so BM25 sees
-  different documents) and a vector = normalise(base vector + N(0, 0.02²) per dimension)
-  (cosine ~0.93 to its base: near-duplicates, as real notes of one template are);
+  different documents); its vector (``--vectors mix``, the default) = normalise(base vector +
+  w1 * vector of another random base + w2 * vector of a third + N(0, 0.02²) per dimension),
+  w1, w2 ~ U(0, 0.5): every row a distinct point of the space the real embeddings span, so
+  that exact neighbours are well defined. ``--vectors noise`` gives the earlier scheme, base
+  vector + noise only: 500 near-duplicates of each base (cosine ~0.93), among which the exact
+  top 10 is decided by the noise — a worst case for any quantised index;
 - metadata: 50,000 patients, 5 document kinds, sections, dates uniform over 2000-2025.
 Queries: SciFact training claims, embedded by the default model at query time (included in the
 latency), each run unfiltered and with a patient, a kind, a date-range and a combined filter.
@@ -65,7 +69,8 @@ def base_chunks(n: int) -> list[str]:
     return out
 
 
-def synth_rows(base: list[str], vecs: np.ndarray, rows: int, batch: int, embedder: str, seed: int = 7):
+def synth_rows(base: list[str], vecs: np.ndarray, rows: int, batch: int, embedder: str, seed: int = 7,
+               vectors: str = "mix"):
     """Arrow batches of the chunk schema: varied copies of the base chunks."""
     from sagehealth.data.model import chunk_schema
 
@@ -79,6 +84,10 @@ def synth_rows(base: list[str], vecs: np.ndarray, rows: int, batch: int, embedde
         keep = rng.random((n, 80)) > 0.1
         texts = [" ".join(w for j, w in enumerate(words[b]) if j >= 80 or keep[i, j]) for i, b in enumerate(idx)]
         v = vecs[idx] + rng.normal(0, 0.02, (n, vecs.shape[1])).astype(np.float32)
+        if vectors == "mix":
+            for _ in range(2):
+                other = rng.integers(0, len(base), n)
+                v += rng.uniform(0, 0.5, (n, 1)).astype(np.float32) * vecs[other]
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         pats = rng.integers(0, 50_000, n)
         kinds = rng.integers(0, len(KINDS), n)
@@ -116,6 +125,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--vectors", choices=["mix", "noise"], default="mix", help="how row vectors are made (see above)")
+    ap.add_argument("--store", help="keep the built store in this folder; a folder built before with the same "
+                                    "--rows/--base/--vectors is reused (the rows are made again for the baseline)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search.json"))
     args = ap.parse_args()
     if not (SHARED / "retrieval" / "scifact").is_dir():
@@ -143,7 +155,11 @@ def main() -> None:
     qv = emb.embed_queries(queries)
     result["embedding"]["queries_per_s_batched"] = round(len(queries) / (time.perf_counter() - t), 1)
 
-    home = Path(tempfile.mkdtemp(prefix="sage-search-bench-"))
+    home = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="sage-search-bench-"))
+    stamp = {"rows": args.rows, "base": args.base, "vectors": args.vectors, "embedder": emb.name}
+    stamp_file = home / "bench-build.json"
+    reuse = stamp_file.exists() and json.loads(stamp_file.read_text()).get("stamp") == stamp
+    result["vectors"] = args.vectors
     try:
         eco = Ecosystem.open(home, Principal("bench", "steward", "operations"))
         lake = eco.lake
@@ -152,30 +168,37 @@ def main() -> None:
         meta = {"pats": [], "kinds": [], "days": []}
         vec_all = np.zeros((args.rows, vecs.shape[1]), np.float32)
         t = time.perf_counter()
-        for table, texts, v, pats, kinds, days in synth_rows(base, vecs, args.rows, args.batch, emb.name):
-            tbl.add(table)
+        for table, texts, v, pats, kinds, days in synth_rows(base, vecs, args.rows, args.batch, emb.name,
+                                                             vectors=args.vectors):
+            if not reuse:
+                tbl.add(table)
             off = len(texts_all)
             vec_all[off:off + len(texts)] = v
             texts_all += texts
             meta["pats"].append(pats)
             meta["kinds"].append(kinds)
             meta["days"].append(days)
-        write_s = time.perf_counter() - t
-        t = time.perf_counter()
-        index_mod.create_bm25_index(tbl)
-        fts_s = time.perf_counter() - t
-        t = time.perf_counter()
-        index_mod.create_vector_index(tbl, args.rows)
-        parts = max(1, int(args.rows ** 0.5 / 2))
-        ann_s = time.perf_counter() - t
-        t = time.perf_counter()
-        index_mod.create_scalar_indexes(tbl)
-        scalar_s = time.perf_counter() - t
-        lake.commit("benchmark rows", run_id=None, summary={})
-        result["build"] = {"write_s": round(write_s, 1), "bm25_index_s": round(fts_s, 1),
-                           "vector_index_s": round(ann_s, 1), "ivf_partitions": parts,
-                           "scalar_indexes_s": round(scalar_s, 1), "search_probes": search_mod.probes(args.rows),
-                           "rss_mb_after_build": rss_mb()}
+        if reuse:
+            result["build"] = json.loads(stamp_file.read_text())["build"]
+            result["build"]["reused_store"] = True
+        else:
+            write_s = time.perf_counter() - t
+            t = time.perf_counter()
+            index_mod.create_bm25_index(tbl)
+            fts_s = time.perf_counter() - t
+            t = time.perf_counter()
+            index_mod.create_vector_index(tbl, args.rows)
+            ann_s = time.perf_counter() - t
+            t = time.perf_counter()
+            index_mod.create_scalar_indexes(tbl)
+            scalar_s = time.perf_counter() - t
+            lake.commit("benchmark rows", run_id=None, summary={})
+            result["build"] = {"write_s": round(write_s, 1), "bm25_index_s": round(fts_s, 1),
+                               "vector_index_s": round(ann_s, 1), **index_mod.vector_index_params(args.rows),
+                               "scalar_indexes_s": round(scalar_s, 1), "rss_mb_after_build": rss_mb()}
+            if args.store:
+                stamp_file.write_text(json.dumps({"stamp": stamp, "build": result["build"]}))
+        result["build"]["search_probes"] = search_mod.probes(args.rows)
         print("build", result["build"], flush=True)
 
         research = eco.as_principal(Principal("bench", "researcher", "research"))
@@ -225,7 +248,8 @@ def main() -> None:
             result["baseline_faiss_bm25s"] = baseline(texts_all, vec_all, meta, queries, emb, filters)
         result["rss_mb_peak_incl_baseline"] = rss_mb()
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if not args.store:
+            shutil.rmtree(home, ignore_errors=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

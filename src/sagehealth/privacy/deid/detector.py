@@ -211,7 +211,9 @@ class Rules:
             flags = 0 if p.get("case_sensitive") else re.IGNORECASE
 
             def opt(key: str) -> re.Pattern[str] | None:
-                return re.compile(p[key], re.IGNORECASE) if p.get(key) else None
+                if not p.get(key):
+                    return None  # needs_before of a case-sensitive rule is case-sensitive too
+                return re.compile(p[key], 0 if key == "needs_before" and p.get("case_sensitive") else re.IGNORECASE)
 
             on_lower = not p.get("case_sensitive")
             pats.append(Pattern(p["name"], p["type"], re.compile(p["regex"], 0 if on_lower else flags),
@@ -317,7 +319,8 @@ class Detector:
             s, e = m.span(p.group)
             if e <= s:
                 continue
-            if p.needs_before and not p.needs_before.search(low[max(0, m.start() - 40):m.start()]):
+            if p.needs_before and not p.needs_before.search(
+                    (low if p.on_lower else text)[max(0, m.start() - 40):m.start()]):
                 continue
             if p.not_before and p.not_before.search(text[max(0, m.start() - 16):m.start()]):
                 continue

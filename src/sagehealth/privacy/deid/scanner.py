@@ -194,7 +194,7 @@ class Scanner:
         """Matches per rule; ``starts``/``words``: the tokens of the text (offsets and lower-case
         forms), which let rules with heads skip the scan."""
         seen: dict[tuple[re.Pattern[str], bool], bool] = {}
-        hits: list[int] | None = None  # tokens that are the head of some rule
+        at: dict[str, list[int]] | None = None  # head word -> its tokens, for the rules with heads
         for i in self.free:
             on_lower = self.on_lower[i]
             gate = self.gates[i]
@@ -207,12 +207,17 @@ class Scanner:
                     continue
             heads = self.heads[i]
             if heads is not None and words is not None and starts is not None:
-                if hits is None:
-                    hits = list(compress(range(len(words)), map(self.all_heads.__contains__, words)))
+                if at is None:
+                    at = {}
+                    for k in compress(range(len(words)), map(self.all_heads.__contains__, words)):
+                        at.setdefault(words[k], []).append(k)
+                mine = [at[w] for w in heads if w in at]
+                if not mine:
+                    continue
                 rx, s, last = self.compiled[i], (low if on_lower else text), 0
-                for k in hits:
+                for k in (mine[0] if len(mine) == 1 else sorted(k for ks in mine for k in ks)):
                     p = starts[k]
-                    if p < last or words[k] not in heads:
+                    if p < last:
                         continue
                     m = rx.match(s, p)
                     if m is not None:
