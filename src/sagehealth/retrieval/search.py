@@ -21,6 +21,7 @@ from sagehealth.data.sqltext import in_list
 from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import RetrievalError
 from sagehealth.retrieval.embedders import Embedder
+from sagehealth.retrieval.rerank import RERANK_DEPTH, Reranker
 
 MODES = ("hybrid", "vector", "bm25")
 #: longest query text used (characters); longer queries are cut, not refused
@@ -236,9 +237,13 @@ def fuse(lists: dict[str, dict[str, float]], method: str = "z", alpha: float = 0
 
 def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10, mode: str = "hybrid",
                   where: str | None = None, depth: int = DEPTH, fusion: dict[str, Any] | None = None,
-                  bm25_query: str | None = None) -> list[Hit]:
+                  bm25_query: str | None = None, reranker: Reranker | None = None,
+                  rerank_depth: int = RERANK_DEPTH) -> list[Hit]:
     """The ``k`` best chunks of dataset ``ds`` for ``query`` under filter ``where``
-    (``bm25_query``: other words for the BM25 side, e.g. the query with its synonyms)."""
+    (``bm25_query``: other words for the BM25 side, e.g. the query with its synonyms). With a
+    ``reranker``, the best ``rerank_depth`` fused candidates are scored by it and ordered by its
+    score (ties by the fused score), ahead of the rest in fused order; each hit keeps every
+    stage's score."""
     if mode not in MODES:
         raise RetrievalError(f"unknown search mode {mode!r}: use {', '.join(MODES)}")
     if not isinstance(query, str) or not query.strip():
@@ -272,13 +277,31 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
     rowid = {key: rid for hits in found.values() for key, (_, rid) in hits.items()}
     ranks = {name: {key: i for i, key in enumerate(sorted(s, key=s.get, reverse=True), 1)} for name, s in raw.items()}
     terms = query_terms(bm25_query)
-    top = sorted(fused, key=lambda x: (-fused[x], x))[:k]
+    order = sorted(fused, key=lambda x: (-fused[x], x))
+    if reranker is None:
+        top = order[:k]
+        rows = _rows(ds, [rowid[key] for key in top])
+    else:
+        pool = order[:max(1, rerank_depth)]
+        rest = order[len(pool):k]
+        got = _rows(ds, [rowid[key] for key in pool + rest])
+        pool_rows = got[:len(pool)]
+        passages = [f"{r['title']}. {r['text']}" if r["title"] and r["title"] not in r["text"] else r["text"]
+                    for r in pool_rows]
+        rer = dict(zip(pool, reranker.score(query, passages)))
+        raw["rerank"] = rer
+        ranks["rerank"] = {key: i for i, key in enumerate(sorted(rer, key=lambda x: (-rer[x], -fused[x], x)), 1)}
+        by_key = dict(zip(pool + rest, got))
+        top = (sorted(pool, key=ranks["rerank"].__getitem__) + rest)[:k]
+        rows = [by_key[key] for key in top]
     out = []
-    for key, r in zip(top, _rows(ds, [rowid[key] for key in top])):
-        scores = {name: round(float(s[key]), 6) for name, s in raw.items() if key in s}
+    for key, r in zip(top, rows):
+        scores = {name: round(float(s[key]), 6) for name, s in raw.items() if key in s and name != "rerank"}
         scores["fused"] = round(float(fused[key]), 6)
+        if reranker is not None and key in raw["rerank"]:
+            scores["rerank"] = round(float(raw["rerank"][key]), 6)
         out.append(Hit(
-            row_id=r["row_id"], score=scores["fused"], text=r["text"], source_table=r["source_table"],
+            row_id=r["row_id"], score=scores.get("rerank", scores["fused"]), text=r["text"], source_table=r["source_table"],
             source_row_id=r["source_row_id"], document_id=r["document_id"], patient_id=r["patient_id"],
             date=r["date"], kind=r["kind"], title=r["title"], section=r["section"], start=r["start"], end=r["end"],
             provenance_id=r["provenance_id"], scores=scores,
