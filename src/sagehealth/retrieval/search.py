@@ -160,17 +160,17 @@ def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int) -> dict[st
                     zip((1.0 - d for d in table.column("_distance").to_pylist()), table.column("_rowid").to_pylist())))
 
 
-def _rows(ds: Any, rowids: list[int]) -> list[dict[str, Any]]:
-    """The chunk rows (all :data:`COLUMNS`) of Lance row ids, in the order given."""
+def _rows(ds: Any, rowids: list[int], keys: list[str]) -> list[dict[str, Any]]:
+    """The chunk rows (all :data:`COLUMNS`) of Lance row ids (``keys``: their ``row_id``
+    values), in the order given."""
     if not rowids:
         return []
     try:
         table = ds._take_rows(rowids, columns=COLUMNS)  # noqa: SLF001 (Lance's take by row id)
     except AttributeError:  # a Lance without it: by the row_id column
-        table = ds.to_table(columns=COLUMNS, with_row_id=True,
-                            filter="_rowid IN (" + ", ".join(map(str, rowids)) + ")")
-        order = {r: i for i, r in enumerate(table.column("_rowid").to_pylist())}
-        table = table.take([order[r] for r in rowids])
+        table = ds.to_table(columns=COLUMNS, filter=f"row_id IN ({in_list(keys)})")
+        order = {r: i for i, r in enumerate(table.column("row_id").to_pylist())}
+        table = table.take([order[k] for k in keys])
     return table.to_pylist()
 
 
@@ -280,11 +280,11 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
     order = sorted(fused, key=lambda x: (-fused[x], x))
     if reranker is None:
         top = order[:k]
-        rows = _rows(ds, [rowid[key] for key in top])
+        rows = _rows(ds, [rowid[key] for key in top], top)
     else:
         pool = order[:max(1, rerank_depth)]
         rest = order[len(pool):k]
-        got = _rows(ds, [rowid[key] for key in pool + rest])
+        got = _rows(ds, [rowid[key] for key in pool + rest], pool + rest)
         pool_rows = got[:len(pool)]
         passages = [f"{r['title']}. {r['text']}" if r["title"] and r["title"] not in r["text"] else r["text"]
                     for r in pool_rows]
