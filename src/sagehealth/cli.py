@@ -339,8 +339,16 @@ def deid(
 
 def _deid_eval(physionet_text: str | None, physionet_gold: str | None, presidio: str | None,
                as_json: bool) -> None:
-    from sagehealth.privacy.deid import detect
+    from sagehealth.privacy.deid.detector import default_detector
     from sagehealth.privacy.deid.evaluate import load_physionet, load_presidio_synth, score
+
+    # the detector (lexicons, compiled rules) is built before the clock starts; notes_per_s is
+    # the best of up to 3 passes, each started with empty caches (as benchmarks/deid.py times it)
+    detector = default_detector()
+    detect = detector.detect
+
+    def timed(notes: list[Any]) -> dict[str, Any]:
+        return score(notes, detect, repeat=3, time_budget_s=10.0, before_pass=detector.clear_caches)
 
     if (physionet_text is None) != (physionet_gold is None):
         raise typer.BadParameter("give both --physionet-text and --physionet-gold", param_hint="eval")
@@ -348,9 +356,9 @@ def _deid_eval(physionet_text: str | None, physionet_gold: str | None, presidio:
         raise typer.BadParameter("give --physionet-text/--physionet-gold or --presidio", param_hint="eval")
     results: dict[str, Any] = {}
     if physionet_text is not None:
-        results["physionet"] = score(load_physionet(physionet_text, physionet_gold), detect)
+        results["physionet"] = timed(load_physionet(physionet_text, physionet_gold))
     if presidio is not None:
-        results["presidio_synth"] = score(load_presidio_synth(presidio), detect)
+        results["presidio_synth"] = timed(load_presidio_synth(presidio))
     keep = ("recall", "precision", "f1", "per_type", "notes_per_s", "notes", "gold_spans",
             "predicted_spans", "false_positives")
     results = {k: {m: v for m, v in r.items() if m in keep} for k, r in results.items()}
