@@ -83,6 +83,10 @@ def test_finds_phi_in_clinical_text(text, phi):
         "Lesion on the 5th rib; second dose given on the 3rd day; ICD on the 2nd try.",
         "co/ci 5.1/3.27/928, PAD 6/3.27; surgery in 10 days, CABG in 24 hours if needed.",
         "Pt came from the TSICU at 1500 and returned to the TSICU later; MS changes noted.",
+        "Serial 12-lead ECGs; obtain serial 2-view CXR. ORIF with plate 3-hole construct.",
+        "Strength 5/5/5/5 bilaterally. Reflexes 2/2/2/2.",
+        "Mild MR. A repeat echo is planned. QTc 450 ms. A repeat ECG. Severe MS I think.",
+        "s/p MI in 48h; seen on 2-3 occasions; before the 1st of 3 cycles.",
     ],
 )
 def test_plain_clinical_text_has_no_phi(text):

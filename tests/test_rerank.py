@@ -69,7 +69,7 @@ def test_reranker_reorders_the_top_of_the_fused_list_and_keeps_every_score(reade
     rest = [h for h in hits if h.scores["rerank"] == 0.0]
     assert hits == lifted + rest
     assert [h.row_id for h in rest] == [h.row_id for h in plain if h.row_id not in {x.row_id for x in lifted}]
-    assert all(h.score == h.scores["rerank"] and "fused" in h.scores for h in hits)
+    assert all(h.score == h.scores["fused"] for h in hits)  # the list order, not score, says the rerank
     # only the best rerank_depth candidates are read by the reranker; the tail stays in fused order
     from sagehealth.retrieval.search import search_chunks
 
@@ -170,3 +170,25 @@ def test_rows_are_read_by_row_id_with_or_without_lances_take(reader):
     fast, slow = S._rows(ds, rowids, keys), S._rows(NoTake(), rowids, keys)
     assert [r["row_id"] for r in fast] == keys == [r["row_id"] for r in slow]
     assert fast == slow
+
+
+def test_hybrid_search_reports_the_first_failure_not_the_bm25_one():
+    from sagehealth.retrieval.search import search_chunks
+
+    class Broken:
+        def count_rows(self, *a):
+            return 5
+
+        def to_table(self, **kw):
+            raise ValueError("index files missing")
+
+    class DeadEmbedder:
+        name, dim = "dead", 4
+
+        def embed_queries(self, texts):
+            raise RuntimeError("embedder model missing")
+
+    with pytest.raises(RuntimeError, match="embedder model missing"):
+        search_chunks(Broken(), "aspirin", embedder=DeadEmbedder(), k=3)
+    with pytest.raises(RetrievalError, match="full-text search failed: index files missing"):
+        search_chunks(Broken(), "aspirin", embedder=None, k=3, mode="bm25")

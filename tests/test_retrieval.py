@@ -367,3 +367,25 @@ def test_changed_note_is_rechunked_reusing_vectors_of_unchanged_text(tmp_path):
     texts = eco.lake.read("chunks", columns=["text"]).column("text").to_pylist()
     assert len(texts) == n1 and any("Small joint effusion" in t for t in texts)
     assert not any("Normal knee radiograph" in t for t in texts)
+
+
+def test_probes_follow_the_index_that_is_there(tmp_path):
+    """An index built by an older release (other list count) is probed by its own count."""
+    import lance
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+    from lancedb.index import IvfHnswSq
+
+    from sagehealth.retrieval.search import index_lists, probes
+
+    db = lancedb.connect(str(tmp_path))
+    v = np.random.default_rng(1).random((3000, 16)).astype("float32")
+    t = db.create_table("t", pa.table({"id": np.arange(3000), "vector": pa.FixedSizeListArray.from_arrays(
+        pa.array(v.ravel()), 16)}))
+    assert index_lists(lance.dataset(str(tmp_path / "t.lance"))) is None  # no vector index yet
+    t.create_index("vector", config=IvfHnswSq(distance_type="cosine", num_partitions=6))
+    ds = lance.dataset(str(tmp_path / "t.lance"))
+    assert index_lists(ds) == 6
+    assert probes(3000, lists=index_lists(ds))["nprobes"] == 3
+    assert probes(1_000_000)["nprobes"] == 8 and probes(1_000_000, filtered=True)["ef"] == 150

@@ -155,3 +155,55 @@ def test_coded_rows_meet_the_snomed_hierarchy(tmp_path):
     found = doc.patients_with("SNOMEDCT:405737000")
     assert {r["patient_id"] for r in found} == coded and all(r["coded_rows"] > 0 for r in found)
     assert doc.patients_with("SNOMEDCT:405737000", descendants=False) == []
+
+
+def test_a_loinc_release_folder_keeps_english_names_and_leaves_variants_out(tmp_path):
+    """In a release, AccessoryFiles/ (hierarchy, linguistic variants) sorts before LoincTable/:
+    the English long common name must still win, and a German variant is no LOINC table."""
+    import shutil
+
+    rel = tmp_path / "Loinc_2.80"
+    (rel / "LoincTable").mkdir(parents=True)
+    (rel / "AccessoryFiles" / "MultiAxialHierarchy").mkdir(parents=True)
+    (rel / "AccessoryFiles" / "LinguisticVariants").mkdir(parents=True)
+    shutil.copy(FIX / "loinc" / "Loinc.csv", rel / "LoincTable" / "Loinc.csv")
+    shutil.copy(FIX / "loinc" / "MultiAxialHierarchy.csv", rel / "AccessoryFiles" / "MultiAxialHierarchy")
+    (rel / "AccessoryFiles" / "LinguisticVariants" / "deDE15LinguisticVariant.csv").write_text(
+        '"LOINC_NUM","COMPONENT","PROPERTY","TIME_ASPCT","SYSTEM","SCALE_TYP","METHOD_TYP","CLASS",'
+        '"SHORTNAME","LONG_COMMON_NAME","LinguisticVariantDisplayName"\n'
+        '"2339-0","Glukose","MCnc","Pkt","Bld","Qn","","CHEM","","Glukose [Masse/Volumen] in Blut",""\n'
+        '"1-8","Aciclovir","Susc","Pkt","Isolat","OrdQn","","ABXBACT","","Aciclovir",""\n')
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.load_vocabulary([rel])
+    r = eco.as_principal(RESEARCHER)
+    assert r.concept("LOINC:2339-0")["label"] == "Glucose [Mass/volume] in Blood"
+    assert r.concept("LOINC:LP14635-4")["label"] == "Glucose"  # parts are named by the hierarchy
+    with pytest.raises(VocabularyError):
+        r.concept("LOINC:1-8")  # deprecated in the table; the variant file does not bring it back
+
+
+def test_snomed_siblings_come_from_the_same_release_and_broken_files_are_errors(tmp_path):
+    import shutil
+
+    snap = tmp_path / "rel" / "Snapshot"
+    shutil.copytree(FIX / "snomed_rf2" / "Snapshot", snap)
+    # an extension beside the international release: its own concept file says what is active
+    term = snap / "Terminology"
+    (term / "sct2_Concept_Snapshot_US1000124_20250301.txt").write_text(
+        "id\teffectiveTime\tactive\tmoduleId\tdefinitionStatusId\n"
+        "991000124101\t20250301\t1\t731000124108\t900000000000074008\n")
+    (term / "sct2_Description_Snapshot-en_US1000124_20250301.txt").write_text(
+        "id\teffectiveTime\tactive\tmoduleId\tconceptId\tlanguageCode\ttypeId\tterm\tcaseSignificanceId\n"
+        "9910001241\t20250301\t1\t731000124108\t991000124101\ten\t900000000000003001\t"
+        "Extension finding (finding)\t900000000000448009\n")
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    result = eco.load_vocabulary([tmp_path / "rel"])
+    r = eco.as_principal(RESEARCHER)
+    assert r.concept("SNOMEDCT:991000124101")["label"] == "Extension finding"
+    assert r.concept("SNOMEDCT:195662009")["label"] == "Acute viral pharyngitis"
+    assert sum(v["concepts"] for v in result["files"].values()) >= 10
+    # a recognised file that does not read is an error, also inside a folder
+    (term / "sct2_Relationship_Snapshot_INT_20250101.txt").write_text(
+        "id\teffectiveTime\tactive\tmoduleId\tsourceId\tdestinationId\trelationshipGroup\ttypeId\n1\t2\n")
+    with pytest.raises(VocabularyError, match=r"sct2_Relationship_Snapshot_INT_20250101.txt:2"):
+        eco.load_vocabulary([tmp_path / "rel"])

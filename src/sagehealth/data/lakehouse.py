@@ -282,9 +282,10 @@ class Lakehouse:
                 except duckdb.Error as exc:
                     if timer is not None and not timer.is_alive() and "interrupt" in str(exc).lower():
                         raise QueryError(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
-                    if attempt == 1 and NESTED_PUSHDOWN in str(exc):
+                    if attempt == 1 and selects and NESTED_PUSHDOWN in str(exc):
                         # Lance cannot take a filter on a struct field ("code.code = ..."): read
-                        # the named tables whole and let DuckDB filter them
+                        # the named tables whole and let DuckDB filter them (SELECTs only, so
+                        # nothing runs twice; the read is in memory and not under the timeout)
                         for name in registered:
                             with contextlib.suppress(duckdb.Error):
                                 con.unregister(name)

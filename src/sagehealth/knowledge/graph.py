@@ -22,7 +22,7 @@ from sagehealth.data.model import ALL_SCHEMAS, stable_id
 from sagehealth.data.sqltext import in_list
 from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import SourceNotFound, VocabularyError
-from sagehealth.knowledge.vocab import Concept, Link, merge, read_vocabulary
+from sagehealth.knowledge.vocab import Concept, Link, merge, read_vocabulary, recognised
 
 RunSql = Callable[[str], pa.Table]
 
@@ -42,12 +42,9 @@ def load(lake: Any, paths: Iterable[Path]) -> dict[str, Any]:
             before_c, before_l = len(concepts), len(links)
             new_c: dict[str, Concept] = {}
             new_l: dict[tuple[str, str, str], Link] = {}
-            try:
-                merge(read_vocabulary(f), new_c, new_l)
-            except VocabularyError:
-                if path.is_dir():  # a folder may hold licences, READMEs...
-                    continue
-                raise
+            if path.is_dir() and not recognised(f):
+                continue  # a folder may hold licences, READMEs, history files...
+            merge(read_vocabulary(f), new_c, new_l)  # a recognised file that does not read is an error
             for cid in new_c:
                 sources.setdefault(cid, f.resolve().as_uri())
             merge(iter([*new_c.values(), *new_l.values()]), concepts, links)

@@ -91,11 +91,20 @@ def detect(path: Path) -> str | None:
     if first.startswith("id,scheme,subject") and "mesh" in head.lower():
         return "mesh_names"
     cols = [c.strip().strip('"') for c in first.split(",")]
-    if cols[:2] == ["LOINC_NUM", "COMPONENT"]:
-        return "loinc"
+    if cols[:2] == ["LOINC_NUM", "COMPONENT"] and "STATUS" in cols and "LONG_COMMON_NAME" in cols:
+        return "loinc"  # the LOINC table itself, not its linguistic variants (other languages)
     if cols[:5] == ["PATH_TO_ROOT", "SEQUENCE", "IMMEDIATE_PARENT", "CODE", "CODE_TEXT"]:
         return "loinc_hierarchy"
     return None
+
+
+def recognised(path: Path) -> bool:
+    """Whether ``path`` is a vocabulary file this version reads (a folder load skips the others:
+    READMEs, licences, RF2 Full/Delta history, files of other kinds)."""
+    try:
+        return detect(path) is not None
+    except (VocabularyError, OSError, UnicodeDecodeError):
+        return False
 
 
 def read_vocabulary(path: Path) -> Iterator[Concept | Link]:
@@ -258,7 +267,9 @@ def _loinc_hierarchy(path: Path) -> Iterator[Concept]:
         code = r["CODE"]
         if not code:
             continue
-        c = concepts.setdefault(code, Concept(f"LOINC:{code}", "LOINC", code, r["CODE_TEXT"]))
+        # parts (LP...) are named here; codes are named by Loinc.csv, whatever the load order
+        label = r["CODE_TEXT"] if code.startswith("LP") else ""
+        c = concepts.setdefault(code, Concept(f"LOINC:{code}", "LOINC", code, label))
         parent = r["IMMEDIATE_PARENT"]
         if parent and f"LOINC:{parent}" not in c.parents:
             c.parents.append(f"LOINC:{parent}")
@@ -290,7 +301,7 @@ def _nothing(path: Path) -> Iterator[Concept]:
 
 
 def _rf2_rows(path: Path) -> Iterator[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         header = fh.readline().rstrip("\r\n").split("\t")
         for n, line in enumerate(fh, start=2):
             cells = line.rstrip("\r\n").split("\t")
@@ -299,10 +310,19 @@ def _rf2_rows(path: Path) -> Iterator[dict[str, str]]:
             yield dict(zip(header, cells))
 
 
+_RF2_RELEASE = re.compile(r"_([A-Za-z0-9]+_\d{8})\.txt$")
+
+
 def _rf2_sibling(path: Path, prefix: str) -> Path | None:
-    """A file of the same RF2 release (``Snapshot/Terminology/...``, ``Snapshot/Refset/...``)."""
-    root = path.parent.parent if path.parent.name.lower() == "terminology" else path.parent
-    found = sorted(p for p in root.rglob(f"{prefix}*") if "snapshot" in p.name.lower() and p.is_file())
+    """A Snapshot file of the same release (same namespace and date: ``..._INT_20250101.txt``)
+    in its release folder (``Snapshot/Terminology/...``, ``Snapshot/Refset/...``), or beside it."""
+    m = _RF2_RELEASE.search(path.name)
+    if m is None:
+        return None
+    in_release = path.parent.name.lower() == "terminology"
+    root = path.parent.parent if in_release else path.parent
+    found = sorted(p for p in (root.rglob(f"{prefix}*") if in_release else root.glob(f"{prefix}*"))
+                   if p.is_file() and "snapshot" in p.name.lower() and p.name.endswith(f"_{m.group(1)}.txt"))
     return found[0] if found else None
 
 

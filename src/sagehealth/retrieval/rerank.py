@@ -26,6 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from sagehealth.errors import ProviderError, RetrievalError
 
 #: environment variable naming the default reranker (unset or "none": no reranking)
@@ -90,7 +92,14 @@ class CrossEncoderReranker(Reranker):
             return []
         model = self._load()
         pairs = [(query, p[:MAX_PASSAGE_CHARS]) for p in passages]
-        return [float(s) for s in model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)]
+        try:
+            scores = np.asarray(model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False))
+        except Exception as exc:  # noqa: BLE001 - the interface promises RetrievalError
+            raise RetrievalError(f"{self.name} failed while scoring: {type(exc).__name__}: {exc}") from None
+        if scores.ndim != 1 or len(scores) != len(passages):
+            raise RetrievalError(f"{self.name} gave scores of shape {scores.shape}, not one per passage "
+                                 "(a reranker has one output; this looks like a classifier with several)")
+        return [float(s) for s in scores]
 
 
 class LLMReranker(Reranker):

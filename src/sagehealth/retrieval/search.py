@@ -9,6 +9,7 @@ answer can show why a chunk came back.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import asdict, dataclass, field
@@ -136,21 +137,48 @@ def _bm25(ds: Any, query: str, where: str | None, depth: int) -> dict[str, tuple
                     zip(table.column("_score").to_pylist(), table.column("_rowid").to_pylist())))
 
 
-def probes(rows: int, *, filtered: bool = False) -> dict[str, int]:
-    """ANN search settings for the index :func:`~sagehealth.retrieval.index.vector_index_params`
-    builds: probe half of the IVF lists, search each list's HNSW graph with ef 400 (150 under a
-    filter: fewer rows compete, and a wide search through a mask is what costs), and score the
-    candidates on the full vectors (exact cosines for the fusion). Measured at 1M chunks:
-    recall@10 0.97 unfiltered, 0.985 under a kind filter (benchmarks/search.py)."""
+def probes(rows: int, *, filtered: bool = False, lists: int | None = None) -> dict[str, int]:
+    """ANN search settings for an IVF-HNSW index of ``lists`` lists (default: what
+    :func:`~sagehealth.retrieval.index.vector_index_params` builds for ``rows``): probe half of
+    the lists, search each list's HNSW graph with ef 400 (150 under a filter: fewer rows
+    compete, and a wide search through a mask is what costs), and score the candidates on the
+    full vectors (exact cosines for the fusion). Measured at 1M chunks: recall@10 0.96
+    unfiltered and under kind/date filters (benchmarks/search.py)."""
     from sagehealth.retrieval.index import vector_index_params
 
-    lists = vector_index_params(rows)["ivf_partitions"]
+    if lists is None:
+        lists = vector_index_params(rows)["ivf_partitions"]
     return {"nprobes": max(1, (lists + 1) // 2), "ef": 150 if filtered else 400, "refine_factor": 1}
+
+
+#: IVF list count of the vector index per (dataset, version): an index built by an older
+#: release keeps its own count, and the probes must follow the index, not today's rule
+_LISTS: dict[tuple[str, int], int | None] = {}
+_LISTS_LOCK = threading.Lock()
+
+
+def index_lists(ds: Any) -> int | None:
+    """The IVF list count of ``ds``'s vector index (None: no vector index)."""
+    key = (str(ds.uri), int(ds.version))
+    with _LISTS_LOCK:
+        if key in _LISTS:
+            return _LISTS[key]
+    lists = None
+    for idx in ds.list_indices():
+        if list(idx.get("fields") or []) == ["vector"]:
+            stats = ds.stats.index_stats(idx["name"])
+            parts = [seg.get("num_partitions") for seg in stats.get("segments") or stats.get("indices") or []]
+            lists = max((p for p in parts if p), default=None)
+    with _LISTS_LOCK:
+        if len(_LISTS) > 256:
+            _LISTS.clear()
+        _LISTS[key] = lists
+    return lists
 
 
 def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int) -> dict[str, tuple[float, int]]:
     try:
-        settings = probes(ds.count_rows(), filtered=where is not None)
+        settings = probes(ds.count_rows(), filtered=where is not None, lists=index_lists(ds))
         settings["ef"] = max(settings["ef"], depth)  # HNSW needs ef >= k
         table = ds.to_table(nearest={"column": "vector", "q": qvec, "k": depth, "metric": "cosine", **settings},
                             columns=[*_KEYS, "_distance"], filter=where, prefilter=True, with_row_id=True)
@@ -262,8 +290,11 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
         pending = _pool().submit(_bm25, ds, bm25_query, where, depth)
         try:
             found["vector"] = _vector(ds, embedder.embed_queries([query])[0], where, depth)  # type: ignore[union-attr]
-        finally:
-            found["bm25"] = pending.result()
+        except BaseException:
+            with contextlib.suppress(Exception):  # wait for it, but report the first failure
+                pending.result()
+            raise
+        found["bm25"] = pending.result()
     elif mode == "bm25":
         found["bm25"] = _bm25(ds, bm25_query, where, depth)
     else:
@@ -301,7 +332,7 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
         if reranker is not None and key in raw["rerank"]:
             scores["rerank"] = round(float(raw["rerank"][key]), 6)
         out.append(Hit(
-            row_id=r["row_id"], score=scores.get("rerank", scores["fused"]), text=r["text"], source_table=r["source_table"],
+            row_id=r["row_id"], score=scores["fused"], text=r["text"], source_table=r["source_table"],
             source_row_id=r["source_row_id"], document_id=r["document_id"], patient_id=r["patient_id"],
             date=r["date"], kind=r["kind"], title=r["title"], section=r["section"], start=r["start"], end=r["end"],
             provenance_id=r["provenance_id"], scores=scores,

@@ -364,13 +364,15 @@ class Detector:
                    kinds: list[str], upper: bool, lw: list[str]) -> list[Span]:
         """Other mentions in the same note of a one-word name or place found with a cue
         ("transferred to GH" ... "TEAM AT GH"): the same string, when the lexicon does not call
-        it a plain word; in mixed-case notes with the same casing."""
+        it a plain word; in mixed-case notes with the same casing. (A note longer than two
+        windows is read window by window: mentions are found again within a window.)"""
+        kind_of = dict(zip(lw, kinds))  # this note's classes (the shared cache may be cleared meanwhile)
         seen: dict[str, str] = {}
         for sp in found:
             if sp.type in PROPAGATED_TYPES and len(sp.text) >= 2 and sp.text.isalpha():
                 w = sp.text.lower()
                 if w not in self.rules.clinical_words and w not in PLACE_STOP and w not in ALWAYS_WORDS \
-                        and w not in self.rules.cue_words and self._kind_cache.get(w, WORD) in (NAME, UNKNOWN):
+                        and w not in self.rules.cue_words and kind_of.get(w, WORD) in (NAME, UNKNOWN):
                     seen[w] = sp.type
         if not seen:
             return []
