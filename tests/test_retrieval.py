@@ -389,3 +389,37 @@ def test_probes_follow_the_index_that_is_there(tmp_path):
     assert index_lists(ds) == 6
     assert probes(3000, lists=index_lists(ds))["nprobes"] == 3
     assert probes(1_000_000)["nprobes"] == 8 and probes(1_000_000, filtered=True)["ef"] == 150
+
+
+def test_new_rows_join_the_vector_index_without_losing_its_lists(tmp_path, monkeypatch):
+    """After an ingest adds rows, ensure_indexes merges them into the indexes; the IVF lists
+    stay (Lance's default optimise rewrote the index as one list)."""
+    import lance
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from sagehealth.data.model import chunk_schema
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval.search import index_lists
+
+    monkeypatch.setattr(index_mod, "ANN_MIN_ROWS", 1000)
+    monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)  # 4000 rows -> 4 lists
+    schema = chunk_schema(16)
+    rng = np.random.default_rng(2)
+
+    def rows(n: int, start: int) -> pa.Table:
+        cols = {f.name: pa.nulls(n, f.type) for f in schema}
+        cols.update(row_id=pa.array([f"chk_{i}" for i in range(start, start + n)]), text=pa.array(["aspirin"] * n),
+                    search_text=pa.array(["aspirin stroke"] * n), source_table=pa.array(["literature"] * n),
+                    vector=pa.FixedSizeListArray.from_arrays(pa.array(rng.random((n, 16)).astype("float32").ravel()), 16))
+        return pa.table([cols[f.name] for f in schema], schema=schema)
+
+    tbl = lancedb.connect(str(tmp_path)).create_table("c", rows(4000, 0))
+    index_mod.ensure_indexes(tbl)
+    assert index_lists(lance.dataset(str(tmp_path / "c.lance"))) == 4
+    tbl.add(rows(500, 4000))
+    index_mod.ensure_indexes(tbl)
+    ds = lance.dataset(str(tmp_path / "c.lance"))
+    stats = ds.stats.index_stats("vector_idx")
+    assert index_lists(ds) == 4 and stats["num_unindexed_rows"] == 0

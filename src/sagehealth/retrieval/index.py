@@ -239,7 +239,9 @@ def ensure_indexes(tbl: Any) -> None:
             create_vector_index(tbl, rows)
         create_scalar_indexes(tbl, names)
     if names:
-        tbl.to_lance().optimize.optimize_indices()
+        # new rows go into the existing indexes (their IVF lists kept); Lance 14's default
+        # (num_indices_to_merge=None) rewrote the vector index as a single list
+        tbl.to_lance().optimize.optimize_indices(num_indices_to_merge=1)
 
 
 def _indices(ds: Any) -> list[Any]:
