@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -178,8 +179,10 @@ def index_lists(ds: Any) -> int | None:
 
 def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int) -> dict[str, tuple[float, int]]:
     try:
-        settings = probes(ds.count_rows(), filtered=where is not None, lists=index_lists(ds))
-        settings["ef"] = max(settings["ef"], depth)  # HNSW needs ef >= k
+        lists = index_lists(ds)  # no vector index: an exact search, nothing to set
+        settings = probes(0, filtered=where is not None, lists=lists) if lists else {}
+        if settings:
+            settings["ef"] = max(settings["ef"], depth)  # HNSW needs ef >= k
         table = ds.to_table(nearest={"column": "vector", "q": qvec, "k": depth, "metric": "cosine", **settings},
                             columns=[*_KEYS, "_distance"], filter=where, prefilter=True, with_row_id=True)
     except (ValueError, OSError) as exc:
@@ -203,19 +206,8 @@ def _rows(ds: Any, rowids: list[int], keys: list[str]) -> list[dict[str, Any]]:
 
 
 #: retrievers run side by side (Lance and the embedder release the GIL): BM25 in this pool
-#: while the calling thread embeds the query and searches the vectors
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> Any:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sagehealth-bm25")
-        return _POOL
+#: while the calling thread embeds the query and searches the vectors (threads start on use)
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sagehealth-bm25")
 
 
 def _normalise(scores: dict[str, float]) -> dict[str, float]:
@@ -287,7 +279,7 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
         raise RetrievalError("vector search needs an embedder")
     bm25_query = (bm25_query or query)[:MAX_QUERY_CHARS * 2]
     if mode == "hybrid":
-        pending = _pool().submit(_bm25, ds, bm25_query, where, depth)
+        pending = _POOL.submit(_bm25, ds, bm25_query, where, depth)
         try:
             found["vector"] = _vector(ds, embedder.embed_queries([query])[0], where, depth)  # type: ignore[union-attr]
         except BaseException:
@@ -309,6 +301,7 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
     ranks = {name: {key: i for i, key in enumerate(sorted(s, key=s.get, reverse=True), 1)} for name, s in raw.items()}
     terms = query_terms(bm25_query)
     order = sorted(fused, key=lambda x: (-fused[x], x))
+    rer: dict[str, float] = {}
     if reranker is None:
         top = order[:k]
         rows = _rows(ds, [rowid[key] for key in top], top)
@@ -320,17 +313,16 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
         passages = [f"{r['title']}. {r['text']}" if r["title"] and r["title"] not in r["text"] else r["text"]
                     for r in pool_rows]
         rer = dict(zip(pool, reranker.score(query, passages)))
-        raw["rerank"] = rer
         ranks["rerank"] = {key: i for i, key in enumerate(sorted(rer, key=lambda x: (-rer[x], -fused[x], x)), 1)}
         by_key = dict(zip(pool + rest, got))
         top = (sorted(pool, key=ranks["rerank"].__getitem__) + rest)[:k]
         rows = [by_key[key] for key in top]
     out = []
     for key, r in zip(top, rows):
-        scores = {name: round(float(s[key]), 6) for name, s in raw.items() if key in s and name != "rerank"}
+        scores = {name: round(float(s[key]), 6) for name, s in raw.items() if key in s}
         scores["fused"] = round(float(fused[key]), 6)
-        if reranker is not None and key in raw["rerank"]:
-            scores["rerank"] = round(float(raw["rerank"][key]), 6)
+        if key in rer:
+            scores["rerank"] = round(float(rer[key]), 6)
         out.append(Hit(
             row_id=r["row_id"], score=scores["fused"], text=r["text"], source_table=r["source_table"],
             source_row_id=r["source_row_id"], document_id=r["document_id"], patient_id=r["patient_id"],

@@ -366,14 +366,18 @@ class Detector:
         ("transferred to GH" ... "TEAM AT GH"): the same string, when the lexicon does not call
         it a plain word; in mixed-case notes with the same casing. (A note longer than two
         windows is read window by window: mentions are found again within a window.)"""
-        kind_of = dict(zip(lw, kinds))  # this note's classes (the shared cache may be cleared meanwhile)
         seen: dict[str, str] = {}
         for sp in found:
             if sp.type in PROPAGATED_TYPES and len(sp.text) >= 2 and sp.text.isalpha():
                 w = sp.text.lower()
                 if w not in self.rules.clinical_words and w not in PLACE_STOP and w not in ALWAYS_WORDS \
-                        and w not in self.rules.cue_words and kind_of.get(w, WORD) in (NAME, UNKNOWN):
+                        and w not in self.rules.cue_words:
                     seen[w] = sp.type
+        if not seen:
+            return []
+        # this note's classes (the shared cache may be cleared meanwhile): plain words never spread
+        kind_of = {w: k for w, k in zip(lw, kinds) if w in seen}
+        seen = {w: t for w, t in seen.items() if kind_of.get(w, WORD) in (NAME, UNKNOWN)}
         if not seen:
             return []
         exact = {sp.text for sp in found if sp.text.lower() in seen}
