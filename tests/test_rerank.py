@@ -154,22 +154,16 @@ def test_eval_retrieval_with_a_reranker(gguf):  # noqa: F811
     assert out["queries"] == 2 and out["rerank"].startswith("llm:llama-cpp:") and 0 <= out["ndcg@10"] <= 1
 
 
-def test_rows_are_read_by_row_id_with_or_without_lances_take(reader):
-    """The final hits are read by Lance row id; a Lance without ``_take_rows`` reads them by the
-    row_id column instead, in the same order."""
+def test_rows_are_read_by_lance_row_id_in_the_order_given(reader):
+    """The final hits are read by Lance row id (the fusion's keys), in the order asked for."""
     from sagehealth.retrieval import search as S
 
     ds = reader.lake.dataset("chunks")
     t = ds.to_table(columns=["row_id"], with_row_id=True, limit=5)
     keys, rowids = t.column("row_id").to_pylist()[::-1], t.column("_rowid").to_pylist()[::-1]
-
-    class NoTake:
-        def to_table(self, **kw):
-            return ds.to_table(**kw)
-
-    fast, slow = S._rows(ds, rowids, keys), S._rows(NoTake(), rowids, keys)
-    assert [r["row_id"] for r in fast] == keys == [r["row_id"] for r in slow]
-    assert fast == slow
+    rows = S._rows(ds, rowids)
+    assert [r["row_id"] for r in rows] == keys and set(rows[0]) == set(S.COLUMNS)
+    assert S._rows(ds, []) == []
 
 
 def test_hybrid_search_reports_the_first_failure_not_the_bm25_one():

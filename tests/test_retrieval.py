@@ -423,3 +423,86 @@ def test_new_rows_join_the_vector_index_without_losing_its_lists(tmp_path, monke
     ds = lance.dataset(str(tmp_path / "c.lance"))
     stats = ds.stats.index_stats("vector_idx")
     assert index_lists(ds) == 4 and stats["num_unindexed_rows"] == 0
+
+
+def _two_kind_table(tmp_path, n: int = 4000):
+    """A chunk table of two clusters: 'report' rows near one direction, 'note' rows near
+    another, plus a few 'rare' rows; IVF-HNSW-indexed."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from sagehealth.data.model import chunk_schema
+    from sagehealth.retrieval import index as index_mod
+
+    rng = np.random.default_rng(5)
+    a, b = np.eye(16, dtype="float32")[0], np.eye(16, dtype="float32")[1]
+    kinds = np.where(np.arange(n) % 2 == 0, "report", "note").astype(object)
+    kinds[np.arange(n) % 40 == 1] = "rare"  # 2.5% of the rows (taken from the notes)
+    vecs = np.where((kinds == "report")[:, None], a, b) + rng.normal(0, 0.3, (n, 16)).astype("float32")
+    schema = chunk_schema(16)
+    cols = {f.name: pa.nulls(n, f.type) for f in schema}
+    cols.update(row_id=pa.array([f"chk_{i}" for i in range(n)]), kind=pa.array(list(kinds)),
+                text=pa.array(["x"] * n), search_text=pa.array(["x"] * n),
+                vector=pa.FixedSizeListArray.from_arrays(pa.array(vecs.astype("float32").ravel()), 16))
+    tbl = lancedb.connect(str(tmp_path)).create_table("c", pa.table([cols[f.name] for f in schema], schema=schema))
+    index_mod.create_vector_index(tbl, n)
+    index_mod.create_scalar_indexes(tbl)
+    return tbl.to_lance(), a, b
+
+
+def test_filtered_vector_search_by_what_the_filter_keeps(tmp_path, monkeypatch):
+    """A broad filter (>= POSTFILTER_SHARE of the rows) is applied after a wider ANN search; a
+    filter of few rows is searched exactly; one in between goes through the mask, on every list
+    when the probed ones hold too few matching rows (here: the rare rows lie far from the
+    query). Every candidate matches the filter and the top 10 is the exact filtered top 10
+    (or nearly)."""
+    import numpy as np
+
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval import search as search_mod
+
+    monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
+    ds, a, _ = _two_kind_table(tmp_path)
+    calls = []
+    real = search_mod._nearest
+    monkeypatch.setattr(search_mod, "_nearest", lambda *x, **kw: calls.append((x[2], dict(x[3]), kw["prefilter"]))
+                        or real(*x, **kw))
+    q = (a + 0.2 * np.eye(16, dtype="float32")[3])
+    q /= np.linalg.norm(q)
+
+    def check(where: str, want: int) -> None:
+        got = search_mod._vector(ds, q, where, 100)
+        kinds = set(ds._take_rows(list(got), columns=["kind"]).column("kind").to_pylist())
+        assert kinds == {where.split("'")[1]} and len(got) == want
+        exact = ds.to_table(nearest={"column": "vector", "q": q, "k": 10, "metric": "cosine", "use_index": False},
+                            columns=["_distance"], filter=where, prefilter=True, with_row_id=True)
+        top = sorted(got, key=lambda r: -got[r])[:10]
+        assert len(set(top) & set(exact.column("_rowid").to_pylist())) >= 8
+
+    assert search_mod.filter_rows(ds, "kind = 'report'") == 2000 and search_mod.filter_rows(ds, "kind = 'rare'") == 100
+    check("kind = 'report'", 100)  # half the rows: unmasked, 100 / 0.5 candidates, no narrower depth
+    assert calls == [(200, {"nprobes": 2, "ef": 400, "refine_factor": 1}, False)]
+    calls.clear()
+    check("kind = 'rare'", 100)  # 100 rows: exact (cheap, so the full depth)
+    assert calls == [(100, {"use_index": False}, True)]
+    calls.clear()
+    monkeypatch.setattr(search_mod, "FLAT_ROWS", 10)  # now in between: masked, then every list
+    check("kind = 'rare'", search_mod.FILTERED_DEPTH)
+    assert [(c[1]["nprobes"], c[2]) for c in calls] == [(2, True), (4, True)]
+
+
+def test_a_broad_filter_far_from_the_query_falls_back_to_the_masked_search(tmp_path, monkeypatch):
+    """Half the rows are notes, but none near the query: the unmasked candidates hold no note,
+    so the search runs again with the filter applied first and still finds the nearest notes."""
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval import search as search_mod
+
+    monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
+    ds, a, _ = _two_kind_table(tmp_path)
+    calls = []
+    real = search_mod._nearest
+    monkeypatch.setattr(search_mod, "_nearest", lambda *x, **kw: calls.append(kw["prefilter"]) or real(*x, **kw))
+    got = search_mod._vector(ds, a, "kind = 'note'", 50)
+    assert calls[:2] == [False, True] and len(got) == 50
+    assert set(ds._take_rows(list(got), columns=["kind"]).column("kind").to_pylist()) == {"note"}

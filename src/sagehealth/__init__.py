@@ -16,6 +16,9 @@ import os
 # crawl: a one-line query took 1-2 s instead of 25 ms beside another busy process. The setting
 # must be in place before any library loads the OpenMP runtime, hence here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Lance's index statistics (read once per table version to learn the IVF list count) include
+# every centroid unless told not to, and warn about it on stderr at each read
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 from typing import TYPE_CHECKING, Any  # noqa: E402
 

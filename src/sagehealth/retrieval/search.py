@@ -1,8 +1,10 @@
 """Search over a chunk table at one version: BM25, vector and hybrid, with filters and
 highlights.
 
-Both retrievers see the same filter before they rank (Lance prefilter), each returns its top
-``depth`` candidates, and hybrid fuses them (:data:`FUSION`: z-score fusion, which beat
+Both retrievers return only rows that pass the filter: BM25 applies it before it ranks (Lance
+prefilter), the vector side as fits what the filter keeps (exact over a few rows, through the
+index's mask, or after a wider unmasked search: see :func:`_vector`); each returns its top
+candidates by Lance row id, and hybrid fuses them (:data:`FUSION`: z-score fusion, which beat
 reciprocal-rank fusion on the dev sets). Every hit keeps its score and rank per stage, so an
 answer can show why a chunk came back.
 """
@@ -35,8 +37,9 @@ DEPTH = 100
 #: nDCG@10 (z beats RRF by +0.022, 95% CI [+0.013, +0.032]); 10-fold cross-validation picks
 #: alpha 0.5 nearly every time, and PubMedQA agrees (z-score >= RRF); see README
 FUSION: dict[str, Any] = {"method": "z", "alpha": 0.5}
-COLUMNS = ["row_id", "source_table", "source_row_id", "document_id", "patient_id", "encounter_id", "date",
-           "kind", "title", "section", "chunk_index", "start", "end", "text", "provenance_id"]
+#: the chunk columns a hit carries (each column read costs ~0.35 ms per query at 1M rows)
+COLUMNS = ["row_id", "source_table", "source_row_id", "document_id", "patient_id", "date", "kind", "title",
+           "section", "start", "end", "text", "provenance_id"]
 _STOP = frozenset("a an and are as at be by for from has have in is it of on or that the this to was were "
                   "with what which who whom does do did how why when where not no".split())
 _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-']*")
@@ -120,31 +123,30 @@ def highlights(text: str, terms: list[str]) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in pat.finditer(text)]
 
 
-#: the retrievers hand over ids and scores only; text and metadata are read for the final
-#: ``k`` hits (reading 2 x 100 texts per query from a large table cost more than ranking them)
-_KEYS = ["row_id"]
+#: the retrievers hand over Lance row ids and scores only (the fusion keys); text and metadata
+#: are read for the final ``k`` hits (reading 2 x 100 texts per query from a large table cost
+#: more than ranking them, and even the ``row_id`` strings of 100 candidates cost ~2 ms a side)
 
 
-def _bm25(ds: Any, query: str, where: str | None, depth: int) -> dict[str, tuple[float, int]]:
+def _bm25(ds: Any, query: str, where: str | None, depth: int) -> dict[int, float]:
     terms = query_terms(query)
     if not terms:
         return {}
     try:
-        table = ds.to_table(full_text_query=" ".join(terms), columns=[*_KEYS, "_score"], filter=where,
+        table = ds.to_table(full_text_query=" ".join(terms), columns=["_score"], filter=where,
                             prefilter=True, limit=depth, with_row_id=True)
     except (ValueError, OSError) as exc:
         raise RetrievalError(f"full-text search failed: {exc}") from exc
-    return dict(zip(table.column("row_id").to_pylist(),
-                    zip(table.column("_score").to_pylist(), table.column("_rowid").to_pylist())))
+    return dict(zip(table.column("_rowid").to_pylist(), table.column("_score").to_pylist()))
 
 
 def probes(rows: int, *, filtered: bool = False, lists: int | None = None) -> dict[str, int]:
     """ANN search settings for an IVF-HNSW index of ``lists`` lists (default: what
     :func:`~sagehealth.retrieval.index.vector_index_params` builds for ``rows``): probe half of
-    the lists, search each list's HNSW graph with ef 400 (150 under a filter: fewer rows
-    compete, and a wide search through a mask is what costs), and score the candidates on the
-    full vectors (exact cosines for the fusion). Measured at 1M chunks: recall@10 0.96
-    unfiltered and under kind/date filters (benchmarks/search.py)."""
+    the lists, search each list's HNSW graph with ef 400 (150 through a filter's mask: fewer
+    rows compete, and a wide search through a mask is what costs), and score the candidates on
+    the full vectors (exact cosines for the fusion). Measured at 1M chunks: recall@10 0.97
+    unfiltered (benchmarks/search.py; filters: see :func:`_vector`)."""
     from sagehealth.retrieval.index import vector_index_params
 
     if lists is None:
@@ -177,32 +179,88 @@ def index_lists(ds: Any) -> int | None:
     return lists
 
 
-def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int) -> dict[str, tuple[float, int]]:
+#: a filter that keeps at most this many rows is searched exactly: Lance reads just those
+#: vectors through the scalar indexes (1M chunks: 17 rows 1.9 ms, 389 rows 5.4 ms, 6,541 rows
+#: 56 ms), where the index would probe lists that hold few or none of them
+FLAT_ROWS = 1_000
+#: a filter that keeps at least this share of the rows is applied after the ANN search, on
+#: ``depth / share`` candidates, instead of before it: Lance's prefiltered HNSW search checks
+#: every row of each probed list against the mask, and under a broad filter (a document kind,
+#: a range of years) that cost more than the wider unmasked search (1M chunks, kind filter
+#: keeping 20%: 31 ms masked, 18 ms unmasked with 250 candidates; see the README)
+POSTFILTER_SHARE = 0.1
+#: most candidates an over-fetching (post-filtered) vector search asks the index for
+MAX_FETCH = 1000
+#: vector candidates handed to the fusion under a filter (unfiltered: ``depth``): SciFact
+#: train nDCG@10 0.740 with 100, 0.739 with 50, 0.738 with 30; a filtered search costs about
+#: in proportion
+FILTERED_DEPTH = 50
+_SHARES: dict[tuple[str, int, str], int] = {}
+
+
+def filter_rows(ds: Any, where: str) -> int:
+    """How many rows of ``ds`` filter ``where`` keeps (counted through the scalar indexes,
+    remembered per dataset version and filter)."""
+    key = (str(ds.uri), int(ds.version), where)
+    with _LISTS_LOCK:
+        if key in _SHARES:
+            return _SHARES[key]
+    n = ds.count_rows(filter=where)
+    with _LISTS_LOCK:
+        if len(_SHARES) > 4096:
+            _SHARES.clear()
+        _SHARES[key] = n
+    return n
+
+
+def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int, least: int = 1) -> dict[int, float]:
+    """Cosine similarity of the ``depth`` nearest chunks under filter ``where``, by Lance row
+    id. Without a vector index the search is exact; with one, by what the filter keeps: few
+    rows, exact over them; a broad share, the index unmasked on ``depth / share`` candidates,
+    then the filter; else the index through the mask (half the lists, all of them when those
+    held fewer than ``depth`` matching rows). A filter that keeps less than half the rows
+    gets :data:`FILTERED_DEPTH` candidates (at least ``least``)."""
     try:
-        lists = index_lists(ds)  # no vector index: an exact search, nothing to set
-        settings = probes(0, filtered=where is not None, lists=lists) if lists else {}
-        if settings:
-            settings["ef"] = max(settings["ef"], depth)  # HNSW needs ef >= k
-        table = ds.to_table(nearest={"column": "vector", "q": qvec, "k": depth, "metric": "cosine", **settings},
-                            columns=[*_KEYS, "_distance"], filter=where, prefilter=True, with_row_id=True)
+        lists = index_lists(ds)
+        if not lists:
+            return _nearest(ds, qvec, depth, {}, where, prefilter=True)
+        settings = probes(0, filtered=where is not None, lists=lists)
+        if where is None:
+            return _nearest(ds, qvec, depth, {**settings, "ef": max(settings["ef"], depth)}, None, prefilter=True)
+        matched = filter_rows(ds, where)
+        if matched <= FLAT_ROWS:
+            return _nearest(ds, qvec, depth, {"use_index": False}, where, prefilter=True)
+        share = matched / max(1, ds.count_rows())
+        if share < 0.5:
+            depth = min(depth, max(least, FILTERED_DEPTH))
+        if share >= POSTFILTER_SHARE:
+            fetch = min(MAX_FETCH, int(np.ceil(depth / share)))
+            unmasked = probes(0, lists=lists)  # ef 1.5 x the candidates: the tail must be right too
+            found = _nearest(ds, qvec, fetch, {**unmasked, "ef": max(int(1.5 * fetch), unmasked["ef"])}, where,
+                             prefilter=False)
+            if len(found) >= depth // 2:
+                return dict(sorted(found.items(), key=lambda kv: -kv[1])[:depth])
+        settings["ef"] = max(settings["ef"], depth)  # HNSW needs ef >= k
+        found = _nearest(ds, qvec, depth, settings, where, prefilter=True)
+        if len(found) < min(depth, matched) and settings["nprobes"] < lists:
+            found = _nearest(ds, qvec, depth, {**settings, "nprobes": lists}, where, prefilter=True)
+        return found
     except (ValueError, OSError) as exc:
         raise RetrievalError(f"vector search failed: {exc}") from exc
-    return dict(zip(table.column("row_id").to_pylist(),
-                    zip((1.0 - d for d in table.column("_distance").to_pylist()), table.column("_rowid").to_pylist())))
 
 
-def _rows(ds: Any, rowids: list[int], keys: list[str]) -> list[dict[str, Any]]:
-    """The chunk rows (all :data:`COLUMNS`) of Lance row ids (``keys``: their ``row_id``
-    values), in the order given."""
+def _nearest(ds: Any, qvec: np.ndarray, k: int, settings: dict[str, int], where: str | None, *,
+             prefilter: bool) -> dict[int, float]:
+    table = ds.to_table(nearest={"column": "vector", "q": qvec, "k": k, "metric": "cosine", **settings},
+                        columns=["_distance"], filter=where, prefilter=prefilter, with_row_id=True)
+    return dict(zip(table.column("_rowid").to_pylist(), (1.0 - d for d in table.column("_distance").to_pylist())))
+
+
+def _rows(ds: Any, rowids: list[int]) -> list[dict[str, Any]]:
+    """The chunk rows (all :data:`COLUMNS`) of these Lance row ids, in the order given."""
     if not rowids:
         return []
-    try:
-        table = ds._take_rows(rowids, columns=COLUMNS)  # noqa: SLF001 (Lance's take by row id)
-    except AttributeError:  # a Lance without it: by the row_id column
-        table = ds.to_table(columns=COLUMNS, filter=f"row_id IN ({in_list(keys)})")
-        order = {r: i for i, r in enumerate(table.column("row_id").to_pylist())}
-        table = table.take([order[k] for k in keys])
-    return table.to_pylist()
+    return ds._take_rows(rowids, columns=COLUMNS).to_pylist()  # noqa: SLF001 (Lance's take by row id)
 
 
 #: retrievers run side by side (Lance and the embedder release the GIL): BM25 in this pool
@@ -210,7 +268,7 @@ def _rows(ds: Any, rowids: list[int], keys: list[str]) -> list[dict[str, Any]]:
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sagehealth-bm25")
 
 
-def _normalise(scores: dict[str, float]) -> dict[str, float]:
+def _normalise(scores: dict[Any, float]) -> dict[Any, float]:
     if not scores:
         return {}
     lo, hi = min(scores.values()), max(scores.values())
@@ -219,7 +277,7 @@ def _normalise(scores: dict[str, float]) -> dict[str, float]:
     return {k: (v - lo) / (hi - lo) for k, v in scores.items()}
 
 
-def _zscores(scores: dict[str, float]) -> dict[str, float]:
+def _zscores(scores: dict[Any, float]) -> dict[Any, float]:
     values = np.fromiter(scores.values(), float, len(scores))
     finite = values[np.isfinite(values)]
     if not finite.size:
@@ -229,12 +287,12 @@ def _zscores(scores: dict[str, float]) -> dict[str, float]:
     return {k: (v - mu) / sd if np.isfinite(v) else low for k, v in scores.items()}
 
 
-def fuse(lists: dict[str, dict[str, float]], method: str = "z", alpha: float = 0.5,
-         rrf_k: int = 60) -> dict[str, float]:
+def fuse(lists: dict[str, dict[Any, float]], method: str = "z", alpha: float = 0.5,
+         rrf_k: int = 60) -> dict[Any, float]:
     """Fuse per-retriever scores over the union of their candidates: ``z`` (each list's scores
     as z-scores, a candidate missing from a list gets that list's worst z; ``alpha`` weighs the
     vector list), ``convex`` (min-max normalised, missing = 0) or ``rrf`` (reciprocal ranks)."""
-    fused: dict[str, float] = {}
+    fused: dict[Any, float] = {}
     if method == "rrf":
         for scores in lists.values():
             for rank, key in enumerate(sorted(scores, key=scores.get, reverse=True), 1):
@@ -274,41 +332,39 @@ def search_chunks(ds: Any, query: str, *, embedder: Embedder | None, k: int = 10
     if ds.count_rows() == 0:
         return []
     depth = max(depth, k)
-    found: dict[str, dict[str, tuple[float, int]]] = {}
+    raw: dict[str, dict[int, float]] = {}
     if mode in ("hybrid", "vector") and embedder is None:
         raise RetrievalError("vector search needs an embedder")
     bm25_query = (bm25_query or query)[:MAX_QUERY_CHARS * 2]
     if mode == "hybrid":
         pending = _POOL.submit(_bm25, ds, bm25_query, where, depth)
         try:
-            found["vector"] = _vector(ds, embedder.embed_queries([query])[0], where, depth)  # type: ignore[union-attr]
+            raw["vector"] = _vector(ds, embedder.embed_queries([query])[0], where, depth, k)  # type: ignore[union-attr]
         except BaseException:
             with contextlib.suppress(Exception):  # wait for it, but report the first failure
                 pending.result()
             raise
-        found["bm25"] = pending.result()
+        raw["bm25"] = pending.result()
     elif mode == "bm25":
-        found["bm25"] = _bm25(ds, bm25_query, where, depth)
+        raw["bm25"] = _bm25(ds, bm25_query, where, depth)
     else:
-        found["vector"] = _vector(ds, embedder.embed_queries([query])[0], where, depth)  # type: ignore[union-attr]
-    raw = {name: {key: s for key, (s, _) in hits.items()} for name, hits in found.items()}
+        raw["vector"] = _vector(ds, embedder.embed_queries([query])[0], where, depth, k)  # type: ignore[union-attr]
     if mode == "hybrid":
         f = {**FUSION, **(fusion or {})}
         fused = fuse(raw, f["method"], f.get("alpha", 0.5))
     else:
         fused = raw[mode]
-    rowid = {key: rid for hits in found.values() for key, (_, rid) in hits.items()}
     ranks = {name: {key: i for i, key in enumerate(sorted(s, key=s.get, reverse=True), 1)} for name, s in raw.items()}
     terms = query_terms(bm25_query)
     order = sorted(fused, key=lambda x: (-fused[x], x))
-    rer: dict[str, float] = {}
+    rer: dict[int, float] = {}
     if reranker is None:
         top = order[:k]
-        rows = _rows(ds, [rowid[key] for key in top], top)
+        rows = _rows(ds, top)
     else:
         pool = order[:max(1, rerank_depth)]
         rest = order[len(pool):k]
-        got = _rows(ds, [rowid[key] for key in pool + rest], pool + rest)
+        got = _rows(ds, pool + rest)
         pool_rows = got[:len(pool)]
         passages = [f"{r['title']}. {r['text']}" if r["title"] and r["title"] not in r["text"] else r["text"]
                     for r in pool_rows]
