@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -123,9 +124,9 @@ def highlights(text: str, terms: list[str]) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in pat.finditer(text)]
 
 
-#: the retrievers hand over Lance row ids and scores only (the fusion keys); text and metadata
-#: are read for the final ``k`` hits (reading 2 x 100 texts per query from a large table cost
-#: more than ranking them, and even the ``row_id`` strings of 100 candidates cost ~2 ms a side)
+# The retrievers hand over Lance row ids and scores only (the fusion keys); text and metadata
+# are read for the final ``k`` hits (reading 2 x 100 texts per query from a large table cost
+# more than ranking them, and even the ``row_id`` strings of 100 candidates cost ~2 ms a side).
 
 
 def _bm25(ds: Any, query: str, where: str | None, depth: int) -> dict[int, float]:
@@ -154,29 +155,39 @@ def probes(rows: int, *, filtered: bool = False, lists: int | None = None) -> di
     return {"nprobes": max(1, (lists + 1) // 2), "ef": 150 if filtered else 400, "refine_factor": 1}
 
 
-#: IVF list count of the vector index per (dataset, version): an index built by an older
-#: release keeps its own count, and the probes must follow the index, not today's rule
-_LISTS: dict[tuple[str, int], int | None] = {}
-_LISTS_LOCK = threading.Lock()
+#: facts about a dataset version (its IVF list count, how many rows a filter keeps): a
+#: committed version never changes, so they are read once; an index built by an older release
+#: keeps its own list count, and the probes must follow the index, not today's rule
+_PER_VERSION: dict[tuple[Any, ...], Any] = {}
+_PER_VERSION_LOCK = threading.Lock()
+
+
+def _per_version(ds: Any, what: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """``compute()`` for this dataset version and ``what``, remembered (at most 4096 entries)."""
+    key = (str(ds.uri), int(ds.version), *what)
+    with _PER_VERSION_LOCK:
+        if key in _PER_VERSION:
+            return _PER_VERSION[key]
+    value = compute()
+    with _PER_VERSION_LOCK:
+        if len(_PER_VERSION) > 4096:
+            _PER_VERSION.clear()
+        _PER_VERSION[key] = value
+    return value
 
 
 def index_lists(ds: Any) -> int | None:
     """The IVF list count of ``ds``'s vector index (None: no vector index)."""
-    key = (str(ds.uri), int(ds.version))
-    with _LISTS_LOCK:
-        if key in _LISTS:
-            return _LISTS[key]
-    lists = None
-    for idx in ds.list_indices():
-        if list(idx.get("fields") or []) == ["vector"]:
-            stats = ds.stats.index_stats(idx["name"])
-            parts = [seg.get("num_partitions") for seg in stats.get("segments") or stats.get("indices") or []]
-            lists = max((p for p in parts if p), default=None)
-    with _LISTS_LOCK:
-        if len(_LISTS) > 256:
-            _LISTS.clear()
-        _LISTS[key] = lists
-    return lists
+
+    def count() -> int | None:
+        for idx in ds.list_indices():
+            if list(idx.get("fields") or []) == ["vector"]:
+                stats = ds.stats.index_stats(idx["name"])
+                parts = [seg.get("num_partitions") for seg in stats.get("segments") or stats.get("indices") or []]
+                return max((p for p in parts if p), default=None)
+        return None
+
+    return _per_version(ds, ("lists",), count)
 
 
 #: a filter that keeps at most this many rows is searched exactly: Lance reads just those
@@ -195,22 +206,12 @@ MAX_FETCH = 1000
 #: train nDCG@10 0.740 with 100, 0.739 with 50, 0.738 with 30; a filtered search costs about
 #: in proportion
 FILTERED_DEPTH = 50
-_SHARES: dict[tuple[str, int, str], int] = {}
 
 
 def filter_rows(ds: Any, where: str) -> int:
     """How many rows of ``ds`` filter ``where`` keeps (counted through the scalar indexes,
-    remembered per dataset version and filter)."""
-    key = (str(ds.uri), int(ds.version), where)
-    with _LISTS_LOCK:
-        if key in _SHARES:
-            return _SHARES[key]
-    n = ds.count_rows(filter=where)
-    with _LISTS_LOCK:
-        if len(_SHARES) > 4096:
-            _SHARES.clear()
-        _SHARES[key] = n
-    return n
+    once per dataset version and filter)."""
+    return _per_version(ds, ("rows", where), lambda: ds.count_rows(filter=where))
 
 
 def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int, least: int = 1) -> dict[int, float]:
