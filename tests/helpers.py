@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pytest
@@ -70,3 +77,64 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class FakeChatHandler(BaseHTTPRequestHandler):
+    """A stand-in chat endpoint for failure modes a real server will not produce on demand; the
+    first path segment picks the behaviour (slow, notjson, err500, nochoices, tool, badtool, echo)."""
+
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        payload = json.loads(self.rfile.read(length) or b"{}")
+        FakeChatHandler.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": payload})
+        mode = self.path.split("/")[1]
+        if mode == "slow":
+            time.sleep(1.5)
+            return self._send(200, b"{}")
+        if mode == "notjson":
+            return self._send(200, b"not json", "text/plain")
+        if mode == "err500":
+            return self._send(500, b'{"error": "model exploded"}')
+        if mode == "nochoices":
+            return self._send(200, json.dumps({"id": "x", "object": "chat.completion"}).encode())
+        if mode == "badtool" or mode == "tool":
+            args = "{not json" if mode == "badtool" else json.dumps({"city": "Paris"})
+            msg = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}]}
+            return self._send(200, json.dumps({"model": "m", "choices": [
+                {"index": 0, "message": msg, "finish_reason": "tool_calls"}]}).encode())
+        if mode in ("echo", "v1"):  # "v1": a bare base URL
+            text = "Metformin 500 mg twice daily [E1]. Unknown [E9]."
+            return self._send(200, json.dumps({"model": "served-name", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode())
+        self._send(404, b'{"error": "no such route"}')
+
+
+@contextlib.contextmanager
+def fake_chat_server() -> Iterator[str]:
+    """:class:`FakeChatHandler` served on 127.0.0.1 in a thread; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeChatHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -148,6 +148,25 @@ def test_researcher_answers_are_de_identified_and_checked(world):
     assert phi_leaks(a.answer) == []
 
 
+def test_identifiers_a_model_drafts_never_reach_a_researcher_nor_the_trace(world):
+    """The privacy guard on what a model writes (research-zone evidence is de-identified already,
+    so only a model can bring identifiers back): kept sentences are scrubbed, removed ones too
+    before the trace is stored, and the check counts what it replaced."""
+    r = world["eco"].as_principal(world["who"]["researcher"])
+    kept = "Cough for three weeks, worse at night, in John Smith, MRN 4471829, phone 617-555-0143."
+    dropped = "Jane Doe of 12 Elm Street was treated for metastatic melanoma."
+    a = r.ask("cough for three weeks worse at night", provider=Scripted([
+        (kept, ["~cough for three weeks"]), (dropped, ["~cough for three weeks"])]))
+    privacy = next(c for c in a.checks if c.name == "privacy")
+    assert privacy.passed and int(privacy.detail.split()[0]) >= 3, privacy.detail
+    assert len(a.sentences) == 1 and "Cough for three weeks" in a.answer
+    assert [s.reason for s in a.removed] and "content" in a.removed[0].reason
+    stored = json.dumps(world["eco"].as_principal(world["who"]["steward"]).traces(trace_id=a.trace_id)[0], default=str)
+    for ident in ("John Smith", "4471829", "617-555-0143", "Jane Doe", "12 Elm Street"):
+        assert ident not in a.answer and ident not in stored, ident
+        assert all(ident not in s.text for s in a.sentences + a.removed), ident
+
+
 def test_roles_and_care_team_hold_for_questions(world):
     doc = _doctor(world)
     with pytest.raises(AccessDenied):

@@ -117,14 +117,38 @@ def test_unknown_file_format_is_a_clear_error(tmp_path):
     assert r.returncode == 1 and "no reader recognises this file" in r.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    r = run("demo", "--home", str(tmp_path / "demo"))
+def test_demo_runs_end_to_end_then_ask_answers_with_citations(tmp_path):
+    home = str(tmp_path / "demo")
+    r = run("demo", "--home", home, env={"COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     out = r.stdout
     for expected in ("What is in the store", "Time travel", "Provenance of one document row",
-                     "dangling reference", "Most frequent conditions"):
+                     "dangling reference", "Most frequent conditions", "Hybrid search (BM25 + vectors)",
+                     "Patient context for a prompt", "patients with any respiratory system disease"):
         assert expected in out
     assert "quarantined" in out
+    # the agent section: a cited answer (sentences end with their evidence labels, each label
+    # listed with its chunk id), then an abstention on a question the sample cannot answer
+    fetal = out[out.index("Ask as rita.research: What was the fetal heart rate"):]
+    answer = fetal.splitlines()[1]
+    labels = re.findall(r"\[(E\d+(?:, E\d+)*)\]", answer)
+    assert labels, answer
+    for label in {x for group in labels for x in group.split(", ")}:
+        assert re.search(rf"^\s+{label} chk_\w+", fetal, re.M), label
+    warfarin = out[out.index("Ask as rita.research: What is the recommended dose of warfarin"):]
+    assert warfarin.splitlines()[1].startswith("No answer:")
+
+    # `sagehealth ask` on the demo's store, as a researcher: the same agent, as JSON
+    env = {"SAGEHEALTH_ROLE": "researcher", "SAGEHEALTH_USER": "rita.cli", "SAGEHEALTH_PURPOSE": "research"}
+    r = run("ask", "What was the fetal heart rate on the obstetric ultrasound?", "--home", home, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    a = json.loads(r.stdout)
+    ids = {e["id"] for e in a["evidence"]}
+    assert not a["abstained"] and a["sentences"] and a["trace_id"].startswith("trc_")
+    assert all(s["citations"] and set(s["citations"]) <= ids for s in a["sentences"])
+    assert all(e["patient_id"] is None or e["patient_id"].startswith("psn_") for e in a["evidence"])
+    r = run("ask", "What is the capital of France?", "--home", home, env=env)
+    assert r.returncode == 0 and "No answer:" in r.stdout, r.stdout + r.stderr
 
 
 def test_every_command_is_documented_in_the_readme():

@@ -9,12 +9,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -34,7 +31,7 @@ from sagehealth.genai.providers import (
     get_provider,
 )
 
-from helpers import free_port
+from helpers import FakeChatHandler, fake_chat_server, free_port
 
 EVIDENCE = (
     Evidence("E1", "note-1", "Patient started metformin 500 mg twice daily for type 2 diabetes.",
@@ -158,60 +155,11 @@ def test_parse_custom_refs():
 # -- loopback HTTP servers for failure modes ----------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    seen: ClassVar[list[dict[str, Any]]] = []
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        payload = json.loads(self.rfile.read(length) or b"{}")
-        _Handler.seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": payload})
-        mode = self.path.split("/")[1]
-        if mode == "slow":
-            time.sleep(1.5)
-            return self._send(200, b"{}")
-        if mode == "notjson":
-            return self._send(200, b"not json", "text/plain")
-        if mode == "err500":
-            return self._send(500, b'{"error": "model exploded"}')
-        if mode == "nochoices":
-            return self._send(200, json.dumps({"id": "x", "object": "chat.completion"}).encode())
-        if mode == "badtool" or mode == "tool":
-            args = "{not json" if mode == "badtool" else json.dumps({"city": "Paris"})
-            msg = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}]}
-            return self._send(200, json.dumps({"model": "m", "choices": [
-                {"index": 0, "message": msg, "finish_reason": "tool_calls"}]}).encode())
-        if mode in ("echo", "v1"):  # "v1": a bare base URL
-            text = "Metformin 500 mg twice daily [E1]. Unknown [E9]."
-            return self._send(200, json.dumps({"model": "served-name", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode())
-        self._send(404, b'{"error": "no such route"}')
-
-
 @pytest.fixture(scope="module")
 def fake() -> Iterator[str]:
     """A tiny threaded HTTP server on 127.0.0.1; the first path segment picks the behaviour."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with fake_chat_server() as url:
+        yield url
 
 
 def test_closed_port_is_unavailable():
@@ -254,7 +202,7 @@ def test_tool_calls_payload_and_api_key(fake, monkeypatch):
     r = p.chat([{"role": "user", "content": "weather?"}], tools=tools, json_schema=SCHEMA, max_tokens=7)
     assert [(c.id, c.name, c.arguments) for c in r.tool_calls] == [("call_1", "get_weather", {"city": "Paris"})]
     assert r.finish_reason == "tool_calls" and r.text == ""
-    sent = _Handler.seen[-1]
+    sent = FakeChatHandler.seen[-1]
     assert sent["path"] == "/tool/v1/chat/completions" and sent["auth"] == "Bearer sk-secret-123"
     assert sent["body"]["tools"] == tools and sent["body"]["max_tokens"] == 7
     assert sent["body"]["response_format"]["type"] == "json_schema"
@@ -264,7 +212,7 @@ def test_tool_calls_payload_and_api_key(fake, monkeypatch):
     with pytest.raises(ProviderResponseError) as err:
         bad.chat([{"role": "user", "content": "hi"}])
     assert "sk-secret" not in str(err.value) + bad.name + repr(bad)
-    assert _Handler.seen[-1]["auth"] == "Bearer sk-secret-123"
+    assert FakeChatHandler.seen[-1]["auth"] == "Bearer sk-secret-123"
 
 
 def test_openai_draft_parses_and_drops_unknown_refs(fake):
@@ -275,7 +223,7 @@ def test_openai_draft_parses_and_drops_unknown_refs(fake):
     assert [(s.text, s.citations) for s in d.sentences] == [("Metformin 500 mg twice daily.", ["note-1"]),
                                                              ("Unknown.", [])]
     assert d.usage["completion_tokens"] == 5 and d.raw.startswith("Metformin") and d.seconds > 0
-    body = _Handler.seen[-1]["body"]
+    body = FakeChatHandler.seen[-1]["body"]
     assert body["temperature"] == 0 and body["max_tokens"] == REQ.max_tokens
     assert body["messages"] == render_messages(REQ)
 

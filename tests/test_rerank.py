@@ -176,6 +176,8 @@ def test_hybrid_search_reports_the_first_failure_not_the_bm25_one():
         def to_table(self, **kw):
             raise ValueError("index files missing")
 
+        scanner = to_table
+
     class DeadEmbedder:
         name, dim = "dead", 4
 

@@ -466,8 +466,8 @@ def test_filtered_vector_search_by_what_the_filter_keeps(tmp_path, monkeypatch):
     ds, a, _ = _two_kind_table(tmp_path)
     calls = []
     real = search_mod._nearest
-    monkeypatch.setattr(search_mod, "_nearest", lambda *x, **kw: calls.append((x[2], dict(x[3]), kw["prefilter"]))
-                        or real(*x, **kw))
+    monkeypatch.setattr(search_mod, "_nearest", lambda *x, **kw: calls.append(
+        (x[2], dict(x[3]), "mask" if "row_addr_allowlist" in kw else x[4])) or real(*x, **kw))
     q = (a + 0.2 * np.eye(16, dtype="float32")[3])
     q /= np.linalg.norm(q)
 
@@ -482,14 +482,14 @@ def test_filtered_vector_search_by_what_the_filter_keeps(tmp_path, monkeypatch):
 
     assert search_mod.filter_rows(ds, "kind = 'report'") == 2000 and search_mod.filter_rows(ds, "kind = 'rare'") == 100
     check("kind = 'report'", 100)  # half the rows: unmasked, 100 / 0.5 candidates, no narrower depth
-    assert calls == [(200, {"nprobes": 2, "ef": 400, "refine_factor": 1}, False)]
+    assert calls == [(200, {"nprobes": 2, "ef": 400, "refine_factor": 1}, None)]  # the filter: ours, after
     calls.clear()
     check("kind = 'rare'", 100)  # 100 rows: exact (cheap, so the full depth)
-    assert calls == [(100, {"use_index": False}, True)]
+    assert calls == [(100, {"use_index": False}, "kind = 'rare'")]
     calls.clear()
     monkeypatch.setattr(search_mod, "FLAT_ROWS", 10)  # now in between: masked, then every list
     check("kind = 'rare'", search_mod.FILTERED_DEPTH)
-    assert [(c[1]["nprobes"], c[2]) for c in calls] == [(2, True), (4, True)]
+    assert [(c[1]["nprobes"], c[2]) for c in calls] == [(2, "mask"), (4, "mask")]  # the remembered row mask
 
 
 def test_a_broad_filter_far_from_the_query_falls_back_to_the_masked_search(tmp_path, monkeypatch):
@@ -502,7 +502,113 @@ def test_a_broad_filter_far_from_the_query_falls_back_to_the_masked_search(tmp_p
     ds, a, _ = _two_kind_table(tmp_path)
     calls = []
     real = search_mod._nearest
-    monkeypatch.setattr(search_mod, "_nearest", lambda *x, **kw: calls.append(kw["prefilter"]) or real(*x, **kw))
+    monkeypatch.setattr(search_mod, "_nearest", lambda *x, **kw: calls.append("row_addr_allowlist" in kw)
+                        or real(*x, **kw))
     got = search_mod._vector(ds, a, "kind = 'note'", 50)
     assert calls[:2] == [False, True] and len(got) == 50
     assert set(ds._take_rows(list(got), columns=["kind"]).column("kind").to_pylist()) == {"note"}
+
+
+def test_bm25_under_a_filter_is_the_exact_filtered_ranking_by_every_path(tmp_path, monkeypatch):
+    """Few rows: Lance's prefilter; a mid-size share: the unfiltered top depth/share, then the
+    filter's rows (exact, as BM25 scores do not depend on the filter), back to the mask when
+    too few survive; a broad share: the remembered row mask. Each path returns exactly what
+    Lance's own prefiltered search returns."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from sagehealth.data.model import chunk_schema
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval import search as search_mod
+
+    n = 3000
+    rng = np.random.default_rng(3)
+    words = ["pleural", "effusion", "nodule", "fracture", "cardiomegaly", "edema", "pneumothorax", "opacity",
+             "atelectasis", "consolidation"]
+    texts = [" ".join(rng.choice(words, rng.integers(3, 14))) for _ in range(n)]
+    kinds = np.array(["note"] * n, dtype=object)
+    kinds[rng.choice(n, 240, replace=False)] = "report"  # 8%
+    kinds[np.arange(n) % 500 == 7] = "rare"  # 6 rows
+    schema = chunk_schema(4)
+    cols = {f.name: pa.nulls(n, f.type) for f in schema}
+    cols.update(row_id=pa.array([f"chk_{i}" for i in range(n)]), kind=pa.array(list(kinds)), text=pa.array(texts),
+                search_text=pa.array(texts),
+                vector=pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=4 * n).astype("float32")), 4))
+    tbl = lancedb.connect(str(tmp_path)).create_table("c", pa.table([cols[f.name] for f in schema], schema=schema))
+    index_mod.create_bm25_index(tbl)
+    index_mod.create_scalar_indexes(tbl)
+    ds = tbl.to_lance()
+    scans = []
+    real = search_mod._fts
+    monkeypatch.setattr(search_mod, "_fts", lambda d, t, limit, **kw: scans.append((limit, sorted(kw))) or
+                        real(d, t, limit, **kw))
+
+    def lance_says(where: str, depth: int) -> dict:
+        t = ds.to_table(full_text_query="pleural effusion", columns=["_score"], filter=where, prefilter=True,
+                        limit=depth, with_row_id=True)
+        return dict(zip(t.column("_rowid").to_pylist(), t.column("_score").to_pylist()))
+
+    def check(where: str, depth: int, want_scans: list, least: int = 1) -> None:
+        scans.clear()
+        got = search_mod._bm25(ds, "pleural effusion", where, depth, least)
+        assert scans == want_scans, scans
+        every = lance_says(where, n)  # Lance's own filtered ranking, whole
+        top = sorted(every.values(), reverse=True)[:depth]
+        assert len(got) >= min(depth, len(every), max(least, depth // 4))
+        # the best len(got) of the filtered ranking (ties in any order), with Lance's scores
+        assert np.allclose(sorted(got.values(), reverse=True), top[:len(got)], rtol=1e-5)
+        assert all(abs(every[r] - v) < 1e-4 * max(1.0, abs(v)) for r, v in got.items())
+
+    monkeypatch.setattr(search_mod, "FLAT_ROWS", 10)
+    check("kind = 'rare'", 50, [(50, ["filter", "prefilter"])])  # 6 rows: Lance's prefilter
+    reports = search_mod.filter_rows(ds, "kind = 'report'")
+    assert 0.07 < reports / n < 0.08
+    check("kind = 'report'", 20, [(int(np.ceil(20 * n / reports)), [])])  # ~8%: the unfiltered top 20 / share, then ours
+    monkeypatch.setattr(search_mod, "BM25_MAX_FETCH", 600)
+    check("kind = 'report'", 40, [(int(np.ceil(40 * n / reports)), []), (40, ["row_addr_allowlist"])], least=60)  # ~40 of 500 < 60: the mask
+    check("kind = 'note'", 30, [(30, ["row_addr_allowlist"])])  # 92%: the mask
+    monkeypatch.setattr(search_mod, "FLAT_ROWS", 1000)
+    check("kind = 'report'", 30, [(30, ["filter", "prefilter"])])
+
+
+def test_a_vector_index_the_table_outgrew_is_built_again(tmp_path, monkeypatch):
+    """Rows added later are merged into the lists an index was built with; once the table wants
+    twice the lists, the next refresh builds the index again (else a store that crossed the
+    threshold with one list would search one ever-growing list)."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from sagehealth.data.model import chunk_schema
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval import search as search_mod
+
+    monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
+    monkeypatch.setattr(index_mod, "ANN_MIN_ROWS", 1000)
+    rng = np.random.default_rng(9)
+    schema = chunk_schema(8)
+
+    def rows(start: int, n: int) -> pa.Table:
+        cols = {f.name: pa.nulls(n, f.type) for f in schema}
+        cols.update(row_id=pa.array([f"chk_{i}" for i in range(start, start + n)]), kind=pa.array(["note"] * n),
+                    text=pa.array(["pleural effusion"] * n), search_text=pa.array(["pleural effusion"] * n),
+                    vector=pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=8 * n).astype("float32")), 8))
+        return pa.table([cols[f.name] for f in schema], schema=schema)
+
+    tbl = lancedb.connect(str(tmp_path)).create_table("c", rows(0, 2000))
+    index_mod.ensure_indexes(tbl)
+    assert search_mod.index_lists(tbl.to_lance()) == 2
+    tbl.add(rows(2000, 1000))  # 3 lists wanted: merged into the 2
+    index_mod.ensure_indexes(tbl)
+    assert search_mod.index_lists(tbl.to_lance()) == 2
+    tbl.add(rows(3000, 1500))  # 4.5 -> 4 lists wanted: built again
+    index_mod.ensure_indexes(tbl)
+    ds = tbl.to_lance()
+    assert search_mod.index_lists(ds) == 4 and ds.count_rows() == 4500
+    q = rng.normal(size=8).astype("float32")
+    got = search_mod._vector(ds, q, None, 10)
+    exact = ds.to_table(nearest={"column": "vector", "q": q, "k": 10, "metric": "cosine", "use_index": False},
+                        columns=["_distance"], with_row_id=True)
+    assert len(set(got) & set(exact.column("_rowid").to_pylist())) >= 8
+    assert len(search_mod._bm25(ds, "pleural", None, 4500)) == 4500  # the BM25 index covers every row

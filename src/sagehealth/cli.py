@@ -650,4 +650,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m sagehealth.cli``: this file runs as ``__main__``, but the agent commands were
+    # registered on the app of the imported ``sagehealth.cli``; run that one
+    from sagehealth.cli import main as _main
+
+    _main()

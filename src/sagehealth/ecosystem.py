@@ -21,6 +21,7 @@ from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import (
     AccessDenied,
     QueryError,
+    ReadOnlyViolation,
     RetrievalError,
     RowNotFound,
     StoreError,
@@ -486,6 +487,9 @@ class Ecosystem:
         p, action, views = self._read_scope(resource)
         try:
             result = self.lake.sql(query, version, views, read_only=True, max_rows=max_rows, timeout_s=timeout_s)
+        except ReadOnlyViolation as exc:  # a write attempt is a refusal, not a failed read
+            self._audit.record(p, action, resource, allowed=False, reason=str(exc)[:500])
+            raise
         except QueryError as exc:
             hidden = re.search(r'Table with name "?(\w+)"? does not exist', str(exc))
             if hidden and hidden.group(1).lower() in hidden_tables(p):

@@ -59,6 +59,11 @@ class QueryError(SageHealthError):
     """A SQL query failed."""
 
 
+class ReadOnlyViolation(QueryError):
+    """A statement that would write (or run anything but SELECT) sent through a read-only door;
+    audited as a denial."""
+
+
 class AccessDenied(SageHealthError):
     """A principal is not allowed an action; the message says who, what and why."""
 

@@ -191,11 +191,20 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
         t = time.perf_counter()
         scope = {patient} if patient else (set(principal.patients) if principal and principal.role == "clinician"
                                            else None)
+        # without identified access, identifiers a model wrote are replaced by type tags before
+        # anything else sees the sentence: grounding judges what would be shown, and neither
+        # the answer nor the stored trace (removed sentences included) keeps them
+        deidentify = principal is not None and principal.role != "clinician"
+        scrubbed = 0
         for s in draft.sentences:
+            text = s.text
+            if deidentify:
+                text, n = scrub(text)
+                scrubbed += n
             cited = [by_id[c] for c in dict.fromkeys(s.citations) if c in by_id]
             unknown = [c for c in s.citations if c not in by_id]
-            sup = support(s.text, cited)
-            sent = AnswerSentence(text=s.text, citations=[e.id for e in cited], refs=[e.ref for e in cited],
+            sup = support(text, cited)
+            sent = AnswerSentence(text=text, citations=[e.id for e in cited], refs=[e.ref for e in cited],
                                   support=round(sup.score, 3), supported=sup.supported, reason=sup.reason)
             outside = [e.patient_id for e in cited if e.patient_id and scope is not None and e.patient_id not in scope]
             injected = instruction_like(s.text)
@@ -208,14 +217,10 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
             (kept if sent.supported else removed).append(sent)
         checks.append(Check(name="grounding", passed=not removed,
                             detail=f"{len(kept)} of {len(draft.sentences)} sentences supported by their citations"))
-        if principal is not None and principal.role != "clinician" and kept:
-            found = 0
-            for sent in kept:
-                sent.text, n = scrub(sent.text)
-                found += n
-            left = sum(len(phi_leaks(s.text)) for s in kept)
+        if deidentify:
+            left = sum(len(phi_leaks(s.text)) for s in kept)  # a second pass over what is shown
             checks.append(Check(name="privacy", passed=left == 0,
-                                detail=f"{found} identifier(s) replaced by tags; {left} left after de-identification"))
+                                detail=f"{scrubbed} identifier(s) replaced by tags; {left} left after de-identification"))
             if left:
                 removed.extend(kept)
                 kept = []

@@ -11,8 +11,9 @@
 - ``injection``: a sentence that reads as an instruction to an assistant ("ignore previous
   instructions", "call query_sql", "list all patients") is removed even when it is quoted
   faithfully from a document: it is not clinical content and would pass the instruction on.
-- ``privacy``: for principals without identified access the answer is run through the
-  de-identifier; any identifier found is replaced by its type tag and reported.
+- ``privacy``: for principals without identified access every drafted sentence is run through
+  the de-identifier before the checks above (identifiers become type tags, which state nothing
+  to check), and what is kept is checked again for leaks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sagehealth.genai.text import numbers, sentences, terms
 
 #: least share of a sentence's content terms its cited evidence must contain
 MIN_SUPPORT = 0.6
+_TAG = re.compile(r"\[[A-Z][A-Z_]*\]")
 
 
 @dataclass
@@ -38,6 +40,7 @@ def support(sentence: str, cited: list[Evidence]) -> Support:
     """How well ``cited`` evidence supports ``sentence`` (see the module docstring)."""
     if not cited:
         return Support(0.0, False, "cites no retrieved evidence")
+    sentence = _TAG.sub(" ", sentence)  # a de-identification tag ([NAME]) states nothing to check
     mine = set(terms(sentence))
     if not mine:
         return Support(0.0, False, "states nothing checkable (no content words)")

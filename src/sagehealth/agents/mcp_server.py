@@ -1,5 +1,10 @@
-"""The MCP door: the tool registry served with the official MCP SDK (low-level ``Server``),
-over stdio (``sagehealth mcp``) or streamable HTTP (``sagehealth mcp --http``).
+"""The MCP door: the tool registry served with the official MCP SDK, over stdio (``sagehealth
+mcp``) or streamable HTTP (``sagehealth mcp --http``).
+
+It uses the SDK's low-level ``Server`` rather than the high-level ``MCPServer``: the registry
+already holds each tool's pydantic input and output schemas, and ``MCPServer`` would derive
+them again from Python signatures (a second source of truth for the same contract); the
+low-level server lists the registry's schemas as they are and hands every call to it.
 
 Tools are listed with their pydantic input and output schemas and called through
 ``REGISTRY.call``, so access checks and the audit log are the library's. Over stdio the
@@ -102,7 +107,36 @@ def run_stdio(home: str, principal: Principal | None) -> None:
     anyio.run(main)
 
 
+class _BearerGate:
+    """ASGI gate in front of the MCP endpoint: every HTTP request (initialize, tool listing,
+    calls) needs a known bearer token, else 401 with a reason and an audit entry, before the
+    MCP layer sees it."""
+
+    def __init__(self, app: Any, lake: Lakehouse, store: TokenStore) -> None:
+        self.app, self.lake, self.store = app, lake, store
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan: the session manager's start and stop
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if token and await anyio.to_thread.run_sync(self.store.principal, token) is not None:
+            await self.app(scope, receive, send)
+            return
+        why = "unknown or revoked bearer token" if token else "missing bearer token"
+        await anyio.to_thread.run_sync(Ecosystem(self.lake, None).reject_call,
+                                       f"mcp {scope.get('method', '')} {scope.get('path', '')}", why)
+        from starlette.responses import JSONResponse
+
+        detail = why if token else f"{why} (Authorization: Bearer <token>)"
+        await JSONResponse({"error": "Unauthorized", "detail": detail}, status_code=401,
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
 def http_app(home: str) -> Any:
-    """The streamable-HTTP ASGI app (path ``/mcp``); principals come from bearer tokens."""
+    """The streamable-HTTP ASGI app (path ``/mcp``); principals come from bearer tokens, and a
+    request without a known one is refused before the MCP layer."""
     server = build_server(home, tokens=True)
-    return server.streamable_http_app(streamable_http_path="/mcp", json_response=True)
+    app = server.streamable_http_app(streamable_http_path="/mcp", json_response=True)
+    return _BearerGate(app, Lakehouse(home), TokenStore(home))

@@ -42,6 +42,8 @@ class SearchArgs(Args):
     until: date | None = None
     concepts: list[str] | None = Field(None, description="concept ids the documents must affirm (or descendants)")
     zone: Literal["clinical", "research"] | None = None
+    documents: list[str] | None = Field(None, description="only these documents (their row ids)")
+    version: int | None = Field(None, ge=0, description="store version to search (latest when empty)")
     per_document: bool = Field(False, description="at most one passage per document")
     expand: bool = Field(False, description="add synonyms and children of the concepts the query names (BM25 side)")
 
@@ -77,11 +79,12 @@ def _hits(hits: list[Any]) -> list[EvidenceHit]:
 
 def search_evidence(eco: Ecosystem, a: SearchArgs) -> SearchResult:
     """Search the notes, reports and literature the caller may see (hybrid BM25 + vector by
-    default), with filters on patient, kind, section, date and concept. Every hit is a passage
+    default), with filters on patient, kind, section, date, document and concept, at the latest
+    or a given store version. Every hit is a passage
     with its chunk id, document, patient, date, provenance id, stage scores and highlights."""
     hits = eco.search(a.query, k=a.k, mode=a.mode, patient=a.patient, kinds=a.kinds, sections=a.sections,
-                      since=a.since, until=a.until, concepts=a.concepts, zone=a.zone, per_document=a.per_document,
-                      expand=a.expand)
+                      since=a.since, until=a.until, documents=a.documents, concepts=a.concepts, zone=a.zone,
+                      per_document=a.per_document, version=a.version, expand=a.expand)
     return SearchResult(hits=_hits(hits))
 
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from sagehealth.config import is_local
 from sagehealth.data.model import ALL_SCHEMAS
-from sagehealth.errors import QueryError, StoreError, StoreLocked, VersionNotFound
+from sagehealth.errors import QueryError, ReadOnlyViolation, StoreError, StoreLocked, VersionNotFound
 
 COMMITS = "commits"
 
@@ -409,4 +409,4 @@ def check_read_only(query: str) -> None:
     for st in statements:
         if st.type != duckdb.StatementType.SELECT:
             kind = str(st.type).rsplit(".", 1)[-1]
-            raise QueryError(f"read-only SQL: only SELECT statements are allowed (got {kind})")
+            raise ReadOnlyViolation(f"read-only SQL: only SELECT statements are allowed (got {kind})")

@@ -8,7 +8,8 @@ Specs understood by :func:`get_provider` (else ``$SAGEHEALTH_LLM``, else ``extra
     llama-cpp:/path/model.gguf  any GGUF file, in-process (a bare path ending in .gguf works too)
     openai:MODEL@http://host:port/v1
                                 any OpenAI-compatible /chat/completions endpoint (vLLM, llama.cpp,
-                                Ollama, OpenAI...); the key comes from $SAGEHEALTH_LLM_API_KEY
+                                Ollama, OpenAI...); the key comes from $SAGEHEALTH_LLM_API_KEY,
+                                the per-request time limit from $SAGEHEALTH_LLM_TIMEOUT (s, 60)
 
 Every failure is a ``ProviderError``: ``ProviderUnavailable`` (endpoint down, model file missing
 or unreadable, llama-cpp-python not installed), ``ProviderTimeout`` and ``ProviderResponseError``
@@ -41,6 +42,7 @@ from sagehealth.genai.base import ChatProvider, ChatResult, Provider, ToolCall
 
 LLM_ENV = "SAGEHEALTH_LLM"
 API_KEY_ENV = "SAGEHEALTH_LLM_API_KEY"
+TIMEOUT_ENV = "SAGEHEALTH_LLM_TIMEOUT"
 DEFAULT = "extractive"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LLAMA_INSTALL = "pip install 'llama-cpp-python>=0.3'"
@@ -370,6 +372,19 @@ def bundled_gguf() -> Path | None:
     return None
 
 
+def _env_timeout() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return 60.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ProviderError(f"${TIMEOUT_ENV}={raw!r}: give the model endpoint's time limit in seconds (> 0)")
+    return value
+
+
 def get_provider(spec: str | None = None) -> Provider:
     """The provider named by ``spec``, else ``$SAGEHEALTH_LLM``, else ``extractive`` (forms in
     the module docstring). Raises ``ProviderError`` for an unknown spec and
@@ -394,7 +409,7 @@ def get_provider(spec: str | None = None) -> Provider:
         return LlamaCppProvider(path_text.strip())
     m = re.fullmatch(r"openai:(.+?)@(https?://\S+)", spec)
     if m:
-        return OpenAICompatibleProvider(m.group(2), m.group(1))
+        return OpenAICompatibleProvider(m.group(2), m.group(1), timeout=_env_timeout())
     raise ProviderError(f"unknown model provider {spec!r}: use {_SPECS}")
 
 

@@ -226,7 +226,8 @@ def create_scalar_indexes(tbl: Any, have: set[str] = frozenset()) -> None:
 
 def ensure_indexes(tbl: Any) -> None:
     """The BM25 index and, for large tables, the vector index and the filter-column indexes;
-    rows added since an index was built are merged into it."""
+    rows added since an index was built are merged into it (a vector index the table has
+    outgrown is built again)."""
     ds = tbl.to_lance()
     rows = ds.count_rows()
     if not rows:
@@ -235,13 +236,24 @@ def ensure_indexes(tbl: Any) -> None:
     if "search_text" not in names:
         create_bm25_index(tbl)
     if rows >= ANN_MIN_ROWS:
-        if "vector" not in names:
+        if "vector" not in names or _outgrown(ds, rows):
             create_vector_index(tbl, rows)
         create_scalar_indexes(tbl, names)
     if names:
         # new rows go into the existing indexes (their IVF lists kept); Lance 14's default
         # (num_indices_to_merge=None) rewrote the vector index as a single list
         tbl.to_lance().optimize.optimize_indices(num_indices_to_merge=1)
+
+
+def _outgrown(ds: Any, rows: int) -> bool:
+    """Whether the vector index has too few IVF lists for the table it now covers: new rows are
+    merged into the lists an index was built with, so a store that crossed
+    :data:`ANN_MIN_ROWS` with one list would keep one ever-growing list. Rebuilt when the
+    table wants at least twice the lists (amortised: each rebuild follows a doubling)."""
+    from sagehealth.retrieval.search import index_lists
+
+    lists = index_lists(ds)
+    return bool(lists) and vector_index_params(rows)["ivf_partitions"] >= 2 * lists
 
 
 def _indices(ds: Any) -> list[Any]:

@@ -77,13 +77,10 @@ def create_app(home: str | None = None) -> FastAPI:
     @app.middleware("http")
     async def _authenticate(request: Request, call_next: Any) -> Any:
         """Every /v1 call needs a known token, checked before its body is even read (so an
-        anonymous caller gets 401 whatever it sends); bodies over ``MAX_BODY`` are refused."""
+        anonymous caller gets 401 whatever it sends); bodies over ``MAX_BODY`` are refused
+        (413). Both refusals are audited."""
         if not request.url.path.startswith("/v1/"):
             return await call_next(request)
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > MAX_BODY:
-            return JSONResponse({"error": "PayloadTooLarge", "detail": f"request body over {MAX_BODY} bytes"},
-                                status_code=413)
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         p = tokens.principal(token) if token else None
@@ -93,6 +90,11 @@ def create_app(home: str | None = None) -> FastAPI:
                                     why.split(" (")[0])
             return JSONResponse({"error": "Unauthorized", "detail": why}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_BODY:
+            why = f"request body over {MAX_BODY} bytes"
+            await run_in_threadpool(Ecosystem(lake, p).reject_call, f"{request.method} {request.url.path}", why)
+            return JSONResponse({"error": "PayloadTooLarge", "detail": why}, status_code=413)
         request.state.principal = p
         return await call_next(request)
 

@@ -1,0 +1,5 @@
+"""``python -m sagehealth``: the CLI."""
+
+from sagehealth.cli import main
+
+main()
