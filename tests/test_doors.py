@@ -259,11 +259,20 @@ def test_clinician_reads_own_patient_only(door, world):
 
 
 @pytest.mark.parametrize("role", ["steward", "auditor"])
-def test_roles_without_patient_data_are_refused(door, role):
-    for tool, args in [("search_evidence", {"query": "cough"}), ("answer_question", {"question": "any cough?"})]:
+def test_roles_without_patient_data_are_refused(door, world, role):
+    doc = world["eco"].lake.sql(f"SELECT document_id FROM documents WHERE patient_id = '{world['mine']}' "
+                                "LIMIT 1").column("document_id")[0].as_py()
+    seq = _last_seq(world)
+    calls = [("search_evidence", {"query": "cough"}), ("answer_question", {"question": "any cough?"}),
+             ("patient_context", {"patient_id": world["mine"]}), ("get_document", {"document_id": doc}),
+             ("find_patients", {"concept": "DOID:2275"}), ("similar_cases", {"text": "cough for three weeks"}),
+             ("query_sql", {"query": "SELECT * FROM patients"})]
+    for tool, args in calls:
         with pytest.raises(DoorError) as exc:
             door.call(role, tool, args)
-        assert exc.value.kind == "AccessDenied"
+        assert exc.value.kind == "AccessDenied", (tool, exc.value)
+    user = world["who"][role].user
+    assert len([d for d in _denials(world, seq) if d.user == user]) >= len(calls)  # each one audited
 
 
 def test_sql_is_read_only_limited_and_stays_in_the_zone(door, world):
