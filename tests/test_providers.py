@@ -299,13 +299,17 @@ def test_llama_missing_or_corrupt_file(tmp_path, gguf):
 @pytest.fixture(scope="module")
 def server(gguf) -> Iterator[str]:
     """A real ``python -m llama_cpp.server`` on a free loopback port."""
+    yield from _llama_server(gguf)
+
+
+def _llama_server(gguf: Path, *extra: str) -> Iterator[str]:
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] not installed")
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1"],
+             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", *extra],
             stdout=log, stderr=subprocess.STDOUT,
         )
         try:
@@ -330,6 +334,38 @@ def server(gguf) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                             "parameters": SCHEMA}}]
+
+
+def test_llama_in_process_tool_call(gguf):
+    """A forced tool call through llama.cpp's function-calling chat handler: the name and
+    JSON arguments (constrained by the tool's schema) come back parsed."""
+    p = LlamaCppProvider(gguf, n_threads=1, chat_format="chatml-function-calling")
+    r = p.chat([{"role": "user", "content": "What is the weather in Paris?"}], tools=WEATHER,
+               tool_choice="get_weather", max_tokens=40)
+    assert [c.name for c in r.tool_calls] == ["get_weather"] and r.finish_reason == "tool_calls"
+    assert isinstance(r.tool_calls[0].arguments["city"], str)
+
+
+@pytest.fixture(scope="module")
+def tool_server(gguf) -> Iterator[str]:
+    """A real ``llama_cpp.server`` with the function-calling chat format."""
+    yield from _llama_server(gguf, "--chat_format", "chatml-function-calling")
+
+
+def test_server_tool_call(tool_server):
+    """Tool calling against a real OpenAI-compatible server (not a stand-in): a forced call comes
+    back as a parsed tool call; ``auto`` lets the model answer or call."""
+    p = OpenAICompatibleProvider(tool_server, "smollm2", timeout=60)
+    r = p.chat([{"role": "user", "content": "What is the weather in Paris?"}], tools=WEATHER,
+               tool_choice="get_weather", max_tokens=40)
+    assert [c.name for c in r.tool_calls] == ["get_weather"] and r.finish_reason == "tool_calls"
+    assert isinstance(r.tool_calls[0].arguments["city"], str) and r.tool_calls[0].id
+    r = p.chat([{"role": "user", "content": "Say hello."}], tools=WEATHER, tool_choice="none", max_tokens=12)
+    assert not r.tool_calls and r.text.strip()
 
 
 def test_server_chat_draft_and_json_schema(server):

@@ -100,6 +100,13 @@ class Provider(ABC):
         """Answer ``request.question`` from ``request.evidence`` only, citing evidence ids."""
 
 
+def tool_choice_payload(choice: str | None) -> Any:
+    """``tool_choice`` as the OpenAI API takes it: a mode as is, a tool name as a forced call."""
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
 class ChatProvider(Provider):
     """A provider backed by a chat language model; ``draft`` renders the versioned prompt of
     ``genai/prompts.py``, calls :meth:`chat` and parses the cited sentences."""
@@ -107,10 +114,11 @@ class ChatProvider(Provider):
     @abstractmethod
     def chat(self, messages: list[dict[str, Any]], *, max_tokens: int = 256, temperature: float = 0.0,
              tools: list[dict[str, Any]] | None = None, json_schema: dict[str, Any] | None = None,
-             timeout: float | None = None) -> ChatResult:
-        """One chat completion. ``tools`` are OpenAI function-tool specs; ``json_schema``
-        constrains the output where the backend supports it. Raises a ``ProviderError``
-        subclass (unavailable, timeout, bad response) with a clear message."""
+             timeout: float | None = None, tool_choice: str | None = None) -> ChatResult:
+        """One chat completion. ``tools`` are OpenAI function-tool specs and ``tool_choice``
+        ``auto``, ``none``, ``required`` or the name of the tool the model must call;
+        ``json_schema`` constrains the output where the backend supports it. Raises a
+        ``ProviderError`` subclass (unavailable, timeout, bad response) with a clear message."""
 
     def draft(self, request: DraftRequest) -> Draft:
         from sagehealth.genai.prompts import draft_with_chat

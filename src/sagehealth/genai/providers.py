@@ -38,7 +38,7 @@ from sagehealth.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from sagehealth.genai.base import ChatProvider, ChatResult, Provider, ToolCall
+from sagehealth.genai.base import ChatProvider, ChatResult, Provider, ToolCall, tool_choice_payload
 
 LLM_ENV = "SAGEHEALTH_LLM"
 API_KEY_ENV = "SAGEHEALTH_LLM_API_KEY"
@@ -191,12 +191,14 @@ class OpenAICompatibleProvider(ChatProvider):
 
     def chat(self, messages: list[dict[str, Any]], *, max_tokens: int = 256, temperature: float = 0.0,
              tools: list[dict[str, Any]] | None = None, json_schema: dict[str, Any] | None = None,
-             timeout: float | None = None) -> ChatResult:
+             timeout: float | None = None, tool_choice: str | None = None) -> ChatResult:
         """One chat completion (not streamed); see :meth:`ChatProvider.chat`."""
         payload: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                                    "temperature": temperature}
         if tools:
             payload["tools"] = tools
+            if tool_choice is not None:
+                payload["tool_choice"] = tool_choice_payload(tool_choice)
         name, schema = _unwrap_schema(json_schema) if json_schema else ("", {})
         t0 = time.perf_counter()
         for attempt in range(2):
@@ -270,13 +272,15 @@ class _Deadline:
 
 
 class LlamaCppProvider(ChatProvider):
-    """A GGUF model run in this process by llama-cpp-python. Loaded once per (file, n_ctx) and
-    shared (the first load's ``n_threads`` and ``seed`` win); completions on one model take turns
-    (a ``Llama`` is not thread-safe). ``timeout`` (seconds, default none) ends a generation that
-    runs too long with ``ProviderTimeout``."""
+    """A GGUF model run in this process by llama-cpp-python. Loaded once per (file, n_ctx,
+    chat_format) and shared (the first load's ``n_threads`` and ``seed`` win); completions on one
+    model take turns (a ``Llama`` is not thread-safe). ``timeout`` (seconds, default none) ends
+    a generation that runs too long with ``ProviderTimeout``; ``chat_format`` picks llama.cpp's
+    chat handler (default: the model's own template; ``chatml-function-calling`` for tool
+    calls)."""
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 2048, n_threads: int | None = None,
-                 seed: int = 0, timeout: float | None = None) -> None:
+                 seed: int = 0, timeout: float | None = None, chat_format: str | None = None) -> None:
         path = Path(model_path).expanduser()
         self.model_path = path
         self.n_ctx = int(n_ctx)
@@ -291,7 +295,8 @@ class LlamaCppProvider(ChatProvider):
         self.name = f"llama-cpp:{path.name}"
         if not path.is_file():
             raise ProviderUnavailable(f"{self.name}: model file {path} does not exist")
-        self._key = (str(path.resolve()), self.n_ctx)
+        self.chat_format = chat_format
+        self._key = (str(path.resolve()), self.n_ctx, chat_format)
         self._llm = self._load()
         self._lock = _MODEL_LOCKS[self._key]
 
@@ -306,7 +311,7 @@ class LlamaCppProvider(ChatProvider):
             try:
                 # verbose=False routes llama.cpp's load chatter away from stderr
                 llm = llama_cpp.Llama(model_path=self._key[0], n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                      seed=self.seed, verbose=False)
+                                      seed=self.seed, chat_format=self.chat_format, verbose=False)
             except Exception as exc:  # noqa: BLE001 - llama_cpp raises ValueError, RuntimeError, OSError
                 raise ProviderUnavailable(
                     f"{self.name}: cannot load the GGUF model {self.model_path} ({exc})"
@@ -317,14 +322,17 @@ class LlamaCppProvider(ChatProvider):
 
     def chat(self, messages: list[dict[str, Any]], *, max_tokens: int = 256, temperature: float = 0.0,
              tools: list[dict[str, Any]] | None = None, json_schema: dict[str, Any] | None = None,
-             timeout: float | None = None) -> ChatResult:
+             timeout: float | None = None, tool_choice: str | None = None) -> ChatResult:
         """One chat completion; ``json_schema`` becomes a grammar that constrains the output.
-        ``tools`` go to the model's chat template (most small models ignore them)."""
+        ``tools`` (and ``tool_choice``) go to llama.cpp's chat handler: the model's template,
+        or a function-calling format when the model was loaded with one (``chat_format``)."""
         limit = timeout if timeout is not None else self.timeout
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "seed": self.seed}
         if tools:
             kwargs["tools"] = tools
+            if tool_choice is not None:
+                kwargs["tool_choice"] = tool_choice_payload(tool_choice)
         if json_schema:
             kwargs["response_format"] = {"type": "json_object", "schema": _unwrap_schema(json_schema)[1]}
         deadline = None
