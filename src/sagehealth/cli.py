@@ -548,7 +548,7 @@ def vocab_show(
             print_rows(c[key], title=key)
 
 
-eval_app = typer.Typer(help="Evaluate the search on a judged set.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate the search or the concept linking on a judged set.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
@@ -585,6 +585,32 @@ def eval_retrieval(
     out.print(f"[bold]{result['mode']}{' + ' + result['rerank'] if result.get('rerank') else ''}[/bold]: nDCG@10 {result['ndcg@10']:.4f}, recall@100 {result['recall@100']:.4f}, "
               f"MRR@10 {result['mrr@10']:.4f} over {result['queries']} queries, {result['qps']} queries/s "
               f"({result['corpus_docs']} documents, ingest + index {result['ingest_index_seconds']} s)")
+
+
+@eval_app.command("linking")
+def eval_linking(
+    reports: Annotated[str, typer.Option(help="Open-i IU X-ray reports CSV (uid, Problems, findings, impression).")],
+    vocab: Annotated[list[str], typer.Option(help="Vocabulary file or folder to link with (repeat it): HPO, Disease Ontology.")],
+    min_support: Annotated[int, typer.Option(help="Score the findings labelled on at least this many reports.")] = 10,
+    json: JsonOpt = False,
+) -> None:
+    """Score concept linking with its negation / family / hypothetical rules against the finding
+    labels of radiology reports: per finding and pooled, with the rules and without them."""
+    from sagehealth.knowledge.evaluate import evaluate_linking_files
+
+    result = evaluate_linking_files(reports, vocab, min_support=min_support)
+    if json:
+        print_json(result)
+        return
+    print_rows([{"finding": h, "reports": v["support"], "concepts": ", ".join(v["concepts"]), "precision": v["precision"],
+                 "recall": v["recall"], "f1": v["f1"]} for h, v in result["per_finding"].items()],
+               title=f"{result['findings']} findings over {result['reports']} reports", width=60)
+    for name in ("with_context", "without_context"):
+        r = result[name]
+        out.print(f"[bold]{name.replace('_', ' ')}[/bold]: precision {r['precision']:.4f}, recall {r['recall']:.4f}, "
+                  f"F1 {r['f1']:.4f}")
+    out.print(f"findings named in reports not labelled with them: {result['named_but_unlabelled']}, "
+              f"{result['of_those_not_affirmed']:.1%} of them not affirmed (negated, hypothetical or family)")
 
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify it, show it.", no_args_is_help=True)
