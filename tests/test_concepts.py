@@ -34,7 +34,9 @@ def linker():
     ("No evidence of pneumonia. Possible pulmonary embolism, but seizure is present.",
      [("pneumonia", "negated"), ("pulmonary embolism", "hypothetical"), ("seizure", "affirmed")]),
     ("Pneumonia was ruled out; hypertension is controlled.", [("Pneumonia", "negated"), ("hypertension", "affirmed")]),
-    ("s/p MI. The mi was small. Hypertensions.", [("MI", "historical")]),
+    ("s/p MI. The mi was small. Hypertensive.", [("MI", "historical")]),  # whole words only
+    ("Bilateral pulmonary embolisms and seizures; no pneumonias.",  # plurals name the concept too
+     [("pulmonary embolisms", "affirmed"), ("seizures", "affirmed"), ("pneumonias", "negated")]),
     ("Chest pain. No fever. No relevant history; now with seizure.", [("Chest pain", "affirmed"), ("seizure", "affirmed")]),
 ])
 def test_dictionary_matching_and_context(linker, text, expected):
@@ -44,6 +46,17 @@ def test_dictionary_matching_and_context(linker, text, expected):
         got.append((m.text, state))
         assert text[m.start:m.end] == m.text
     assert got == expected
+
+
+def test_inflections_of_dictionary_names():
+    from sagehealth.knowledge.linking import inflections
+
+    assert inflections("pleural effusion") == ["pleural effusions"]
+    assert inflections("opacity") == ["opacities"] and inflections("metastasis") == ["metastases"]
+    assert inflections("atherosclerosis") == ["atheroscleroses", "atherosclerotic"]
+    assert inflections("pulmonary fibrosis") == ["pulmonary fibroses"]  # adjectives of one-word names only
+    assert inflections("edema") == ["edemas"] and inflections("rash") == [] and inflections("copd") == []
+    assert inflections("airway") == ["airways"] and inflections("type 2") == []
 
 
 def test_offsets_survive_text_whose_lower_case_is_longer(linker):

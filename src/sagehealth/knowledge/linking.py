@@ -67,6 +67,26 @@ def _name_key(name: str) -> str:
     return _SPACES.sub(" ", _NONALNUM.sub(" ", name.lower())).strip()
 
 
+def inflections(key: str) -> list[str]:
+    """Other surface forms of a dictionary name (as :func:`_name_key` gives it) that name the
+    same concept: the plural of its last word (effusion -> effusions, opacity -> opacities,
+    metastasis -> metastases) and, for a one-word name in -osis, its adjective
+    (atherosclerosis -> atherosclerotic, scoliosis -> scoliotic)."""
+    head, _, last = key.rpartition(" ")
+    if len(last) < 5 or not last.isalpha():
+        return []
+    forms = []
+    if last.endswith("sis"):
+        forms.append(last[:-3] + "ses")
+    elif last.endswith("y") and last[-2] not in "aeiou":
+        forms.append(last[:-1] + "ies")
+    elif not last.endswith(("s", "x", "z", "ch", "sh")):
+        forms.append(last + "s")
+    if not head and last.endswith("osis"):
+        forms.append(last[:-4] + "otic")
+    return [f"{head} {f}" if head else f for f in forms]
+
+
 def _fast_normalise(text: str) -> str | None:
     """Text lower-cased with every non-alphanumeric as a space, same length as the original
     (offsets are the identity); None when lower-casing changes the length."""
@@ -164,10 +184,11 @@ class Linker:
                 continue
             if norm in STOP_NAMES:
                 continue
-            key = f" {norm} "  # spaces on both sides: only whole-word matches exist at all
-            if key not in self.automaton:
-                self.automaton.add_word(key, (len(key), cid, label))
-                count += 1
+            for form in (norm, *inflections(norm)):
+                key = f" {form} "  # spaces on both sides: only whole-word matches exist at all
+                if key not in self.automaton:
+                    self.automaton.add_word(key, (len(key), cid, label))
+                    count += 1
         self.size = count + len(self.short)
         if count:
             self.automaton.make_automaton()
@@ -239,9 +260,15 @@ def linker_from_lake(lake: Any, systems: Iterable[str] = DEFAULT_SYSTEMS) -> Lin
     return Linker(names())
 
 
+#: bumped when the matching itself changes (2: inflected forms of names), so stored mentions
+#: are found again with the new rules at the next ingest or vocabulary load
+MATCHING_VERSION = 2
+
+
 def linker_version(lake: Any) -> str:
-    """Identifies the dictionary a mention was found with (the concepts table's version)."""
-    return f"concepts@{lake.table('concepts').version}"
+    """Identifies the dictionary a mention was found with (the concepts table's version) and
+    the matching rules."""
+    return f"concepts@{lake.table('concepts').version}/match{MATCHING_VERSION}"
 
 
 def refresh_mentions(lake: Any, *, systems: Iterable[str] = DEFAULT_SYSTEMS) -> dict[str, int]:
