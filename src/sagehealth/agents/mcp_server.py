@@ -31,7 +31,7 @@ from sagehealth.data.lakehouse import Lakehouse
 from sagehealth.ecosystem import Ecosystem
 from sagehealth.errors import SageHealthError
 from sagehealth.governance.policy import Principal
-from sagehealth.governance.tokens import TokenStore
+from sagehealth.governance.tokens import TokenStore, bearer_token
 
 log = logging.getLogger("sagehealth.mcp")
 INSTRUCTIONS = ("SAGE-Health: governed medical evidence. Every tool checks the caller's role, purpose of use "
@@ -58,7 +58,7 @@ def build_server(home: str, *, principal: Principal | None = None, tokens: bool 
             return Ecosystem(lake, principal)
         request = getattr(ctx, "request", None)
         header = request.headers.get("authorization", "") if request is not None else ""
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        token = bearer_token(header)
         p = store.principal(token) if token else None
         if p is None:
             eco = Ecosystem(lake, None)
@@ -107,36 +107,11 @@ def run_stdio(home: str, principal: Principal | None) -> None:
     anyio.run(main)
 
 
-class _BearerGate:
-    """ASGI gate in front of the MCP endpoint: every HTTP request (initialize, tool listing,
-    calls) needs a known bearer token, else 401 with a reason and an audit entry, before the
-    MCP layer sees it."""
-
-    def __init__(self, app: Any, lake: Lakehouse, store: TokenStore) -> None:
-        self.app, self.lake, self.store = app, lake, store
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":  # lifespan: the session manager's start and stop
-            await self.app(scope, receive, send)
-            return
-        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if token and await anyio.to_thread.run_sync(self.store.principal, token) is not None:
-            await self.app(scope, receive, send)
-            return
-        why = "unknown or revoked bearer token" if token else "missing bearer token"
-        await anyio.to_thread.run_sync(Ecosystem(self.lake, None).reject_call,
-                                       f"mcp {scope.get('method', '')} {scope.get('path', '')}", why)
-        from starlette.responses import JSONResponse
-
-        detail = why if token else f"{why} (Authorization: Bearer <token>)"
-        await JSONResponse({"error": "Unauthorized", "detail": detail}, status_code=401,
-                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
-
-
 def http_app(home: str) -> Any:
     """The streamable-HTTP ASGI app (path ``/mcp``); principals come from bearer tokens, and a
     request without a known one is refused before the MCP layer."""
     server = build_server(home, tokens=True)
     app = server.streamable_http_app(streamable_http_path="/mcp", json_response=True)
-    return _BearerGate(app, Lakehouse(home), TokenStore(home))
+    from sagehealth.server.gate import BearerGate
+
+    return BearerGate(app, Lakehouse(home), TokenStore(home), label="mcp ")

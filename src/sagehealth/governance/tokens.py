@@ -23,6 +23,11 @@ from sagehealth.governance.policy import Principal
 PREFIX = "sht_"
 
 
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value ("" when there is none)."""
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

@@ -20,7 +20,6 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from sagehealth import __version__
 from sagehealth.agents.registry import REGISTRY, Tool
@@ -42,6 +41,7 @@ from sagehealth.errors import (
     VocabularyError,
 )
 from sagehealth.governance.tokens import TokenStore
+from sagehealth.server.gate import BearerGate
 
 log = logging.getLogger("sagehealth.server")
 
@@ -74,7 +74,7 @@ def create_app(home: str | None = None) -> FastAPI:
                   description="Governed medical evidence for agents and applications: every call is checked "
                               "against the caller's role, purpose of use and care team, and audited.")
 
-    app.add_middleware(_Authenticate, lake=lake, tokens=tokens)
+    app.add_middleware(BearerGate, lake=lake, tokens=tokens, prefix="/v1/", max_body=MAX_BODY)
 
     def caller(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Ecosystem:
         # (creds: documents the scheme in OpenAPI; the middleware above has checked the token)
@@ -122,40 +122,6 @@ def create_app(home: str | None = None) -> FastAPI:
     app.router.routes.append(app.router.routes.pop(next(i for i, r in enumerate(app.router.routes)
                                                         if getattr(r, "name", "") == "unknown_tool")))
     return app
-
-
-class _Authenticate:
-    """Every /v1 call needs a known token, checked before its body is even read (so an
-    anonymous caller gets 401 whatever it sends); bodies over ``MAX_BODY`` are refused (413).
-    Both refusals are audited. A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware``
-    (``@app.middleware``) cost a task group and a body stream per request."""
-
-    def __init__(self, app: Any, lake: Lakehouse, tokens: TokenStore) -> None:
-        self.app, self.lake, self.tokens = app, lake, tokens
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        header = headers.get(b"authorization", b"").decode("latin-1")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        p = self.tokens.principal(token) if token else None
-        what = f"{scope['method']} {scope['path']}"
-        if p is None:
-            why = "unknown or revoked bearer token" if token else "missing bearer token (Authorization: Bearer <token>)"
-            await run_in_threadpool(Ecosystem(self.lake, None).reject_call, what, why.split(" (")[0])
-            await JSONResponse({"error": "Unauthorized", "detail": why}, status_code=401,
-                               headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
-            return
-        size = headers.get(b"content-length", b"").decode("latin-1")
-        if size.isdigit() and int(size) > MAX_BODY:
-            why = f"request body over {MAX_BODY} bytes"
-            await run_in_threadpool(Ecosystem(self.lake, p).reject_call, what, why)
-            await JSONResponse({"error": "PayloadTooLarge", "detail": why}, status_code=413)(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = p
-        await self.app(scope, receive, send)
 
 
 def _route(app: FastAPI, tool: Tool, caller: Any) -> None:
