@@ -369,26 +369,33 @@ def test_changed_note_is_rechunked_reusing_vectors_of_unchanged_text(tmp_path):
     assert not any("Normal knee radiograph" in t for t in texts)
 
 
-def test_probes_follow_the_index_that_is_there(tmp_path):
-    """An index built by an older release (other list count) is probed by its own count."""
+def test_probes_follow_the_index_that_is_there_and_an_older_kind_is_built_again(tmp_path, monkeypatch):
+    """An index built by an older release (IVF-HNSW, another list count) is probed by its own
+    kind and count until the next refresh builds the current kind in its place."""
     import lance
     import lancedb
     import numpy as np
     import pyarrow as pa
     from lancedb.index import IvfHnswSq
 
-    from sagehealth.retrieval.search import index_lists, probes
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval.search import index_lists, probes, vector_index
 
     db = lancedb.connect(str(tmp_path))
     v = np.random.default_rng(1).random((3000, 16)).astype("float32")
-    t = db.create_table("t", pa.table({"id": np.arange(3000), "vector": pa.FixedSizeListArray.from_arrays(
-        pa.array(v.ravel()), 16)}))
+    t = db.create_table("t", pa.table({"id": np.arange(3000), "search_text": ["pleural effusion"] * 3000,
+                                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), 16)}))
     assert index_lists(lance.dataset(str(tmp_path / "t.lance"))) is None  # no vector index yet
     t.create_index("vector", config=IvfHnswSq(distance_type="cosine", num_partitions=6))
     ds = lance.dataset(str(tmp_path / "t.lance"))
-    assert index_lists(ds) == 6
-    assert probes(3000, lists=index_lists(ds))["nprobes"] == 3
-    assert probes(1_000_000)["nprobes"] == 8 and probes(1_000_000, filtered=True)["ef"] == 150
+    assert vector_index(ds) == ("IVF_HNSW_SQ", 6)
+    assert probes(6, "IVF_HNSW_SQ") == {"nprobes": 6, "ef": 400}  # a small index: every list
+    assert probes(250) == {"nprobes": 94}  # 1M chunks: 3/8 of the lists, no graph
+    monkeypatch.setattr(index_mod, "ANN_MIN_ROWS", 1000)
+    monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
+    monkeypatch.setattr(index_mod, "SCALAR_INDEXES", {})
+    index_mod.ensure_indexes(t)
+    assert vector_index(lance.dataset(str(tmp_path / "t.lance"))) == ("IVF_RQ", 3)
 
 
 def test_new_rows_join_the_vector_index_without_losing_its_lists(tmp_path, monkeypatch):
@@ -427,7 +434,7 @@ def test_new_rows_join_the_vector_index_without_losing_its_lists(tmp_path, monke
 
 def _two_kind_table(tmp_path, n: int = 4000):
     """A chunk table of two clusters: 'report' rows near one direction, 'note' rows near
-    another, plus a few 'rare' rows; IVF-HNSW-indexed."""
+    another, plus a few 'rare' rows; IVF-RQ-indexed."""
     import lancedb
     import numpy as np
     import pyarrow as pa
@@ -452,17 +459,20 @@ def _two_kind_table(tmp_path, n: int = 4000):
 
 
 def test_filtered_vector_search_by_what_the_filter_keeps(tmp_path, monkeypatch):
-    """A broad filter (>= POSTFILTER_SHARE of the rows) is applied after a wider ANN search; a
-    filter of few rows is searched exactly; one in between goes through the mask, on every list
-    when the probed ones hold too few matching rows (here: the rare rows lie far from the
-    query). Every candidate matches the filter and the top 10 is the exact filtered top 10
-    (or nearly)."""
+    """A filter whose rows are expected among the unfiltered nearest MAX_FETCH is applied
+    after the ANN search, and the survivors are scored on their full vectors; a filter of few
+    rows is searched exactly; a narrower one goes through the mask, on every list when the
+    probed ones hold too few matching rows (here: the rare rows lie far from the query).
+    Every candidate matches the filter and the top 10 is the exact filtered top 10 (or
+    nearly), with exact cosines."""
     import numpy as np
 
     from sagehealth.retrieval import index as index_mod
     from sagehealth.retrieval import search as search_mod
 
     monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
+    monkeypatch.setattr(search_mod, "ALL_LISTS", 0)  # probe half of the 4 lists
+    monkeypatch.setattr(search_mod, "PROBE_SHARE", 0.5)
     ds, a, _ = _two_kind_table(tmp_path)
     calls = []
     real = search_mod._nearest
@@ -479,17 +489,21 @@ def test_filtered_vector_search_by_what_the_filter_keeps(tmp_path, monkeypatch):
                             columns=["_distance"], filter=where, prefilter=True, with_row_id=True)
         top = sorted(got, key=lambda r: -got[r])[:10]
         assert len(set(top) & set(exact.column("_rowid").to_pylist())) >= 8
+        truth = dict(zip(exact.column("_rowid").to_pylist(), exact.column("_distance").to_pylist()))
+        assert all(abs(got[r] - (1 - truth[r])) < 1e-4 for r in top if r in truth)  # exact cosines
 
     assert search_mod.filter_rows(ds, "kind = 'report'") == 2000 and search_mod.filter_rows(ds, "kind = 'rare'") == 100
-    check("kind = 'report'", 100)  # half the rows: unmasked, 100 / 0.5 candidates, no narrower depth
-    assert calls == [(200, {"nprobes": 2, "ef": 400, "refine_factor": 1}, None)]  # the filter: ours, after
+    check("kind = 'report'", 100)  # half the rows: unmasked, 1.2 x 100 / 0.5 candidates, no narrower depth
+    assert calls == [(240, {"nprobes": 2}, None)]  # approximate scores; the filter and the rescoring: ours
     calls.clear()
     check("kind = 'rare'", 100)  # 100 rows: exact (cheap, so the full depth)
     assert calls == [(100, {"use_index": False}, "kind = 'rare'")]
     calls.clear()
-    monkeypatch.setattr(search_mod, "FLAT_ROWS", 10)  # now in between: masked, then every list
+    monkeypatch.setattr(search_mod, "FLAT_ROWS", 10)  # now in between: 1.2 x 50 / 2.5% > MAX_FETCH: masked
+    monkeypatch.setattr(search_mod, "MAX_FETCH", 1000)
     check("kind = 'rare'", search_mod.FILTERED_DEPTH)
-    assert [(c[1]["nprobes"], c[2]) for c in calls] == [(2, "mask"), (4, "mask")]  # the remembered row mask
+    assert [(c[1], c[2]) for c in calls] == [({"nprobes": 2, "refine_factor": 2}, "mask"),
+                                             ({"nprobes": 4, "refine_factor": 2}, "mask")]  # then every list
 
 
 def test_a_broad_filter_far_from_the_query_falls_back_to_the_masked_search(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ answer can show why a chunk came back.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -25,6 +26,9 @@ from datetime import date, datetime
 from typing import Any
 
 import numpy as np
+
+# index statistics without the IVF centroids (Lance's coming default; silences its warning)
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 from sagehealth.data.sqltext import in_list
 from sagehealth.data.sqltext import lit as _lit
@@ -166,18 +170,23 @@ def _fts(ds: Any, text: str, limit: int, **scan: Any) -> dict[int, float]:
     return dict(zip(table.column("_rowid").to_pylist(), table.column("_score").to_pylist()))
 
 
-def probes(rows: int, *, filtered: bool = False, lists: int | None = None) -> dict[str, int]:
-    """ANN search settings for an IVF-HNSW index of ``lists`` lists (default: what
-    :func:`~sagehealth.retrieval.index.vector_index_params` builds for ``rows``): probe half of
-    the lists, search each list's HNSW graph with ef 400 (150 through a filter's mask: fewer
-    rows compete, and a wide search through a mask is what costs), and score the candidates on
-    the full vectors (exact cosines for the fusion). Measured at 1M chunks: recall@10 0.97
-    unfiltered (benchmarks/search.py; filters: see :func:`_vector`)."""
-    from sagehealth.retrieval.index import vector_index_params
+#: IVF lists probed: all of them up to this many, else :data:`PROBE_SHARE` of them
+ALL_LISTS = 16
+#: share of the IVF lists a search probes. Measured at 1M chunks (benchmarks/search.py, 256
+#: lists of RaBitQ codes, refine x2): recall@10 0.99 unfiltered, 0.98 under kind/date filters
+#: with 3/8 of the lists; 1/4 of them gave 0.96-0.98 unfiltered/kind but 0.93-0.96 under dates
+PROBE_SHARE = 0.375
+#: approximate candidates re-scored on the full vectors per candidate kept (Lance's
+#: ``refine_factor``): scores handed to the fusion are exact cosines
+REFINE = 2
 
-    if lists is None:
-        lists = vector_index_params(rows)["ivf_partitions"]
-    return {"nprobes": max(1, (lists + 1) // 2), "ef": 150 if filtered else 400, "refine_factor": 1}
+
+def probes(lists: int, kind: str = "IVF_RQ") -> dict[str, int]:
+    """ANN search settings for an IVF index of ``lists`` lists: every list of a small index,
+    else :data:`PROBE_SHARE` of them. An index of an older release (IVF-HNSW, until the next
+    refresh builds it again) also gets its graph search width."""
+    nprobes = lists if lists <= ALL_LISTS else int(np.ceil(lists * PROBE_SHARE))
+    return {"nprobes": max(1, nprobes), **({"ef": 400} if "HNSW" in kind else {})}
 
 
 #: facts about a dataset version (its IVF list count, how many rows a filter keeps): a
@@ -201,32 +210,38 @@ def _per_version(ds: Any, what: tuple[Any, ...], compute: Callable[[], Any]) -> 
     return value
 
 
-def index_lists(ds: Any) -> int | None:
-    """The IVF list count of ``ds``'s vector index (None: no vector index)."""
+def vector_index(ds: Any) -> tuple[str, int] | None:
+    """The type and IVF list count of ``ds``'s vector index (None: no vector index)."""
 
-    def count() -> int | None:
+    def read() -> tuple[str, int] | None:
         for idx in ds.list_indices():
             if list(idx.get("fields") or []) == ["vector"]:
                 stats = ds.stats.index_stats(idx["name"])
                 parts = [seg.get("num_partitions") for seg in stats.get("segments") or stats.get("indices") or []]
-                return max((p for p in parts if p), default=None)
+                return str(idx.get("type") or stats.get("index_type")), max((p for p in parts if p), default=1)
         return None
 
-    return _per_version(ds, ("lists",), count)
+    return _per_version(ds, ("vector index",), read)
+
+
+def index_lists(ds: Any) -> int | None:
+    """The IVF list count of ``ds``'s vector index (None: no vector index)."""
+    index = vector_index(ds)
+    return index[1] if index else None
 
 
 #: a filter that keeps at most this many rows is searched exactly: Lance reads just those
 #: vectors through the scalar indexes (1M chunks: 17 rows 1.9 ms, 389 rows 5.4 ms, 6,541 rows
 #: 56 ms), where the index would probe lists that hold few or none of them
 FLAT_ROWS = 1_000
-#: a filter that keeps at least this share of the rows is applied after the ANN search, on
-#: ``depth / share`` candidates, instead of before it: Lance's prefiltered HNSW search checks
-#: every row of each probed list against the mask, and under a broad filter (a document kind,
-#: a range of years) that cost more than the wider unmasked search (1M chunks, kind filter
-#: keeping 20%: 31 ms masked, 18 ms unmasked with 250 candidates; see the README)
-POSTFILTER_SHARE = 0.1
-#: most candidates an over-fetching (post-filtered) vector search asks the index for
-MAX_FETCH = 1000
+#: most candidates a post-filtered vector search asks the index for: a filter's survivors
+#: among the unfiltered nearest ``1.2 x depth / share`` are its nearest rows, as long as that
+#: is at most this many (1M chunks: 60 candidates 6 ms, 1,000 11 ms, 4,000 18 ms; searching
+#: through Lance's row mask instead cost 19-27 ms under kind/date filters, as each scanned row
+#: is checked against it); a narrower filter goes through the mask
+MAX_FETCH = 4000
+#: candidates fetched per candidate wanted under a post-filter (the share is an average)
+OVERFETCH = 1.2
 #: vector candidates handed to the fusion under a filter (unfiltered: ``depth``): SciFact
 #: train nDCG@10 0.740 with 100, 0.739 with 50, 0.738 with 30; a filtered search costs about
 #: in proportion
@@ -324,32 +339,33 @@ def _members(ids: np.ndarray, scores: dict[int, float]) -> dict[int, float]:
 def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int, least: int = 1) -> dict[int, float]:
     """Cosine similarity of the ``depth`` nearest chunks under filter ``where``, by Lance row
     id. Without a vector index the search is exact; with one, by what the filter keeps: few
-    rows, exact over them; a broad share, the index unmasked on ``depth / share`` candidates,
-    then the filter; else the index through the mask (half the lists, all of them when those
-    held fewer than ``depth`` matching rows). A filter that keeps less than half the rows
-    gets :data:`FILTERED_DEPTH` candidates (at least ``least``)."""
+    rows (:data:`FLAT_ROWS`), exact over them; else, while ``1.2 x depth / share`` candidates
+    are at most :data:`MAX_FETCH`, the index unmasked on that many, then the filter, then the
+    best ``REFINE x depth`` survivors scored on their full vectors; a narrower filter (or one
+    whose rows lie far from the query: fewer than ``depth / 2`` survive) through the filter's
+    row mask, on every list when the probed ones held too few of its rows. A filter that keeps
+    less than half the rows gets :data:`FILTERED_DEPTH` candidates (at least ``least``)."""
     try:
-        lists = index_lists(ds)
-        if not lists:
+        index = vector_index(ds)
+        if not index:
             return _nearest(ds, qvec, depth, {}, where, prefilter=True)
-        settings = probes(0, filtered=where is not None, lists=lists)
+        kind, lists = index
+        settings = probes(lists, kind)
         if where is None:
-            return _nearest(ds, qvec, depth, {**settings, "ef": max(settings["ef"], depth)}, None, prefilter=True)
+            return _nearest(ds, qvec, depth, {**settings, "refine_factor": REFINE}, None, prefilter=True)
         matched = filter_rows(ds, where)
         if matched <= FLAT_ROWS:
             return _nearest(ds, qvec, depth, {"use_index": False}, where, prefilter=True)
         share = matched / max(1, ds.count_rows())
         if share < 0.5:
             depth = min(depth, max(least, FILTERED_DEPTH))
-        if share >= POSTFILTER_SHARE:
-            fetch = min(MAX_FETCH, int(np.ceil(depth / share)))
-            unmasked = probes(0, lists=lists)  # ef 1.5 x the candidates: the tail must be right too
-            found = _members(filter_ids(ds, where), _nearest(
-                ds, qvec, fetch, {**unmasked, "ef": max(int(1.5 * fetch), unmasked["ef"])}, None, prefilter=True))
+        fetch = int(np.ceil(OVERFETCH * depth / share))
+        if fetch <= MAX_FETCH:
+            found = _members(filter_ids(ds, where), _nearest(ds, qvec, fetch, settings, None, prefilter=True))
             if len(found) >= depth // 2:
-                return dict(sorted(found.items(), key=lambda kv: -kv[1])[:depth])
-        settings["ef"] = max(settings["ef"], depth)  # HNSW needs ef >= k
+                return _exact(ds, qvec, list(found)[:REFINE * depth], depth)
         mask = {"row_addr_allowlist": allowlist(ds, where)}
+        settings["refine_factor"] = REFINE
         found = _nearest(ds, qvec, depth, settings, None, prefilter=True, **mask)
         if len(found) < min(depth, matched) and settings["nprobes"] < lists:
             found = _nearest(ds, qvec, depth, {**settings, "nprobes": lists}, None, prefilter=True, **mask)
@@ -360,9 +376,26 @@ def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int, least: int
 
 def _nearest(ds: Any, qvec: np.ndarray, k: int, settings: dict[str, int], where: str | None, *,
              prefilter: bool, **scan: Any) -> dict[int, float]:
+    """Lance's nearest ``k`` (cosine similarity by row id, best first; approximate scores
+    unless refined or exact)."""
+    if "ef" in settings:  # an HNSW graph needs ef >= k, and more for the tail to be right
+        settings = {**settings, "ef": max(settings["ef"], int(1.5 * k))}
     table = ds.scanner(nearest={"column": "vector", "q": qvec, "k": k, "metric": "cosine", **settings},
                        columns=["_distance"], filter=where, prefilter=prefilter, with_row_id=True, **scan).to_table()
     return dict(zip(table.column("_rowid").to_pylist(), (1.0 - d for d in table.column("_distance").to_pylist())))
+
+
+def _exact(ds: Any, qvec: np.ndarray, rowids: list[int], depth: int) -> dict[int, float]:
+    """The ``depth`` best of these rows by cosine similarity on their full vectors."""
+    if not rowids:
+        return {}
+    ids = sorted(rowids)
+    vectors = ds._take_rows(ids, columns=["vector"]).column("vector")  # noqa: SLF001 (take by row id)
+    matrix = vectors.combine_chunks().flatten().to_numpy().reshape(len(ids), -1).astype(np.float32, copy=False)
+    q = np.asarray(qvec, np.float32)
+    sims = matrix @ q / np.maximum(np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(q)), 1e-12)
+    best = np.argsort(-sims, kind="stable")[:depth]
+    return {ids[i]: float(sims[i]) for i in best}
 
 
 def _rows(ds: Any, rowids: list[int]) -> list[dict[str, Any]]:
