@@ -582,6 +582,9 @@ def test_bm25_under_a_filter_is_the_exact_filtered_ranking_by_every_path(tmp_pat
     monkeypatch.setattr(search_mod, "BM25_MAX_FETCH", 600)
     check("kind = 'report'", 40, [(int(np.ceil(40 * n / reports)), []), (40, ["row_addr_allowlist"])], least=60)  # ~40 of 500 < 60: the mask
     check("kind = 'note'", 30, [(30, ["row_addr_allowlist"])])  # 92%: the mask
+    monkeypatch.setattr(search_mod, "BM25_MAX_FETCH", 2000)
+    check("kind = 'report'", 100, [(int(np.ceil(search_mod.FILTERED_DEPTH * n / reports)), [])])
+    assert len(search_mod._bm25(ds, "pleural effusion", "kind = 'report'", 100)) == search_mod.FILTERED_DEPTH
     monkeypatch.setattr(search_mod, "FLAT_ROWS", 1000)
     check("kind = 'report'", 30, [(30, ["filter", "prefilter"])])
 
@@ -626,3 +629,63 @@ def test_a_vector_index_the_table_outgrew_is_built_again(tmp_path, monkeypatch):
                         columns=["_distance"], with_row_id=True)
     assert len(set(got) & set(exact.column("_rowid").to_pylist())) >= 8
     assert len(search_mod._bm25(ds, "pleural", None, 4500)) == 4500  # the BM25 index covers every row
+
+
+def test_a_fragmented_chunk_table_is_compacted_with_its_indexes_kept(tmp_path, monkeypatch):
+    """Every refresh batch writes a fragment; past SMALL_FRAGMENTS small ones, ensure_indexes
+    merges them (Lance's compaction): one fragment, every index remapped and covering every
+    row, the same search results, and the version before it still readable."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from sagehealth.data.model import chunk_schema
+    from sagehealth.retrieval import index as index_mod
+    from sagehealth.retrieval import search as search_mod
+
+    monkeypatch.setattr(index_mod, "ANN_MIN_ROWS", 1000)
+    monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
+    rng = np.random.default_rng(4)
+    schema = chunk_schema(8)
+    words = ["pleural", "effusion", "nodule", "fracture", "edema", "opacity"]
+
+    def rows(start: int, n: int) -> pa.Table:
+        texts = [" ".join(rng.choice(words, 5)) for _ in range(n)]
+        cols = {f.name: pa.nulls(n, f.type) for f in schema}
+        cols.update(row_id=pa.array([f"chk_{i}" for i in range(start, start + n)]),
+                    kind=pa.array(["note" if i % 3 else "report" for i in range(start, start + n)]),
+                    text=pa.array(texts), search_text=pa.array(texts),
+                    vector=pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=8 * n).astype("float32")), 8))
+        return pa.table([cols[f.name] for f in schema], schema=schema)
+
+    tbl = lancedb.connect(str(tmp_path)).create_table("c", rows(0, 2000))
+    index_mod.ensure_indexes(tbl)
+    for i in range(16):  # 16 more small batches: 17 small fragments
+        tbl.add(rows(2000 + 50 * i, 50))  # 2,800 rows: 3 lists wanted, 2 kept
+    monkeypatch.setattr(index_mod, "SMALL_FRAGMENTS", 100)
+    index_mod.ensure_indexes(tbl)  # the new rows merged into the indexes, not compacted yet
+    monkeypatch.setattr(index_mod, "SMALL_FRAGMENTS", 16)
+    before = tbl.to_lance()
+    assert len(before.get_fragments()) == 17
+    q = rng.normal(size=8).astype("float32")
+    bm25_before = search_mod._bm25(before, "pleural effusion", None, 3000)  # every row with a term
+    ranked_before = {r["row_id"]: round(s, 4) for r, s in zip(search_mod._rows(before, list(bm25_before)),
+                                                               bm25_before.values())}
+    index_mod.ensure_indexes(tbl)
+    ds = tbl.to_lance()
+    assert len(ds.get_fragments()) == 1 and ds.count_rows() == 2800 and ds.version > before.version
+    assert tbl.version == ds.latest_version  # a commit of the lakehouse pins the compacted version
+    for idx in ds.list_indices():
+        assert ds.stats.index_stats(idx["name"])["num_unindexed_rows"] == 0, idx["name"]
+    assert search_mod.vector_index(ds) == ("IVF_RQ", 2)
+    bm25_after = search_mod._bm25(ds, "pleural effusion", None, 3000)  # row addresses moved, scores not
+    assert {r["row_id"]: round(s, 4) for r, s in zip(search_mod._rows(ds, list(bm25_after)),
+                                                      bm25_after.values())} == ranked_before
+    assert len(ranked_before) > 2000
+    exact = ds.to_table(nearest={"column": "vector", "q": q, "k": 10, "metric": "cosine", "use_index": False},
+                        columns=["_distance"], with_row_id=True)
+    got = search_mod._vector(ds, q, None, 10)
+    assert len(set(got) & set(exact.column("_rowid").to_pylist())) >= 9
+    old = lancedb.connect(str(tmp_path)).open_table("c").to_lance().checkout_version(before.version)
+    assert len(old.get_fragments()) == 17 and old.count_rows() == 2800  # time travel still works
+    assert index_mod.compact(tbl) == 0  # nothing left to merge

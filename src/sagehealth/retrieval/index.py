@@ -250,6 +250,7 @@ def ensure_indexes(tbl: Any) -> None:
         # (num_indices_to_merge=None) rewrote the vector index as a single list
         tbl.to_lance().optimize.optimize_indices(num_indices_to_merge=1)
     compact(tbl)
+    tbl.checkout_latest()  # what Lance wrote directly is what the caller's commit must pin
 
 
 #: a chunk table is compacted once more than this many of its fragments are small (every
@@ -266,6 +267,7 @@ def compact(tbl: Any) -> int:
     :data:`SMALL_FRAGMENTS` are small. Reading one row costs a file open and a page decode per
     fragment and column it touches, so hits and vectors spread over hundreds of small
     fragments cost more to read. Returns the number of fragments removed."""
+    tbl.checkout_latest()  # the index merge above was written through Lance, not the table
     ds = tbl.to_lance()
     small = sum(1 for f in ds.get_fragments() if f.metadata.physical_rows < COMPACT_ROWS)
     if small <= SMALL_FRAGMENTS:
