@@ -142,6 +142,7 @@ def main() -> None:
 
     from sagehealth import Ecosystem
     from sagehealth.governance import Principal
+    from sagehealth.data.lakehouse import compact_fragments
     from sagehealth.retrieval import index as index_mod
     from sagehealth.retrieval import search as search_mod
     from sagehealth.retrieval.embedders import get_embedder
@@ -212,8 +213,7 @@ def main() -> None:
         else:
             write_s = time.perf_counter() - t
             t = time.perf_counter()  # one fragment, as a refresh's compaction leaves a store of many batches
-            tbl.to_lance().optimize.compact_files(target_rows_per_fragment=index_mod.COMPACT_ROWS)
-            tbl.checkout_latest()
+            compact_fragments(tbl)
             compact_s = time.perf_counter() - t
             t = time.perf_counter()
             index_mod.create_bm25_index(tbl)

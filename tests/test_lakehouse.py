@@ -90,3 +90,32 @@ def test_write_lock_is_exclusive(tmp_path):
                 pass
     with other.write_lock():
         pass
+
+
+def test_optimize_compacts_small_files_into_a_new_version_with_the_same_data(eco, samples):
+    """Every ingest writes fragments; optimize merges them as one new version: the same rows,
+    the earlier version still readable as it was, nothing to do the second time, and only a
+    data steward may run it (a refusal is audited)."""
+    from sagehealth.errors import AccessDenied
+    from sagehealth.governance import Principal
+
+    for path in [*sorted((samples / "fhir").glob("*.json")), samples / "notes" / "mtsamples_sample.csv"]:
+        eco.ingest([path])  # one ingest per file: each writes its own fragments
+    before = eco.versions()[-1].version
+    counts = eco.tables()
+    frags = {n: len(eco.lake.dataset(n).get_fragments()) for n in ("patients", "events", "provenance")}
+    assert all(f >= 2 for f in frags.values()), frags
+    rows = eco.lake.read("events").sort_by("row_id")
+    with pytest.raises(AccessDenied):
+        eco.as_principal(Principal("re", "researcher", "research")).optimize()
+    last = eco.as_principal(Principal("au", "auditor", "audit")).audit_entries()[-1]
+    assert (last.allowed, last.action, last.user) == (False, "configure", "re")
+    removed = eco.optimize()
+    assert {"patients", "events", "provenance"} <= set(removed)
+    assert eco.versions()[-1].version == before + 1 and eco.versions()[-1].message.startswith("optimize")
+    assert eco.tables() == counts
+    assert eco.lake.read("events").sort_by("row_id").equals(rows)
+    assert len(eco.lake.dataset("events").get_fragments()) == 1
+    assert len(eco.lake.dataset("events", before).get_fragments()) == frags["events"]
+    assert eco.lake.read("events", before).sort_by("row_id").equals(rows)
+    assert eco.optimize() == {} and eco.versions()[-1].version == before + 1

@@ -639,6 +639,7 @@ def test_a_fragmented_chunk_table_is_compacted_with_its_indexes_kept(tmp_path, m
     import numpy as np
     import pyarrow as pa
 
+    from sagehealth.data.lakehouse import compact_fragments
     from sagehealth.data.model import chunk_schema
     from sagehealth.retrieval import index as index_mod
     from sagehealth.retrieval import search as search_mod
@@ -688,4 +689,4 @@ def test_a_fragmented_chunk_table_is_compacted_with_its_indexes_kept(tmp_path, m
     assert len(set(got) & set(exact.column("_rowid").to_pylist())) >= 9
     old = lancedb.connect(str(tmp_path)).open_table("c").to_lance().checkout_version(before.version)
     assert len(old.get_fragments()) == 17 and old.count_rows() == 2800  # time travel still works
-    assert index_mod.compact(tbl) == 0  # nothing left to merge
+    assert compact_fragments(tbl, small=1) == 0  # nothing left to merge

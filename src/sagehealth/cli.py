@@ -290,6 +290,18 @@ def versions(home: HomeOpt = None, json: JsonOpt = False) -> None:
 
 
 @app.command()
+def optimize(home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Compact tables of many small files into a new version (same data; data stewards)."""
+    removed = _open(home).optimize()
+    if json:
+        print_json(removed)
+    elif removed:
+        print_rows([{"table": k, "fragments merged": v} for k, v in removed.items()], title="optimize")
+    else:
+        out.print("nothing to compact")
+
+
+@app.command()
 def tables(version: VersionOpt = None, home: HomeOpt = None, json: JsonOpt = False) -> None:
     """Row counts of every table."""
     counts = _open(home).tables(version=version)

@@ -253,6 +253,23 @@ class Ecosystem:
         self._log(p, "ingest", f"search index refreshed: {result}")
         return result
 
+    def optimize(self) -> dict[str, int]:
+        """Compact every table whose files have become many small fragments (each ingest batch
+        writes some) as a new version with the same data; indexes are remapped, earlier
+        versions stay readable. Returns the fragments removed per table (data stewards)."""
+        from sagehealth.data.lakehouse import COMMITS, compact_fragments
+        from sagehealth.data.model import ALL_SCHEMAS
+
+        p = self._allow("configure", "optimize table files")
+        with self.lake.write_lock():
+            self.lake.rollback_uncommitted()
+            removed = {name: n for name in ALL_SCHEMAS if name != COMMITS
+                       if (n := compact_fragments(self.lake.table(name)))}
+            if removed:
+                self.lake.commit("optimize: compact table files", run_id=None, summary={"optimize": removed})
+        self._log(p, "configure", f"table files optimized: {removed}")
+        return removed
+
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid", patient: str | Iterable[str] | None = None,
                kinds: Iterable[str] | None = None, sections: Iterable[str] | None = None,
                since: Any = None, until: Any = None, documents: Iterable[str] | None = None,

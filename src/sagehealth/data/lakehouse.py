@@ -410,3 +410,24 @@ def check_read_only(query: str) -> None:
         if st.type != duckdb.StatementType.SELECT:
             kind = str(st.type).rsplit(".", 1)[-1]
             raise ReadOnlyViolation(f"read-only SQL: only SELECT statements are allowed (got {kind})")
+
+
+#: rows per fragment that compaction aims at (Lance's default)
+COMPACT_ROWS = 1 << 20
+
+
+def compact_fragments(tbl: Any, *, small: int = 1) -> int:
+    """Merge the small fragments of LanceDB table ``tbl`` into fragments of up to
+    :data:`COMPACT_ROWS` rows once more than ``small`` of them are under that size (Lance's
+    ``compact_files``: deleted rows dropped, every index remapped to the new row addresses, a
+    new table version for the caller to commit; earlier versions stay readable). Each ingest
+    or refresh batch writes a fragment, and reading one row costs a file open and a page decode
+    per fragment it touches (1M chunks as 1,000 fragments: hybrid search p50 31.8 ms, one
+    fragment 21.9 ms; README). Returns the number of fragments removed."""
+    tbl.checkout_latest()  # writes made through the Lance dataset are not seen by the table handle
+    ds = tbl.to_lance()
+    if sum(1 for f in ds.get_fragments() if f.metadata.physical_rows < COMPACT_ROWS) <= small:
+        return 0
+    metrics = ds.optimize.compact_files(target_rows_per_fragment=COMPACT_ROWS)
+    tbl.checkout_latest()
+    return metrics.fragments_removed - metrics.fragments_added

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sagehealth.data.lakehouse import compact_fragments
 from sagehealth.data.model import CHUNK_TABLES, chunk_schema, stable_id
 from sagehealth.data.sqltext import in_list
 from sagehealth.retrieval.chunking import Chunk, chunk_document, chunk_literature
@@ -249,31 +250,13 @@ def ensure_indexes(tbl: Any) -> None:
         # new rows go into the existing indexes (their IVF lists kept); Lance 14's default
         # (num_indices_to_merge=None) rewrote the vector index as a single list
         tbl.to_lance().optimize.optimize_indices(num_indices_to_merge=1)
-    compact(tbl)
+    compact_fragments(tbl, small=SMALL_FRAGMENTS)
     tbl.checkout_latest()  # what Lance wrote directly is what the caller's commit must pin
 
 
 #: a chunk table is compacted once more than this many of its fragments are small (every
-#: refresh batch writes one; see :func:`compact`)
+#: refresh batch writes one; see :func:`~sagehealth.data.lakehouse.compact_fragments`)
 SMALL_FRAGMENTS = 16
-#: rows per fragment that compaction aims at (Lance's default)
-COMPACT_ROWS = 1 << 20
-
-
-def compact(tbl: Any) -> int:
-    """Merge the small fragments of ``tbl`` into fragments of up to :data:`COMPACT_ROWS` rows
-    (Lance's ``compact_files``: deleted rows dropped, every index remapped to the new row
-    addresses, a new table version; earlier versions stay readable) once more than
-    :data:`SMALL_FRAGMENTS` are small. Reading one row costs a file open and a page decode per
-    fragment and column it touches, so hits and vectors spread over hundreds of small
-    fragments cost more to read. Returns the number of fragments removed."""
-    tbl.checkout_latest()  # the index merge above was written through Lance, not the table
-    ds = tbl.to_lance()
-    small = sum(1 for f in ds.get_fragments() if f.metadata.physical_rows < COMPACT_ROWS)
-    if small <= SMALL_FRAGMENTS:
-        return 0
-    metrics = ds.optimize.compact_files(target_rows_per_fragment=COMPACT_ROWS)
-    return metrics.fragments_removed - metrics.fragments_added
 
 
 def _outgrown(ds: Any, rows: int) -> bool:
