@@ -26,6 +26,7 @@ from sagehealth.data.model import CHUNK_TABLES, chunk_schema, stable_id
 from sagehealth.data.sqltext import in_list
 from sagehealth.retrieval.chunking import Chunk, chunk_document, chunk_literature
 from sagehealth.retrieval.embedders import Embedder
+from sagehealth.retrieval.search import vector_index
 
 #: vector index from this many chunks on (below it exact search is fast and exact)
 ANN_MIN_ROWS = 20_000
@@ -243,15 +244,16 @@ def ensure_indexes(tbl: Any) -> None:
     if "search_text" not in names:
         create_bm25_index(tbl)
     if rows >= ANN_MIN_ROWS:
-        if "vector" not in names or _outgrown(ds, rows) or _vector_index_type(ds) != VECTOR_INDEX:
-            create_vector_index(tbl, rows)  # none yet, outgrown, or an older release's kind
+        index = vector_index(ds)
+        if index is None or index[0] != VECTOR_INDEX or _outgrown(index[1], rows):
+            create_vector_index(tbl, rows)  # none yet, an older release's kind, or outgrown
         create_scalar_indexes(tbl, names)
     if names:
         # new rows go into the existing indexes (their IVF lists kept); Lance 14's default
         # (num_indices_to_merge=None) rewrote the vector index as a single list
         tbl.to_lance().optimize.optimize_indices(num_indices_to_merge=1)
+    # also checks out what Lance wrote directly (the index merge): the caller's commit pins it
     compact_fragments(tbl, small=SMALL_FRAGMENTS)
-    tbl.checkout_latest()  # what Lance wrote directly is what the caller's commit must pin
 
 
 #: a chunk table is compacted once more than this many of its fragments are small (every
@@ -259,22 +261,12 @@ def ensure_indexes(tbl: Any) -> None:
 SMALL_FRAGMENTS = 16
 
 
-def _outgrown(ds: Any, rows: int) -> bool:
-    """Whether the vector index has too few IVF lists for the table it now covers: new rows are
-    merged into the lists an index was built with, so a store that crossed
+def _outgrown(lists: int, rows: int) -> bool:
+    """Whether a vector index of ``lists`` IVF lists has too few for the ``rows`` it now
+    covers: new rows are merged into the lists an index was built with, so a store that crossed
     :data:`ANN_MIN_ROWS` with one list would keep one ever-growing list. Rebuilt when the
     table wants at least twice the lists (amortised: each rebuild follows a doubling)."""
-    from sagehealth.retrieval.search import index_lists
-
-    lists = index_lists(ds)
-    return bool(lists) and vector_index_params(rows)["ivf_partitions"] >= 2 * lists
-
-
-def _vector_index_type(ds: Any) -> str | None:
-    from sagehealth.retrieval.search import vector_index
-
-    index = vector_index(ds)
-    return index[0] if index else None
+    return vector_index_params(rows)["ivf_partitions"] >= 2 * lists
 
 
 def _indices(ds: Any) -> list[Any]:

@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-# index statistics without the IVF centroids (Lance's coming default; silences its warning)
-os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
-
 from sagehealth.data.sqltext import in_list
 from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import RetrievalError
 from sagehealth.retrieval.embedders import Embedder
 from sagehealth.retrieval.rerank import RERANK_DEPTH, Reranker
+
+# index statistics without the IVF centroids (Lance's coming default; silences its warning)
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 MODES = ("hybrid", "vector", "bm25")
 #: longest query text used (characters); longer queries are cut, not refused
@@ -156,8 +156,7 @@ def _bm25(ds: Any, query: str, where: str | None, depth: int, least: int = 1) ->
             return _fts(ds, text, depth, filter=where, prefilter=True)
         matched = filter_rows(ds, where)
         share = matched / max(1, ds.count_rows())
-        if share < 0.5:
-            depth = min(depth, max(least, FILTERED_DEPTH))
+        depth = _filtered_depth(depth, share, least)
         fetch = min(BM25_MAX_FETCH, int(np.ceil(depth / share)))
         if share < BM25_POSTFILTER_SHARE and fetch * share >= depth / 2:
             found = _fts(ds, text, fetch)
@@ -251,6 +250,12 @@ OVERFETCH = 1.2
 #: nDCG@10 of the top 10 (809 queries, exact search): both at 100: 0.7403; vectors at 50:
 #: 0.7388; both at 50: 0.7360 (1M chunks, kind+date filter: BM25 10.8 -> 8.7 ms)
 FILTERED_DEPTH = 50
+
+
+def _filtered_depth(depth: int, share: float, least: int) -> int:
+    """A retriever's candidates under a filter keeping ``share`` of the rows: at most
+    :data:`FILTERED_DEPTH` (and at least ``least``) when that is under half the rows."""
+    return min(depth, max(least, FILTERED_DEPTH)) if share < 0.5 else depth
 
 
 #: BM25 under a filter keeping less than this share of the rows (and more than
@@ -362,8 +367,7 @@ def _vector(ds: Any, qvec: np.ndarray, where: str | None, depth: int, least: int
         if matched <= FLAT_ROWS:
             return _nearest(ds, qvec, depth, {"use_index": False}, where, prefilter=True)
         share = matched / max(1, ds.count_rows())
-        if share < 0.5:
-            depth = min(depth, max(least, FILTERED_DEPTH))
+        depth = _filtered_depth(depth, share, least)
         fetch = int(np.ceil(OVERFETCH * depth / share))
         if fetch <= MAX_FETCH:
             found = _members(filter_ids(ds, where), _nearest(ds, qvec, fetch, settings, None, prefilter=True))
