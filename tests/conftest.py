@@ -15,6 +15,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Embedding every ingest's documents costs seconds per test: tests that search turn indexing on
 # themselves (options={"index": True}); CLI subprocesses inherit this too.
 os.environ.setdefault("SAGEHEALTH_INDEX", "0")
+# the audit key lives outside every store: one key file per test session (CLI subprocesses
+# inherit it), never the user's own ~/.config/sagehealth/audit.key
+if not os.environ.get("SAGEHEALTH_AUDIT_KEY"):
+    import tempfile
+
+    os.environ.setdefault("SAGEHEALTH_AUDIT_KEY_FILE",
+                          os.path.join(tempfile.mkdtemp(prefix="sagehealth-audit-key-"), "audit.key"))
 SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

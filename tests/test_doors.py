@@ -354,7 +354,11 @@ def test_documents_concepts_and_similar_cases(door, world):
                                      "LIMIT 1").column("document_id")[0].as_py()
     with pytest.raises(DoorError) as exc:
         door.call("clinician", "get_document", {"document_id": mine_doc})
-    assert exc.value.kind == "AccessDenied"
+    with pytest.raises(DoorError) as missing:
+        door.call("clinician", "get_document", {"document_id": "doc_no_such_document_anywhere"})
+    # another patient's document and a missing one answer alike (no row-existence oracle)
+    assert exc.value.kind == missing.value.kind == "RowNotFound"
+    assert str(exc.value).replace(mine_doc, "X") == str(missing.value).replace("doc_no_such_document_anywhere", "X")
     c = door.call("clinician", "lookup_concept", {"concept": "respiratory system disease", "descendants": True})
     assert c["concept"]["concept_id"].startswith("DOID:") and c["concept"]["label"] == "respiratory system disease" and c["descendants"]
     with pytest.raises(DoorError) as exc:

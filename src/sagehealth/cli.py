@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -69,8 +70,13 @@ def _open(home: str | None) -> Ecosystem:
     """The store at ``home``, opened by the principal of the top-level options."""
     from sagehealth.governance.policy import make_principal
 
-    who = make_principal(_WHO.get("role"), user=_WHO.get("user"), purpose=_WHO.get("purpose"),
-                         patients=_WHO.get("patients"))
+    from sagehealth.errors import AccessDenied
+
+    try:
+        who = make_principal(_WHO.get("role"), user=_WHO.get("user"), purpose=_WHO.get("purpose"),
+                             patients=_WHO.get("patients"))
+    except AccessDenied as exc:
+        Ecosystem.refuse(home, str(exc))
     return Ecosystem.open(home, who)
 
 
@@ -259,13 +265,15 @@ def quarantine(
     run: Annotated[str | None, typer.Option(help="Only this ingest run.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many records.")] = None,
     superseded: Annotated[bool, typer.Option("--superseded", help="Also records of file contents that a corrected file replaced since.")] = False,
+    break_glass: Annotated[str | None, typer.Option("--break-glass", help="Show the raw content too (it can name patients): give the reason, e.g. an incident number; audited as a break-glass read.")] = None,
     version: VersionOpt = None,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """List quarantined records with their reason and locator."""
+    """List quarantined records with their reason and locator (source files masked, raw content
+    withheld unless --break-glass)."""
     rows = _open(home).quarantine(run_id=run, version=version, limit=limit,
-                                           superseded=superseded)
+                                  superseded=superseded, break_glass=break_glass)
     if json:
         print_json(rows)
         return
@@ -625,14 +633,34 @@ def eval_linking(
               f"{result['of_those_not_affirmed']:.1%} of them not affirmed (negated, hypothetical or family)")
 
 
-audit_app = typer.Typer(help="The tamper-evident audit log: verify it, show it.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log: verify, show, anchor, restart.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify(home: HomeOpt = None, json: JsonOpt = False) -> None:
-    """Recompute the audit log's hash chain; exit 1 and say where when it was tampered with."""
-    result = _open(home).verify_audit()
+def audit_verify(
+    anchor: Annotated[list[Path] | None, typer.Option(
+        "--anchor", help="A file of anchors written by `audit anchor` (JSON lines) to check the log against.")] = None,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Recompute the audit log's keyed hash chain and check it against its head, the store's
+    versions and any anchor files; exit 1 and say where when it was tampered with."""
+    import json as _json
+
+    from sagehealth.errors import AuditError
+    from sagehealth.governance.audit import Anchor
+
+    anchors = []
+    for path in anchor or []:
+        try:
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if line.strip():
+                    a = _json.loads(line)
+                    anchors.append(Anchor(int(a["seq"]), str(a["hash"]), f"{path.name}:{n}"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AuditError(f"cannot read the anchor file {path}: {exc}") from exc
+    result = _open(home).verify_audit(anchors)
     if json:
         print_json({"ok": result.ok, "entries": result.entries, "problem": result.problem,
                     "line": result.line})
@@ -642,6 +670,35 @@ def audit_verify(home: HomeOpt = None, json: JsonOpt = False) -> None:
         err.print(f"[bold red]audit log tampered:[/bold red] {result.problem} (line {result.line})")
     if not result.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Append the anchor as one JSON line to this file (e.g. on write-once storage).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print the audit log's head (entry, keyed hash, key id) to keep where the store's owner
+    cannot rewrite it; `audit verify --anchor FILE` checks the log against it later."""
+    import json as _json
+
+    anchor = _open(home).audit_anchor()
+    line = _json.dumps(anchor, sort_keys=True)
+    if out_file is not None:
+        with open(out_file, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    print(line)
+
+
+@audit_app.command("restart")
+def audit_restart(
+    reason: Annotated[str, typer.Option("--reason", help="Why (an incident number, who was told).")],
+    home: HomeOpt = None,
+) -> None:
+    """After `audit verify` found the log broken: keep it as evidence and start a new chain
+    whose first entry records who restarted it, when and why (auditors)."""
+    entry = _open(home).restart_audit(reason)
+    out.print(f"audit log restarted: {entry.resource}")
 
 
 @audit_app.command("show")

@@ -242,7 +242,7 @@ def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
     """De-identify a clinical note, query the research zone, withdraw a consent, show access
     checks and the audit trail they leave."""
     from sagehealth.cli import print_rows
-    from sagehealth.errors import AccessDenied
+    from sagehealth.errors import AccessDenied, RowNotFound
     from sagehealth.privacy.deid import deidentify
 
     out.print(Rule("De-identification of a clinical note (tags; surrogates need a key)"))
@@ -277,7 +277,7 @@ def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
     attempts = [
         ("dr.bob (clinician) reads his patient's documents",
          lambda: outsider.sql("SELECT count(*) AS n FROM documents").to_pylist()[0]["n"]),
-        ("dr.bob traces a document of another patient",
+        ("dr.bob traces a document of another patient (answered like a missing row; audited as a denial)",
          lambda: outsider.trace(doctor.sql(f"SELECT row_id FROM documents WHERE patient_id = '{other}' "
                                            "LIMIT 1").to_pylist()[0]["row_id"])),
         ("rita (researcher) reads the provenance table", lambda: research.sql("SELECT * FROM provenance")),
@@ -288,7 +288,7 @@ def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
         try:
             got = attempt()
             out.print(f"[green]allowed[/green] {what}" + (f": {got}" if isinstance(got, int) else ""))
-        except (AccessDenied, IndexError) as exc:
+        except (AccessDenied, RowNotFound, IndexError) as exc:
             out.print(f"[red]denied[/red]  {what}: {exc}")
     auditor = eco.as_principal(AUDITOR)
     v = auditor.verify_audit()

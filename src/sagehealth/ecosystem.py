@@ -20,18 +20,22 @@ from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
 from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import (
     AccessDenied,
+    AuditError,
     QueryError,
     ReadOnlyViolation,
     RetrievalError,
     RowNotFound,
     StoreError,
 )
-from sagehealth.governance.audit import AuditEntry, AuditLog, Verification
+from sagehealth.governance.audit import Anchor, AuditEntry, AuditLog, StoreAnchors, Verification
 from sagehealth.governance.policy import Principal, authorize, principal_from_env
 from sagehealth.governance.scope import (
     READ_ACTION,
     Views,
     hidden_tables,
+    mask_rows,
+    mask_summary,
+    masks_for,
     views_for,
 )
 from sagehealth.retrieval.context import PatientContext
@@ -59,13 +63,44 @@ class Ecosystem:
     def __init__(self, lake: Lakehouse, principal: Principal | None = None) -> None:
         self.lake = lake
         self._principal = principal
-        self._audit = AuditLog(audit_folder(lake.uri))
+        self._audit = AuditLog(audit_folder(lake.uri), anchors=self._store_anchors)
+        lake.anchor = self._anchor
+
+    def _anchor(self) -> dict[str, Any]:
+        """The audit head a commit records (an empty log first gets an entry, so that every
+        version after the first is accounted for by the log)."""
+        head = self._audit.head()
+        if head is None:
+            self._audit.record(self._principal, "commit", "the store's first audited version", allowed=True)
+            head = self._audit.head()
+        assert head is not None
+        return {"seq": head.seq, "hash": head.hash}
+
+    def _store_anchors(self, since: int) -> StoreAnchors:
+        """The audit heads recorded by the commits after version ``since``."""
+        commits = [c for c in self.lake.commits() if c.version > since]
+        anchors = [Anchor(int(a["seq"]), str(a["hash"]), f"store version {c.version}")
+                   for c in commits if isinstance(a := c.summary.get("audit"), dict) and "seq" in a]
+        return StoreAnchors(anchors, any(c.version > 1 for c in commits))
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None, principal: Principal | None = None) -> Ecosystem:
         """Open (creating when new) the store at ``home``, ``$SAGEHEALTH_HOME`` or ./sage-data,
-        acting as ``principal`` (else the one described by ``$SAGEHEALTH_ROLE`` and friends)."""
-        return cls(Lakehouse(resolve_home(home)), principal if principal is not None else principal_from_env())
+        acting as ``principal`` (else the one described by ``$SAGEHEALTH_ROLE`` and friends;
+        an invalid one is refused and audited)."""
+        if principal is None:
+            try:
+                principal = principal_from_env()
+            except AccessDenied as exc:
+                cls.refuse(home, str(exc))
+        return cls(Lakehouse(resolve_home(home)), principal)
+
+    @classmethod
+    def refuse(cls, home: str | os.PathLike[str] | None, reason: str) -> NoReturn:
+        """Audit a principal that could not be made (an invalid role, purpose or user) as a
+        denial by nobody identified, and raise AccessDenied."""
+        cls(Lakehouse(resolve_home(home))).reject_call("open the store", f"invalid principal: {reason}")
+        raise AccessDenied(reason)
 
     def as_principal(self, principal: Principal) -> Ecosystem:
         """The same store opened by another principal."""
@@ -499,11 +534,17 @@ class Ecosystem:
         tables the principal sees: a clinician the clinical tables limited to the care team, a
         researcher the research zone under the plain names, a steward the operational tables.
         ``max_rows`` returns at most that many rows plus one (a caller can tell it cut);
-        ``timeout_s`` stops a query that runs longer (QueryError)."""
+        ``timeout_s`` stops a query that runs longer (QueryError; default ``$SAGEHEALTH_SQL_TIMEOUT``,
+        else 120 s, for every door). A query that tries to reach files, the network or the
+        sandbox's settings is a denial."""
+        from sagehealth.config import sql_timeout
+
         resource = "sql: " + " ".join(query.split())[:500]
         p, action, views = self._read_scope(resource)
+        timeout_s = min(timeout_s, sql_timeout()) if timeout_s else sql_timeout()
         try:
-            result = self.lake.sql(query, version, views, read_only=True, max_rows=max_rows, timeout_s=timeout_s)
+            result = self.lake.sql(query, version, views, read_only=True, max_rows=max_rows, timeout_s=timeout_s,
+                                   masks=masks_for(p))
         except ReadOnlyViolation as exc:  # a write attempt is a refusal, not a failed read
             self._audit.record(p, action, resource, allowed=False, reason=str(exc)[:500])
             raise
@@ -511,6 +552,11 @@ class Ecosystem:
             hidden = re.search(r'Table with name "?(\w+)"? does not exist', str(exc))
             if hidden and hidden.group(1).lower() in hidden_tables(p):
                 self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {hidden.group(1)}")
+            if _SANDBOX_ESCAPE.search(str(exc)):  # files, network, settings: an attempt, refused
+                self._audit.record(p, action, resource, allowed=False,
+                                   reason=f"sandbox: {' '.join(str(exc).split())}"[:500])
+                raise AccessDenied(f"{p.user} ({p.role}) may not reach files, the network or the SQL sandbox's "
+                                   f"settings: {' '.join(str(exc).split())[:300]}") from exc
             self._audit.record(p, action, resource, allowed=True, reason=f"failed: {exc}"[:500])
             raise
         except Exception as exc:
@@ -541,6 +587,8 @@ class Ecosystem:
             else:
                 result = self.lake.read(stored, version, **scan)
                 touched = self._patients_in(p, result)
+        if (mask := masks_for(p).get(table)) is not None:
+            result = mask(result)
         self._log(p, action, resource, touched)
         return result
 
@@ -564,6 +612,8 @@ class Ecosystem:
         commits = self.lake.commits()
         if p.role != "steward":
             commits = [replace(c, message="", summary={}) for c in commits]
+        else:  # operations, not identities: file names and paths masked
+            commits = [replace(c, summary=mask_summary(c.summary)) for c in commits]
         self._log(p, action, "versions")
         return commits
 
@@ -584,17 +634,21 @@ class Ecosystem:
         stored, scope = views[table]
         cols = [c for c in ALL_SCHEMAS[stored].names if c not in BULKY]
         wanted = f"row_id = '{_q(row_id)}'"
+        other: list[dict[str, Any]] = []
         with self._failures(p, action, resource):
             rows = self.lake.read(stored, version, columns=cols,
                                   filter=f"({scope}) AND {wanted}" if scope else wanted).to_pylist()
             if not rows and scope:  # there, but outside the principal's rows?
                 other = self.lake.read(stored, version, columns=["patient_id"], filter=wanted).to_pylist()
-                if other:
-                    self._deny(p, action, resource, f"{p.user} ({p.role}) is not on the care team of the patient "
-                               f"of {row_id}", [o["patient_id"] for o in other if o.get("patient_id")])
+        if other:  # a denial in the audit log; the caller learns no more than of a missing row
+            self._audit.record(p, action, resource, allowed=False, reason=(
+                f"{p.user} ({p.role}) is not on the care team of the patient of {row_id}"),
+                patients=[o["patient_id"] for o in other if o.get("patient_id")])
+            raise RowNotFound(self._missing_row(row_id, table, stored))
         if not rows:
-            raise RowNotFound(f"no row {row_id!r} in table {table}" + (" of the research zone" if stored != table else ""))
-        row = rows[0]
+            self._audit.record(p, action, resource, allowed=True, reason="failed: no such row")
+            raise RowNotFound(self._missing_row(row_id, table, stored))
+        row = mask_rows(p, table, rows)[0]
         patients = [row["patient_id"]] if row.get("patient_id") else []
         out: dict[str, Any] = {"row_id": row_id, "table": table, "row": row}
         if table == "quarantine":
@@ -604,19 +658,30 @@ class Ecosystem:
         else:
             prov = self.lake.read("provenance", version,
                                   filter=f"provenance_id = '{_q(row['provenance_id'])}'").to_pylist()
-            out["provenance"] = prov[0] if prov else None
+            out["provenance"] = mask_rows(p, "provenance", prov)[0] if prov else None
         self._log(p, action, resource, patients if p.role == "clinician" else [])
         return out
 
+    @staticmethod
+    def _missing_row(row_id: str, table: str, stored: str) -> str:
+        return f"no row {row_id!r} in table {table}" + (" of the research zone" if stored != table else "")
+
     def quarantine(self, *, run_id: str | None = None, version: int | None = None,
-                   limit: int | None = None, superseded: bool = False) -> list[dict[str, Any]]:
+                   limit: int | None = None, superseded: bool = False,
+                   break_glass: str | None = None) -> list[dict[str, Any]]:
         """Quarantined records (reason, locator, source, raw), newest first (data stewards).
 
         By default only those of each file's latest ingested content: when a corrected file is
         ingested again (same URI, new sha256), the quarantine of its earlier content is
-        superseded; it stays in the table and ``superseded=True`` shows it too.
+        superseded; it stays in the table and ``superseded=True`` shows it too. Source URIs are
+        masked and raw content withheld (they can name patients); ``break_glass`` (the reason,
+        e.g. an incident number) shows the raw content, audited as a break-glass read.
         """
-        p = self._allow("read_quarantine", f"quarantine{f' of run {run_id}' if run_id else ''}")
+        if break_glass is not None and not break_glass.strip():
+            raise QueryError("a break-glass read needs a reason")
+        resource = f"quarantine{f' of run {run_id}' if run_id else ''}" + (
+            f" (break-glass: {break_glass.strip()[:200]})" if break_glass else "")
+        p = self._allow("read_quarantine", resource)
         flt = f"run_id = '{_q(run_id)}'" if run_id else None
         rows = self.lake.read("quarantine", version, filter=flt).to_pylist()
         if not superseded:
@@ -626,8 +691,9 @@ class Ecosystem:
                 latest[s["source_uri"]] = s["sha256"]
             rows = [r for r in rows if latest.get(r["source_uri"], r["source_sha256"]) == r["source_sha256"]]
         rows.sort(key=lambda r: (r["quarantined_at"], r["source_uri"], r["locator"]), reverse=True)
-        rows = rows[:limit] if limit else rows
-        self._log(p, "read_quarantine", f"quarantine: {len(rows)} records")
+        rows = mask_rows(p, "quarantine", rows[:limit] if limit else rows, break_glass=bool(break_glass))
+        self._log(p, "read_quarantine", f"{resource}: {len(rows)} records",
+                  reason=f"break-glass: {break_glass.strip()[:300]}" if break_glass else "")
         return rows
 
     def document(self, document_id: str, *, version: int | None = None) -> dict[str, Any]:
@@ -645,13 +711,17 @@ class Ecosystem:
             if not rows and "literature" in views:
                 rows = self.lake.sql(f"SELECT * FROM literature WHERE doc_id = {ident} OR row_id = {ident} LIMIT 1",
                                      version, views).to_pylist()
+            other: list[dict[str, Any]] = []
             if not rows and p.role == "clinician":  # there, but not one of this clinician's patients?
                 other = self.lake.sql(f"SELECT patient_id FROM documents WHERE document_id = {ident} OR row_id = "
                                       f"{ident} LIMIT 1", version).to_pylist()
-                if other:
-                    self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of the patient "
-                               f"of document {document_id}", [o["patient_id"] for o in other if o["patient_id"]])
+        if other:  # a denial in the audit log; the caller learns no more than of a missing document
+            self._audit.record(p, action, resource, allowed=False, reason=(
+                f"{p.user} (clinician) is not on the care team of the patient of document {document_id}"),
+                patients=[o["patient_id"] for o in other if o["patient_id"]])
+            raise RowNotFound(f"no document {document_id!r}")
         if not rows:
+            self._audit.record(p, action, resource, allowed=True, reason="failed: no such document")
             raise RowNotFound(f"no document {document_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
         row = rows[0]
         prov = None
@@ -734,7 +804,8 @@ class Ecosystem:
                "edited_text": edited_text if verdict == "edit" else None, "reason": reason,
                "patient_id": trace["patient_id"], "provider": trace["provider"],
                "prompt_version": trace["prompt_version"], "evidence_ids": trace["evidence_ids"],
-               "store_version": trace["store_version"]}
+               "store_version": trace["store_version"],
+               "patients": sorted(set(trace.get("patients") or []) | ({trace["patient_id"]} if trace["patient_id"] else set()))}
         self.ledger.append("feedback", row)
         self._log(p, READ_ACTION[p.role], f"{resource}: {verdict}",
                   [trace["patient_id"]] if p.role == "clinician" and trace["patient_id"] else [])
@@ -800,13 +871,47 @@ class Ecosystem:
         self._log(p, "read_audit", f"audit log: {len(entries)} entries")
         return entries
 
-    def verify_audit(self) -> Verification:
-        """Recompute the audit log's hash chain and say where it breaks; auditors only."""
+    def verify_audit(self, anchors: Iterable[Anchor] = ()) -> Verification:
+        """Recompute the audit log's keyed chain and check it against its head, the heads the
+        store's versions recorded and ``anchors`` (e.g. from a write-once copy); says where it
+        breaks (auditors). Checks before it writes; a broken log cannot take the entry that
+        records the check (the library fails closed on it), the result still says what broke."""
         p = self._allow("read_audit", "audit log: verify")
-        result = self._audit.verify()
-        self._log(p, "read_audit", "audit log: verify",
-                  reason="intact" if result.ok else f"tampered: {result.problem} (line {result.line})")
+        result = self._audit.verify(anchors)
+        with contextlib.suppress(AuditError):
+            self._log(p, "read_audit", "audit log: verify",
+                      reason="intact" if result.ok else f"tampered: {result.problem} (line {result.line})")
         return result
+
+    def audit_anchor(self) -> dict[str, Any]:
+        """The audit log's head (entry number, keyed hash, key id, time) to copy to a
+        write-once location; ``verify_audit`` checks such anchors later (auditors)."""
+        from datetime import UTC, datetime
+
+        p = self._allow("read_audit", "audit log: anchor")
+        self._log(p, "read_audit", "audit log: anchor exported")
+        head = self._audit.head()
+        assert head is not None
+        return {"store": self.lake.uri, "seq": head.seq, "hash": head.hash, "alg": self._audit.alg,
+                "store_version": self.lake.head().version, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+    def restart_audit(self, reason: str) -> AuditEntry:
+        """Start a new audit chain after the log was found broken (auditors): the broken log is
+        kept beside it as evidence and the new chain's first entry says who, when, at which
+        store version and why. Refused while the log verifies."""
+        p = self._allow("read_audit", "audit log: restart")
+        result = self._audit.verify()
+        if result.ok:
+            self._deny(p, "read_audit", "audit log: restart", "the audit log verifies: there is nothing to restart")
+        if not reason.strip():
+            raise QueryError("say why the audit log is restarted (--reason)")
+        return self._audit.restart(p, f"{reason.strip()} [found: {result.problem} (line {result.line})]",
+                                   self.lake.head().version)
+
+
+#: what DuckDB says when a query reaches outside its sandbox (files, network, extensions, settings)
+_SANDBOX_ESCAPE = re.compile(r"Permission Error|file system operations are disabled|external access is disabled|"
+                             r"configuration has been locked|Cannot change configuration|extension", re.I)
 
 
 def _q(value: str) -> str:

@@ -258,6 +258,7 @@ def _store(eco: Ecosystem, trace_id: str, question: str, patient: str | None, pr
         "trace_id": trace_id, "question": question, "patient_id": patient, "provider": provider,
         "prompt_version": prompt_version, "plan": [s.model_dump(mode="json") for s in steps], "tool_calls": calls,
         "evidence_ids": [e.id for e in evidence], "answer": text,
+        "patients": sorted({e.patient_id for e in evidence if e.patient_id} | ({patient} if patient else set())),
         "sentences": [s.model_dump(mode="json") for s in sentences], "abstained": abstained, "reason": reason,
         "checks": [c.model_dump(mode="json") for c in checks], "timings": timings, "store_version": version,
         "status": status,

@@ -1,5 +1,10 @@
 """Feedback out of the clinical zone: de-identified JSON lines for the radiology workflow and
-model adaptation (one example per feedback row: question, model answer, clinician's version)."""
+model adaptation (one example per feedback row: question, model answer, clinician's version).
+
+Every row names the patients it is about (the trace's patient and those of its evidence); a row
+any of whose patients withdrew research consent is left out, and every text is run through the
+de-identifier again on the way out, whoever wrote it (a researcher's answer is research-zone
+text, but the detector may have improved since, and nothing leaves unscanned)."""
 
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | 
         for fb in reversed(rows):  # oldest first
             trace = traces.get(fb["trace_id"], {})
             patient = fb.get("patient_id") or ""
-            if patient and patient in withdrawn:
+            linked = {patient, *(fb.get("patients") or []), *(trace.get("patients") or [])} - {""}
+            if linked & withdrawn:  # any patient the question, evidence or answer is about
                 withheld += 1
                 continue
             research = trace.get("role") == "researcher"  # already research-zone ids and text

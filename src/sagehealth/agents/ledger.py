@@ -49,6 +49,7 @@ TRACE_SCHEMA = pa.schema([
     ("timings", pa.string()),  # JSON: seconds per stage
     ("store_version", pa.int64()),
     ("status", pa.string()),  # ok | error
+    ("patients", pa.list_(pa.string())),  # every patient the question, evidence or answer is about
 ])
 
 FEEDBACK_SCHEMA = pa.schema([
@@ -68,6 +69,7 @@ FEEDBACK_SCHEMA = pa.schema([
     ("prompt_version", pa.string()),
     ("evidence_ids", pa.list_(pa.string())),
     ("store_version", pa.int64()),
+    ("patients", pa.list_(pa.string())),  # the trace's patients: withdrawal and export filter on them
 ])
 
 TABLES = {"traces": TRACE_SCHEMA, "feedback": FEEDBACK_SCHEMA}
@@ -117,6 +119,8 @@ class Ledger:
         with self._locked():
             try:
                 exists = os.path.isdir(path) if is_local(self.uri) else True
+                if exists:
+                    _add_missing_columns(path, schema)
                 lance.write_dataset(table, path, mode="append" if exists else "create")
             except Exception as exc:  # the answer was given: say clearly what was not kept
                 raise StoreError(f"cannot append to the {name} ledger at {path}: {exc}") from exc
@@ -146,3 +150,14 @@ class Ledger:
                 continue
             with self._locked():
                 lance.dataset(path).optimize.compact_files()
+
+
+def _add_missing_columns(path: str, schema: pa.Schema) -> None:
+    """Bring a ledger written by an older release up to ``schema`` (new columns, all null)."""
+    try:
+        ds = lance.dataset(path)
+    except Exception:  # noqa: BLE001 - nothing there yet (another process may be creating it)
+        return
+    missing = [f for f in schema if f.name not in ds.schema.names]
+    if missing:
+        ds.add_columns(missing)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import lance
 import lancedb
 import pyarrow as pa
 
-from sagehealth.config import is_local
+from sagehealth.config import is_local, sql_memory_limit
 from sagehealth.data.model import ALL_SCHEMAS
 from sagehealth.errors import QueryError, ReadOnlyViolation, StoreError, StoreLocked, VersionNotFound
 
@@ -58,6 +59,7 @@ class Lakehouse:
         self.uri = uri
         self._lake_uri = f"{uri.rstrip('/')}/lake"
         if is_local(uri):
+            _private(Path(uri))
             Path(self._lake_uri).mkdir(parents=True, exist_ok=True)
         try:
             self.db = lancedb.connect(self._lake_uri)
@@ -68,6 +70,9 @@ class Lakehouse:
         self._datasets: dict[tuple[str, int], lance.LanceDataset] = {}
         self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._memo_lock = threading.Lock()
+        #: what every commit records beside its tables (the governance layer sets it: the audit
+        #: log's head, so a log cut or deleted after a commit is caught)
+        self.anchor: Callable[[], dict[str, Any]] | None = None
         self._ensure_tables()
 
     # -- tables ---------------------------------------------------------------------------
@@ -152,6 +157,8 @@ class Lakehouse:
         prev = self.commits()
         number = prev[-1].version + 1 if prev else 1
         now = datetime.now(UTC)
+        if self.anchor is not None:
+            summary = {**summary, "audit": self.anchor()}
         row = {
             "version": number,
             "run_id": run_id,
@@ -220,7 +227,8 @@ class Lakehouse:
 
     def sql(self, query: str, version: int | None = None,
             views: Mapping[str, tuple[str, str | None]] | None = None, *, read_only: bool = False,
-            max_rows: int | None = None, timeout_s: float | None = None) -> pa.Table:
+            max_rows: int | None = None, timeout_s: float | None = None,
+            masks: Mapping[str, Callable[[pa.Table], pa.Table]] | None = None) -> pa.Table:
         """Run DuckDB SQL as of ``version``; returns an Arrow table.
 
         ``views`` maps each name a query may use to (stored table, Lance row filter or None);
@@ -229,9 +237,11 @@ class Lakehouse:
         network access, no extensions, no Python variables, settings locked. ``read_only``
         accepts SELECT statements only (DuckDB's own parser says what a statement is);
         ``max_rows`` returns at most that many rows plus one (so a caller can tell it cut);
-        ``timeout_s`` interrupts a query that runs longer.
+        ``timeout_s`` interrupts a query that runs longer. ``masks`` maps a view name to a
+        function applied to its rows before the query sees them (columns a role sees masked).
         """
         commit = self.resolve(version)
+        masks = masks or {}
         if views is None:
             views = {n: (n, None) for n in ALL_SCHEMAS}
         pooled = _pooled()
@@ -262,7 +272,10 @@ class Lakehouse:
                     if table != COMMITS and table not in commit.table_versions:
                         continue
                     ds = self.dataset(table, commit)
-                    con.register(name, ds.to_table(filter=row_filter) if row_filter or read_whole else ds)
+                    if name in masks:
+                        con.register(name, masks[name](ds.to_table(filter=row_filter)))
+                    else:
+                        con.register(name, ds.to_table(filter=row_filter) if row_filter or read_whole else ds)
                     registered.append(name)
 
             register(False)
@@ -374,6 +387,25 @@ class MaterializedViews(Mapping[str, Any]):
 _LOCAL = threading.local()
 
 
+def _private(root: Path) -> None:
+    """A new store folder is made 0700 and this process's files 0600 (umask 077: the store holds
+    identified data, the audit log and the ledger); an existing store that other users can
+    read gets a warning, not a silent change."""
+    os.umask(os.umask(0o077) | 0o077)
+    if not root.exists():
+        root.mkdir(parents=True, mode=0o700)
+        os.chmod(root, 0o700)  # mkdir's mode is filtered by the umask it found
+        return
+    wide = root.stat().st_mode & 0o077
+    if wide:
+        warnings.warn(f"the store {root} is open to other users (mode {oct(root.stat().st_mode & 0o777)}): it holds "
+                      f"identified data; restrict it with `chmod -R go-rwx {root}`", StoreWarning, stacklevel=3)
+
+
+class StoreWarning(UserWarning):
+    """A store set up less safely than it should be (e.g. readable by other users)."""
+
+
 def _sandbox() -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB connection with no file or network access, no extensions, no
     Python variables, and its settings locked."""
@@ -382,6 +414,7 @@ def _sandbox() -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone='UTC'")
     con.execute("SET enable_progress_bar = false")
     con.execute("SET python_enable_replacements = false")
+    con.execute(f"SET memory_limit = '{sql_memory_limit()}'")
     con.execute("SET lock_configuration = true")
     return con
 

@@ -5,11 +5,22 @@ and whether its rows are limited to the principal's patients.
   reference tables (literature, the practitioner/organisation directory);
 - researcher: the research zone (de-identified copies), under the plain table names
   (``patients`` is ``research_patients``) and under their own names;
-- steward: the operational tables (provenance, source files, versions, consent, quarantine);
+- steward: the operational tables (provenance, source files, versions, consent, quarantine),
+  with what names a person masked (``MASKS``): source URIs (file names often carry patient
+  names and record numbers) become stable tokens, quarantined raw content is withheld (a
+  break-glass read, audited as such, shows it);
 - auditor: no data table (the audit log has its own API).
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
 
 from sagehealth.data.model import ALL_SCHEMAS, RESEARCH_TABLES
 from sagehealth.data.sqltext import in_list
@@ -66,3 +77,89 @@ def hidden_tables(principal: Principal) -> list[str]:
     """Stored tables that ``principal`` may not query (to turn 'no such table' into a denial)."""
     visible = views_for(principal)
     return [t for t in ALL_SCHEMAS if t not in visible]
+
+
+def mask_uri(uri: str | None) -> str | None:
+    """A source URI as a stable token that keeps the file type, not the path or name
+    (``masked:3f9a21c0b27d4e11.ndjson``): the same file gets the same token in every table."""
+    if uri is None:
+        return None
+    name = posixpath.basename(uri.rstrip("/"))
+    ext = "".join(posixpath.splitext(name)[1:])[:12] if "." in name else ""
+    if not ext.replace(".", "").isalnum():
+        ext = ""
+    return f"masked:{hashlib.sha256(uri.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}{ext}"
+
+
+def mask_raw(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    return f"[withheld: {len(raw)} characters; a break-glass read (audited) shows them]"
+
+
+_URI_KEYS = frozenset({"uri", "path", "source_uri", "file"})
+
+
+def mask_summary(summary: Any) -> Any:
+    """A run summary (JSON or parsed) with every file URI or path in it masked; warnings, which
+    may quote them, are reduced to their count."""
+    parsed = json.loads(summary) if isinstance(summary, str) else summary
+
+    def walk(v: Any, key: str = "") -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x, k) for k, x in v.items()}
+        if isinstance(v, list):
+            if key == "warnings":
+                return [f"[{len(v)} warnings withheld]"] if v else []
+            if key == "paths":
+                return [mask_uri(x) if isinstance(x, str) else walk(x) for x in v]
+            return [walk(x) for x in v]
+        if isinstance(v, str) and key in _URI_KEYS:
+            return mask_uri(v)
+        return v
+
+    out = walk(parsed)
+    return json.dumps(out, sort_keys=True, default=str) if isinstance(summary, str) else out
+
+
+def _mask_columns(table: pa.Table, how: dict[str, Callable[[Any], Any]]) -> pa.Table:
+    for col, fn in how.items():
+        if col in table.column_names:
+            i = table.column_names.index(col)
+            table = table.set_column(i, col, pa.array([fn(v) for v in table.column(col).to_pylist()],
+                                                      type=table.schema.field(col).type))
+    return table
+
+
+#: role -> table -> column -> mask: what a role reads of a table it may query, masked
+MASKS: dict[str, dict[str, dict[str, Callable[[Any], Any]]]] = {
+    "steward": {
+        "provenance": {"source_uri": mask_uri},
+        "sources": {"source_uri": mask_uri},
+        "quarantine": {"source_uri": mask_uri, "raw": mask_raw},
+        "commits": {"summary": mask_summary},
+    },
+}
+
+
+def masks_for(principal: Principal | None, *, break_glass: bool = False) -> dict[str, Callable[[pa.Table], pa.Table]]:
+    """Table name -> a function masking what ``principal`` may not see of that table's rows
+    (``break_glass``: the quarantine's raw content shown, the rest still masked)."""
+    if principal is None:
+        return {}
+    out: dict[str, Callable[[pa.Table], pa.Table]] = {}
+    for table, how in MASKS.get(principal.role, {}).items():
+        cols = {c: f for c, f in how.items() if not (break_glass and table == "quarantine" and c == "raw")}
+        out[table] = lambda t, cols=cols: _mask_columns(t, cols)
+    return out
+
+
+def mask_rows(principal: Principal | None, table: str, rows: list[dict[str, Any]],
+              *, break_glass: bool = False) -> list[dict[str, Any]]:
+    """``rows`` of ``table`` (as dicts) masked for ``principal`` (see ``MASKS``)."""
+    how = MASKS.get(principal.role, {}).get(table, {}) if principal else {}
+    if break_glass and table == "quarantine":
+        how = {c: f for c, f in how.items() if c != "raw"}
+    if not how:
+        return rows
+    return [{k: (how[k](v) if k in how else v) for k, v in r.items()} for r in rows]

@@ -55,6 +55,27 @@ def withdrawn_patients(lake: Any) -> set[str]:
     return {pid for pid, r in latest.items() if not r["research_allowed"]}
 
 
+def latest_dates(lake: Any) -> dict[str, Any]:
+    """Patient id -> the latest date of the patient's own records (encounters, events,
+    documents, death): the date a research-zone age is taken at (see ``RowDeidentifier``)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        parts = []
+        for table, cols in (("encounters", ("start", "end")), ("events", ("start", "end")),
+                            ("documents", ("date",)), ("patients", ("deceased_at",))):
+            con.register(table, lake.table(table).to_lance())
+            parts += [f'SELECT patient_id, CAST("{c}" AS DATE) AS d FROM {table} WHERE "{c}" IS NOT NULL'
+                      for c in cols]
+        rows = con.sql(f"SELECT patient_id, max(d) FROM ({' UNION ALL '.join(parts)}) "
+                       "WHERE patient_id IS NOT NULL GROUP BY 1").fetchall()
+    finally:
+        con.close()
+    return {pid: d for pid, d in rows if d is not None}
+
+
 def _source_batches(lake: Any, table: str, run_id: str | None) -> Any:
     """Record batches of the live clinical table: all rows, or those written by ``run_id``."""
     source = lake.table(table).to_lance()  # the live table: rows of the running ingest too
@@ -79,6 +100,7 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
     deid = RowDeidentifier(key)
     check_key(lake, deid)
     withdrawn = withdrawn_patients(lake)
+    deid.latest = latest_dates(lake)
     gone = [deid.pseudonym(p) for p in withdrawn]
     _record_withdrawn(lake, gone)
     added: dict[str, int] = defaultdict(int)

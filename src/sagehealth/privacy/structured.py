@@ -9,7 +9,9 @@ when the table does not go to the research zone. The rules per column are data (
   same for the same patient in every table and source; other ids get a keyed hash too;
 - ``shift``: timestamps move by the patient's secret offset (the same offset as in the text of
   that patient's notes, so intervals survive);
-- ``year``: dates keep their year only (birth dates); ages over 89 are grouped into one bucket;
+- ``year``: dates keep their year only (birth dates); ages over 89 are grouped into one bucket,
+  the age taken at the patient's latest own record (``latest``) or today, whichever is later
+  (MIMIC shifts its years a century or more ahead: today's year would leave a 93-year-old as 93);
 - ``zip3``: US ZIP codes keep their first three digits, except the 3-digit areas of fewer than
   20,000 people (HIPAA Safe Harbor list), which become ``000``;
 - ``text``: free text de-identified with consistent surrogates for the row's patient;
@@ -101,6 +103,8 @@ class RowDeidentifier:
         self.key = secret_key(key)
         self.text = Transformer("surrogate", self.key)
         self.reference = reference or date.today()
+        #: patient id -> the latest date of the patient's own records (see ``year``)
+        self.latest: dict[str, date] = {}
 
     def pseudonym(self, patient_id: str) -> str:
         """The research-zone id of a patient: the same for the same id everywhere."""
@@ -151,7 +155,7 @@ class RowDeidentifier:
         if rule == "shift":
             return _shift(value, self.text.date_offset(patient))
         if rule == "year":
-            return self._birth_year(value)
+            return self._birth_year(value, patient)
         if rule == "zip3":
             digits = "".join(c for c in str(value) if c.isdigit())
             if len(digits) < 3:
@@ -166,10 +170,11 @@ class RowDeidentifier:
             return split_sections(new_text) if new_text else []
         raise ValueError(f"unknown de-identification rule {rule!r} for column {col}")
 
-    def _birth_year(self, value: Any) -> date:
-        """Birth date -> 1 January of its year; people over 89 share one bucket year."""
+    def _birth_year(self, value: Any, patient: str = "") -> date:
+        """Birth date -> 1 January of its year; people over 89 (at their latest record or today,
+        whichever is later) share one bucket year: 90 years before that date."""
         year = value.year if isinstance(value, (date, datetime)) else int(str(value)[:4])
-        oldest = self.reference.year - 90
+        oldest = max(self.reference.year, self.latest[patient].year if patient in self.latest else 0) - 90
         return date(min(max(year, oldest), 9999), 1, 1) if year < oldest else date(year, 1, 1)
 
     def _mac(self, *parts: str) -> str:

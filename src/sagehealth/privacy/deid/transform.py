@@ -6,6 +6,13 @@ the normalised original), so the same name of one patient becomes the same surro
 note, and dates move by a per-patient offset (1 to 365 days back) derived from the same key,
 so intervals between dates survive. The key never leaves configuration; without one,
 ``surrogate`` mode refuses to run.
+
+Every surrogate replaces the *whole* value and shares nothing identifying with it: e-mails
+become a surrogate name at a ``.invalid`` domain (RFC 2606: it can never be a real host), URLs
+keep only their scheme and shape, identifiers keep their format (digits stay digits, hex stays
+hex, letters stay letters of the same case, separators stay) but every letter and digit is
+drawn from the keyed stream and differs from the one it replaces; a candidate that still has
+three letters or digits in a row in common with the original is drawn again.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
+from collections.abc import Callable
 from functools import lru_cache
 
 from sagehealth.errors import ConfigError
@@ -88,20 +96,27 @@ class Transformer:
         if kind == "DATE":
             shifted = self.shift_date(sp.text, patient)
             return shifted if shifted is not None else "[DATE]"
-        h = self._hash(patient, kind, _normalise(sp.text))
-        if kind == "NAME":
-            firsts, lasts = _surrogate_names()
-            pool = firsts if len(sp.text) > 1 and _looks_first(sp.text) else lasts
-            value = pool[h % len(pool)] if len(sp.text) > 1 else "ABCDEFGHJKLMNPRSTW"[h % 18]
-            return _match_case(value, sp.text)
-        if kind in ("LOCATION", "HOSPITAL"):
-            pool = _CITIES if kind == "LOCATION" else _PLACES
-            return _match_case(pool[h % len(pool)], sp.text)
         if kind == "AGE":
             return "90+"
-        # numbers and ids: same shape, digits replaced
-        digits = iter(str(h) * 4)
-        return "".join(next(digits) if c.isdigit() else c for c in sp.text)
+        text = sp.text
+        if kind == "NAME":
+            firsts, lasts = _surrogate_names()
+            if len(text) == 1:
+                return self._keyed(patient, kind, text, lambda r: _match_case(
+                    _pick(r, "ABCDEFGHJKLMNPRSTW".replace(text.upper(), "")), text))
+            pool = firsts if _looks_first(text) else lasts
+            return self._keyed(patient, kind, text, lambda r: _match_case(_pick(r, pool), text))
+        if kind in ("LOCATION", "HOSPITAL"):
+            pool = _CITIES if kind == "LOCATION" else _PLACES
+            return self._keyed(patient, kind, text, lambda r: _match_case(_pick(r, pool), text))
+        if kind == "EMAIL":
+            return self._keyed(patient, kind, text, _email)
+        if kind == "URL":
+            return self._keyed(patient, kind, text, lambda r: _url(r, text))
+        if kind == "IP" and _IPV4.match(text):
+            return self._keyed(patient, kind, text, lambda r: ".".join(
+                str(v) for v in (1 + r.int(223), r.int(256), r.int(256), 1 + r.int(254))))
+        return self._keyed(patient, kind, text, lambda r: _reshape(r, text))
 
     def date_offset(self, patient: str) -> int:
         """The patient's date shift in days (-365 .. -1), the same in text and structured data."""
@@ -131,6 +146,107 @@ class Transformer:
         assert self.key is not None
         msg = "\x1f".join(parts).encode("utf-8", "surrogatepass")
         return int.from_bytes(hmac.new(self.key, msg, hashlib.sha256).digest()[:8], "big")
+
+    def _keyed(self, patient: str, kind: str, original: str, make: Callable[[_Stream], str]) -> str:
+        """``make`` fed by the keyed stream of (patient, kind, original); drawn again (a new
+        stream) while the candidate shares a run of letters or digits with the original."""
+        assert self.key is not None
+        value = original
+        for attempt in range(_ATTEMPTS):
+            value = make(_Stream(self.key, (patient, kind, _normalise(original), str(attempt))))
+            if not _shares(original, value):
+                break
+        return value
+
+
+#: draws of a surrogate before the last one is taken (each draw is fresh keyed randomness)
+_ATTEMPTS = 32
+_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)")
+_WORDS = ("alder", "birch", "cedar", "delta", "ember", "fjord", "grove", "harbor", "indigo", "juniper",
+          "kestrel", "linden", "meadow", "nimbus", "orchid", "prairie", "quartz", "rowan", "summit",
+          "tundra", "upland", "violet", "willow", "zephyr")
+
+
+class _Stream:
+    """Keyed pseudo-random numbers: HMAC-SHA256 of the key and the parts, in counter mode."""
+
+    def __init__(self, key: bytes, parts: tuple[str, ...]) -> None:
+        self._key = key
+        self._msg = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+        self._buf = b""
+        self._counter = 0
+
+    def int(self, n: int) -> int:
+        """A number in ``range(n)`` (n < 2**16; the bias of one modulo is below 0.04%)."""
+        if len(self._buf) < 4:
+            self._counter += 1
+            self._buf += hmac.new(self._key, self._msg + self._counter.to_bytes(4, "big"), hashlib.sha256).digest()
+        value, self._buf = int.from_bytes(self._buf[:4], "big"), self._buf[4:]
+        return value % n
+
+
+def _pick(r: _Stream, pool: tuple[str, ...] | str) -> str:
+    return pool[r.int(len(pool))]
+
+
+def _other(r: _Stream, alphabet: str, c: str) -> str:
+    """A character of ``alphabet`` that is not ``c`` (keyed)."""
+    i = alphabet.find(c)
+    return alphabet[r.int(len(alphabet))] if i < 0 else alphabet[(i + 1 + r.int(len(alphabet) - 1)) % len(alphabet)]
+
+
+def _reshape(r: _Stream, text: str) -> str:
+    """Every letter and digit replaced by another of its kind (hex stays hex, case kept),
+    separators kept: the identifier's format without any of its characters."""
+    alnum = re.sub(r"[^0-9A-Za-z]", "", text)
+    hexish = bool(alnum) and bool(_HEX.match(alnum)) and not alnum.isdigit() and len(alnum) >= 8
+    out = []
+    for c in text:
+        if hexish and c in "0123456789abcdefABCDEF":
+            h = _other(r, "0123456789abcdef", c.lower())
+            out.append(h.upper() if c.isupper() else h)
+        elif c.isdigit():
+            out.append(_other(r, "0123456789", c if c in "0123456789" else ""))
+        elif c.isalpha():
+            low = _other(r, "abcdefghijklmnopqrstuvwxyz", c.lower() if c.isascii() else "")
+            out.append(low.upper() if c.isupper() else low)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _email(r: _Stream) -> str:
+    firsts, lasts = _surrogate_names()
+    local = f"{_pick(r, firsts)}.{_pick(r, lasts)}".lower()
+    return f"{local}{r.int(100)}@{_pick(r, _WORDS)}{_pick(r, _WORDS)}.invalid"
+
+
+def _url(r: _Stream, text: str) -> str:
+    """The URL's scheme (and a leading www.) kept; host, path and query replaced."""
+    m = _SCHEME.match(text)
+    scheme = m.group(1).lower() if m else ""
+    rest = text[len(scheme):]
+    www = "www." if rest.lower().startswith("www.") else ""
+    host = f"{www}{_pick(r, _WORDS)}-{_pick(r, _WORDS)}.invalid"
+    has_path = "/" in rest.rstrip("/") or "?" in rest
+    path = "/" + "".join(_pick(r, "abcdefghijkmnpqrstuvwxyz23456789") for _ in range(8)) if has_path else ""
+    return scheme + host + path
+
+
+def _shares(original: str, value: str, n: int = 3) -> bool:
+    """Whether the two have a run of ``n`` letters/digits in common (case ignored; a URL's
+    scheme and leading www. and the surrogate's own .invalid are not identifying)."""
+    a, b = (_SCHEME.sub("", s.lower()) for s in (original, value))
+    a, b = (s[4:] if s.startswith("www.") else s for s in (a, b))
+    b = b.removesuffix(".invalid")
+    a = re.sub(r"[^0-9a-z]", "", a)
+    b = re.sub(r"[^0-9a-z]", "", b)
+    if len(a) < n or len(b) < n:
+        return bool(a) and a == b
+    runs = {a[i:i + n] for i in range(len(a) - n + 1)}
+    return any(b[i:i + n] in runs for i in range(len(b) - n + 1))
 
 
 def _normalise(text: str) -> str:
