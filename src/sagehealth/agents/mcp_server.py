@@ -109,9 +109,12 @@ def run_stdio(home: str, principal: Principal | None) -> None:
 
 def http_app(home: str) -> Any:
     """The streamable-HTTP ASGI app (path ``/mcp``); principals come from bearer tokens, and a
-    request without a known one is refused before the MCP layer."""
-    server = build_server(home, tokens=True)
-    app = server.streamable_http_app(streamable_http_path="/mcp", json_response=True)
-    from sagehealth.server.gate import BearerGate
+    request without a known one is refused before the MCP layer, as is a body over the REST
+    door's limit, counted as it streams (413, audited; the SDK's own limit, set to the same
+    size, answers plain text and audits nothing)."""
+    from sagehealth.server.gate import MAX_BODY, BearerGate
 
-    return BearerGate(app, Lakehouse(home), TokenStore(home), label="mcp ")
+    server = build_server(home, tokens=True)
+    app = server.streamable_http_app(streamable_http_path="/mcp", json_response=True, max_request_body_size=MAX_BODY)
+
+    return BearerGate(app, Lakehouse(home), TokenStore(home), label="mcp ", max_body=MAX_BODY)

@@ -5,7 +5,8 @@ them), behind bearer-token auth mapped to principals (tokens stored hashed; see
 
 Errors are clear 4xx/5xx JSON bodies ``{"error": <kind>, "detail": <what and where>}``:
 401 missing/unknown token (checked before the body is read), 403 access denied, 404 unknown
-tool or id, 413 body over 1 MB, 422 malformed arguments or SQL, 409 store busy, 502/504 model
+tool or id, 413 body over 1 MB (the bytes received, chunked or not, counted as they stream;
+see ``server/gate.py``), 422 malformed arguments or SQL, 409 store busy, 502/504 model
 endpoint failing or slow, 500 otherwise (a reference to the server log, no internals). Every
 refusal is audited, and one failing request never stops the server.
 """
@@ -41,7 +42,7 @@ from sagehealth.errors import (
     VocabularyError,
 )
 from sagehealth.governance.tokens import TokenStore
-from sagehealth.server.gate import BearerGate
+from sagehealth.server.gate import MAX_BODY, BearerGate
 
 log = logging.getLogger("sagehealth.server")
 
@@ -58,10 +59,6 @@ def status_of(exc: Exception) -> int:
         if isinstance(exc, cls):
             return code
     return 500
-
-
-#: largest request body accepted (bytes)
-MAX_BODY = 1_000_000
 
 
 def create_app(home: str | None = None) -> FastAPI:

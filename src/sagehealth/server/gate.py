@@ -10,16 +10,26 @@ from starlette.responses import JSONResponse
 
 from sagehealth.data.lakehouse import Lakehouse
 from sagehealth.ecosystem import Ecosystem
+from sagehealth.governance.policy import Principal
 from sagehealth.governance.tokens import TokenStore, bearer_token
+
+#: largest request body either door accepts (bytes)
+MAX_BODY = 1_000_000
 
 
 class BearerGate:
     """Every HTTP request whose path starts with ``prefix`` needs a known bearer token, checked
-    before its body is read (an anonymous caller gets 401 whatever it sends); with ``max_body``,
-    a larger declared body is refused (413). Both refusals are audited (resource: ``label`` +
-    method and path). The principal goes to ``scope["state"]["principal"]``
-    (``request.state.principal``). A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware``
-    (``@app.middleware``) cost a task group and a body stream per request."""
+    before its body is read (an anonymous caller gets 401 whatever it sends). With ``max_body``,
+    the body is limited by the bytes actually received, not by the ones declared: a
+    Content-Length over the limit is refused at once, unread; otherwise the gate reads the body
+    itself, counting, and refuses it as soon as it passes the limit (chunked, or longer than its
+    Content-Length said), without reading the rest; the app gets the body only once it is all
+    in and within the limit (both doors read a body whole anyway), so it never sees a refused
+    request. Refusals of size are 413 with ``Connection: close`` (the server stops reading
+    rather than draining the rest). Every refusal is audited (resource: ``label`` + method and
+    path). The principal goes to ``scope["state"]["principal"]`` (``request.state.principal``).
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) cost a
+    task group and a body stream per request."""
 
     def __init__(self, app: Any, lake: Lakehouse, tokens: TokenStore, *, prefix: str = "/", label: str = "",
                  max_body: int | None = None) -> None:
@@ -41,11 +51,45 @@ class BearerGate:
             await JSONResponse({"error": "Unauthorized", "detail": detail}, status_code=401,
                                headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
             return
-        size = headers.get(b"content-length", b"").decode("latin-1")
-        if self.max_body is not None and size.isdigit() and int(size) > self.max_body:
-            why = f"request body over {self.max_body} bytes"
-            await run_in_threadpool(Ecosystem(self.lake, p).reject_call, what, why)
-            await JSONResponse({"error": "PayloadTooLarge", "detail": why}, status_code=413)(scope, receive, send)
-            return
         scope.setdefault("state", {})["principal"] = p
-        await self.app(scope, receive, send)
+        if self.max_body is None:
+            await self.app(scope, receive, send)
+            return
+        size = headers.get(b"content-length", b"").decode("latin-1")
+        if size.isdigit() and int(size) > self.max_body:  # declared too large: refused unread
+            await self._too_large(p, what, scope, send)
+            return
+        # the body as it streams, counted (a Content-Length may be absent, or lie)
+        chunks: list[bytes] = []
+        received, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect: nobody left to answer
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body:
+                await self._too_large(p, what, scope, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        first: Any = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Any:  # the body once, then the server's own receive (disconnects)
+            nonlocal first
+            if first is None:
+                return await receive()
+            message, first = first, None
+            return message
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, p: Principal, what: str, scope: Any, send: Any) -> None:
+        why = f"request body over {self.max_body} bytes"
+        await run_in_threadpool(Ecosystem(self.lake, p).reject_call, what, why)
+
+        async def nothing_more() -> Any:  # a plain response reads nothing; the body is not for it
+            return {"type": "http.disconnect"}
+
+        await JSONResponse({"error": "PayloadTooLarge", "detail": why}, status_code=413,
+                           headers={"Connection": "close"})(scope, nothing_more, send)
