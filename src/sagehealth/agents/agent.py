@@ -10,10 +10,14 @@
 2. Run the plan through the tool registry as the asking principal (access checked, audited).
 3. Draft with the provider (extractive by default; an OpenAI-compatible endpoint or a
    llama.cpp model by configuration): sentences citing evidence ids.
+   Evidence sentences that read as instructions to an assistant are dropped before the
+   provider reads the evidence (``checks.strip_instructions``): instructions in data are data.
 4. Check: citations must name retrieved evidence; each sentence must be supported by what it
    cites (``checks.support``); sentences about patients outside the question's scope go, and
    so do sentences that read as instructions to an assistant (quoted injections);
-   for principals without identified access, the answer is de-identified and re-checked.
+   for principals without identified access, the evidence quoted and the answer are
+   de-identified (the full de-identifier, then the independent guard for structured
+   identifiers, which withholds a sentence where the de-identifier missed one) and re-checked.
 5. Abstain, saying why, when no evidence was found or no sentence survives the checks.
 6. Store the trace (plan, tool calls, evidence ids, provider, prompt version, checks, timings)
    in the ledger, and return the :class:`~sagehealth.agents.answer.Answer`.
@@ -35,7 +39,15 @@ from sagehealth.agents.answer import (
     EvidenceRef,
     PlanStep,
 )
-from sagehealth.agents.checks import instruction_like, phi_leaks, scrub, support
+from sagehealth.agents.checks import (
+    guard_identifiers,
+    guard_scrub,
+    instruction_like,
+    phi_leaks,
+    scrub,
+    strip_instructions,
+    support,
+)
 from sagehealth.errors import (
     AccessDenied,
     ProviderError,
@@ -43,6 +55,7 @@ from sagehealth.errors import (
     SageHealthError,
 )
 from sagehealth.genai.base import DraftRequest, Evidence, Provider
+from sagehealth.genai.text import sentences
 
 if TYPE_CHECKING:
     from sagehealth.ecosystem import Ecosystem
@@ -167,11 +180,25 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     evidence.sort(key=lambda e: e.kind == "context")
     timings["retrieve"] = time.perf_counter() - t
     evidence = [replace(e, ref=f"E{i}") for i, e in enumerate(evidence, 1)]
+    # without identified access, everything quoted from evidence (excerpts, titles, what a model
+    # or the extractive composer reads) is de-identified again with the full de-identifier, then
+    # checked by the independent guard for structured identifiers: the research zone's copy was
+    # de-identified at ingest, but what the de-identifier missed there must reach no one
+    deidentify = principal is not None and principal.role != "clinician"
+    tally = _PrivacyTally()
+    if deidentify:
+        evidence = [replace(e, text=tally.clean(e.text), title=tally.clean(e.title) if e.title else e.title)
+                    for e in evidence]
+    shown = evidence  # the excerpts returned to the caller
+    # instructions inside evidence are data: sentences addressed to an assistant are dropped from
+    # what the provider (model or extractive composer) reads and checks against, for everyone
+    evidence, flagged = _without_instructions(evidence)
     by_id = {e.id: e for e in evidence}
 
     kept: list[AnswerSentence] = []
     removed: list[AnswerSentence] = []
     draft_model, prompt_version, reason = prov.name, "", None
+    scrubbed = injected_drafts = 0  # identifiers replaced in drafted sentences; drafted instructions
     if denied:
         reason = f"access denied: {denied}"
     elif not evidence:
@@ -193,51 +220,136 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                                            else None)
         # without identified access, identifiers a model wrote are replaced by type tags before
         # anything else sees the sentence: grounding judges what would be shown, and neither
-        # the answer nor the stored trace (removed sentences included) keeps them
-        deidentify = principal is not None and principal.role != "clinician"
-        scrubbed = 0
+        # the answer nor the stored trace (removed sentences included) keeps them. What the
+        # de-identifier missed and the guard found withholds the sentence (the de-identifier
+        # failed on it: a name beside the number may have gone unseen too)
         for s in draft.sentences:
-            text = s.text
+            text, caught = s.text, []
             if deidentify:
                 text, n = scrub(text)
                 scrubbed += n
+                text, caught = guard_scrub(text)
             cited = [by_id[c] for c in dict.fromkeys(s.citations) if c in by_id]
             unknown = [c for c in s.citations if c not in by_id]
             sup = support(text, cited)
             sent = AnswerSentence(text=text, citations=[e.id for e in cited], refs=[e.ref for e in cited],
                                   support=round(sup.score, 3), supported=sup.supported, reason=sup.reason)
             outside = [e.patient_id for e in cited if e.patient_id and scope is not None and e.patient_id not in scope]
-            injected = instruction_like(s.text)
+            injected = instruction_like(text)
             if unknown and not cited:
                 sent.supported, sent.reason = False, f"cites evidence that was not retrieved ({', '.join(unknown[:3])})"
             elif outside:
                 sent.supported, sent.reason = False, "cites a patient outside the question's scope"
             elif injected:
                 sent.supported, sent.reason = False, injected
+                injected_drafts += 1
+            if caught:  # neither the answer nor the trace keeps its text
+                tally.withheld += 1
+                tally.missed.extend(caught)
+                why = (f"withheld by the output guard: it carried {len(caught)} identifier(s) the de-identifier "
+                       f"missed ({', '.join(sorted(set(caught)))})")
+                sent.text, sent.supported = "[WITHHELD]", False
+                sent.reason = why + (f"; {sent.reason}" if sent.reason else "")
+            if deidentify and sent.reason:
+                sent.reason = tally.shield(sent.reason)  # a model's citation ids are its own text
             (kept if sent.supported else removed).append(sent)
         checks.append(Check(name="grounding", passed=not removed,
                             detail=f"{len(kept)} of {len(draft.sentences)} sentences supported by their citations"))
-        if deidentify:
-            left = sum(len(phi_leaks(s.text)) for s in kept)  # a second pass over what is shown
-            checks.append(Check(name="privacy", passed=left == 0,
-                                detail=f"{scrubbed} identifier(s) replaced by tags; {left} left after de-identification"))
-            if left:
-                removed.extend(kept)
-                kept = []
-                reason = "the answer could not be de-identified"
+        checks.append(Check(
+            name="injection", passed=not flagged and not injected_drafts,
+            detail=f"{len(flagged)} evidence sentence(s) addressed to an assistant removed before drafting"
+                   + (f" ({', '.join(dict.fromkeys(ref for ref, _ in flagged))}: "
+                      f"{'; '.join(dict.fromkeys(_why(why) for _, why in flagged))})" if flagged else "")
+                   + f"; {injected_drafts} drafted sentence(s) removed as instructions"))
         timings["check"] = time.perf_counter() - t
         if not kept and reason is None:
             reason = ("the evidence does not answer the question" if not draft.sentences else
                       "no drafted sentence was supported by the evidence it cited")
     text = " ".join(f"{s.text} [{', '.join(s.refs)}]" for s in kept)
+    refs = [_ref(e) for e in shown]
+    if deidentify and shown:
+        # the last pass over everything returned: the full de-identifier on what is shown as the
+        # answer, the guard on every string copied from evidence or a model; the check cannot
+        # pass while anything is left, and the answer is then withheld
+        left = sum(len(phi_leaks(s.text)) for s in kept) + sum(
+            len(guard_identifiers(x)) for x in [text, *(s.text for s in kept + removed),
+                                                *(s.reason or "" for s in kept + removed),
+                                                *(r.excerpt for r in refs), *(r.title or "" for r in refs)])
+        if left:
+            removed = [s.model_copy(update={"text": tally.shield(s.text), "supported": False,
+                                            "reason": "the answer could not be de-identified"}) for s in kept + removed]
+            kept, text = [], ""
+            refs = [r.model_copy(update={"excerpt": "[withheld: the excerpt could not be de-identified]",
+                                         "title": None}) for r in refs]
+            reason = "the answer could not be de-identified"
+        checks.append(Check(name="privacy", passed=left == 0 and not tally.missed and not tally.evidence_missed,
+                            detail=tally.detail(scrubbed, left)))
     timings["total"] = time.perf_counter() - t_start
     timings = {key: round(v, 4) for key, v in timings.items()}
     _store(eco, trace_id, question, patient, draft_model, prompt_version, steps, calls, evidence, text,
            kept + removed, not kept, reason, checks, timings)
     return Answer(trace_id=trace_id, question=question, patient_id=patient, answer=text, sentences=kept,
-                  removed=removed, evidence=[_ref(e) for e in evidence], abstained=not kept,
+                  removed=removed, evidence=refs, abstained=not kept,
                   reason=reason if not kept else None, provider=draft_model, prompt_version=prompt_version,
                   plan=steps, checks=checks, timings=timings)
+
+
+class _PrivacyTally:
+    """What de-identifying an answer for a principal without identified access replaced: by the
+    de-identifier (type tags) and by the output guard (identifiers the de-identifier missed)."""
+
+    def __init__(self) -> None:
+        self.evidence_tags = 0  # identifiers the de-identifier replaced in evidence
+        self.evidence_missed: list[str] = []  # types the guard replaced in evidence
+        self.missed: list[str] = []  # types the guard replaced in drafted sentences
+        self.withheld = 0  # drafted sentences withheld for them
+        self.evidence_withheld = 0  # evidence sentences withheld for them
+
+    def clean(self, text: str) -> str:
+        """Evidence text de-identified: the full de-identifier, then the guard; a sentence in
+        which the guard finds what the de-identifier missed is withheld whole (the de-identifier
+        failed on it: a name beside the number may have gone unseen too)."""
+        text, n = scrub(text)
+        self.evidence_tags += n
+        found = guard_identifiers(text)
+        if found:
+            self.evidence_missed.extend(kind for _, _, kind in found)
+            for a, b in reversed(sentences(text)):
+                if any(x < b and a < y for x, y, _ in found):
+                    text = text[:a] + "[WITHHELD]" + text[b:]
+                    self.evidence_withheld += 1
+            text = guard_scrub(text)[0]  # anything outside a sentence span
+        return text
+
+    def shield(self, text: str) -> str:
+        """Any other returned string (a reason) de-identified the same way, uncounted."""
+        return guard_scrub(scrub(text)[0])[0]
+
+    def detail(self, scrubbed: int, left: int) -> str:
+        missed = self.missed + self.evidence_missed
+        kinds = ", ".join(sorted(set(missed)))
+        return (f"{scrubbed} identifier(s) replaced by tags; {left} left after de-identification; output guard: "
+                f"{len(missed)} identifier(s) the de-identifier missed replaced" + (f" ({kinds})" if kinds else "")
+                + f", {self.withheld} drafted sentence(s) withheld; evidence: {self.evidence_tags} identifier(s) "
+                  f"replaced by tags, {len(self.evidence_missed)} by the guard ({self.evidence_withheld} sentence(s) "
+                  f"withheld)")
+
+
+def _why(reason: str) -> str:
+    """The core of an ``instruction_like`` reason (what kind, and the words), for a check's detail."""
+    m = re.search(r"\((.*)\), not as clinical content$", reason)
+    return m.group(1) if m else reason
+
+
+def _without_instructions(evidence: list[Evidence]) -> tuple[list[Evidence], list[tuple[str, str]]]:
+    """``evidence`` without its sentences that read as instructions to an assistant, and
+    (evidence ref, reason) of each sentence dropped."""
+    out, flagged = [], []
+    for e in evidence:
+        text, dropped = strip_instructions(e.text)
+        flagged.extend((e.ref, why) for _, why in dropped)
+        out.append(replace(e, text=text) if dropped else e)
+    return out, flagged
 
 
 def _ref(e: Evidence) -> EvidenceRef:
