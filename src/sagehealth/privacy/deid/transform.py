@@ -62,6 +62,9 @@ def _surrogate_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 _CITIES = ("Springfield", "Riverton", "Fairview", "Greenville", "Franklin", "Clinton", "Madison",
            "Georgetown", "Salem", "Milton", "Oakdale", "Ashland", "Burlington", "Dover", "Kingston")
+_UNIT = re.compile(r"^(?:apartment|apt|unit|suite|ste|room|rm|floor|fl|bldg|building|p\.?\s?o\.?\s?box|box|#)"
+                   r"\.?\s*#?\s*", re.I)
+_STREETS = ("Street", "Avenue", "Road", "Lane", "Drive", "Court", "Place", "Way")
 _PLACES = ("Riverside", "Lakeside", "Hillcrest", "Maplewood", "Brookside", "Pinecrest", "Oakwood",
            "Westfield", "Eastgate", "Northbrook")
 
@@ -106,6 +109,15 @@ class Transformer:
                     _pick(r, "ABCDEFGHJKLMNPRSTW".replace(text.upper(), "")), text))
             pool = firsts if _looks_first(text) else lasts
             return self._keyed(patient, kind, text, lambda r: _match_case(_pick(r, pool), text))
+        cue = _UNIT.match(text) if kind == "LOCATION" else None
+        if cue:  # "Apt 4B", "Suite 210", "P.O. Box 55": the word kept, the number replaced
+            rest = text[cue.end():]
+            return cue.group(0) + self._keyed(patient, kind, rest, lambda r: _reshape(r, rest))
+        if kind == "LOCATION" and text[:1].isdigit():  # a street address or a ZIP code
+            if text.replace("-", "").replace(" ", "").isdigit():
+                return self._keyed(patient, kind, text, lambda r: _reshape(r, text))
+            return self._keyed(patient, kind, text, lambda r: _match_case(
+                f"{1 + r.int(9899)} {_pick(r, _surrogate_names()[1])} {_pick(r, _STREETS)}", text))
         if kind in ("LOCATION", "HOSPITAL"):
             pool = _CITIES if kind == "LOCATION" else _PLACES
             return self._keyed(patient, kind, text, lambda r: _match_case(_pick(r, pool), text))
@@ -201,12 +213,13 @@ def _reshape(r: _Stream, text: str) -> str:
     """Every letter and digit replaced by another of its kind (hex stays hex, case kept),
     separators kept: the identifier's format without any of its characters."""
     alnum = re.sub(r"[^0-9A-Za-z]", "", text)
-    hexish = bool(alnum) and bool(_HEX.match(alnum)) and not alnum.isdigit() and len(alnum) >= 8
+    hexish = bool(_HEX.match(alnum)) and not alnum.isdigit() and len(alnum) >= 12
+    upper = alnum.upper() == alnum
     out = []
     for c in text:
         if hexish and c in "0123456789abcdefABCDEF":
             h = _other(r, "0123456789abcdef", c.lower())
-            out.append(h.upper() if c.isupper() else h)
+            out.append(h.upper() if upper else h)
         elif c.isdigit():
             out.append(_other(r, "0123456789", c if c in "0123456789" else ""))
         elif c.isalpha():
