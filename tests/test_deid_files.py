@@ -298,7 +298,7 @@ VCF_ALLOWED = ("##fileformat=", "##INFO=", "##FORMAT=", "##FILTER=", "##ALT=", "
 def test_vcf_header_keeps_only_allow_listed_lines_and_no_sample_ids_or_paths(tmp_path):
     import cyvcf2
 
-    src = FIXTURES / "vcf" / "identifying_header.vcf"  # made-up sample ids, user and paths
+    src = FIXTURES / "vcf_export" / "identifying_header.vcf"  # made-up sample ids, user and paths
     deid = RowDeidentifier(KEY)
     out = _export([src], tmp_path / "out", deid)[src]
     data = out.read_bytes()
