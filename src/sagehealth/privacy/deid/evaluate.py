@@ -15,6 +15,10 @@ Scoring (type-agnostic, the rule of the de-identification issue):
   (1.0 when nothing was predicted: no prediction was wrong);
 * ``recall`` = gold spans found / all gold spans (1.0 when there is no gold span);
 * ``f1`` = harmonic mean of the two (0.0 when both are 0).
+
+Honest numbers come from :func:`cross_validate`: patient-disjoint folds (:func:`patient_folds`),
+each system built from the other folds and scored on the fold it did not see; docs/deid.md says
+which numbers are tuned-on and which held-out, and how rule changes follow the folds.
 """
 
 from __future__ import annotations
@@ -29,11 +33,16 @@ from typing import Any
 from sagehealth.errors import SageHealthError
 
 __all__ = [
+    "CV_SEED",
     "GoldFormatError",
     "GoldSpan",
     "Note",
+    "cross_validate",
+    "cv_notes",
     "load_physionet",
     "load_presidio_synth",
+    "patient_folds",
+    "patient_of",
     "score",
 ]
 
@@ -297,4 +306,147 @@ def score(notes: Sequence[Note], predict: Callable[[str], Sequence[Any]], *, rep
         "per_type": dict(sorted(per_type.items())),
         "missed": missed,
         "false_positive_examples": fp_examples,
+    }
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+#: the seed of the patient folds everything in this project reports (docs/deid.md)
+CV_SEED = 14
+#: the seed of the re-drawn PHI values of a test fold (``cross_validate(redraw=True)``)
+REDRAW_SEED = 1014
+#: what a score keeps in a cross-validation report (no note text: examples stay out)
+_CV_KEEP = ("notes", "gold_spans", "found", "predicted_spans", "false_positives", "recall",
+            "precision", "f1", "notes_per_s", "per_type")
+#: which notes each system has seen before it is scored on a fold (written into the report)
+TUNED_ON = {
+    "rules": "all dev notes: the bundled rules were written looking at both folds before the CV "
+             "protocol, so their fold scores are tuned-on numbers, not held-out ones (rule changes "
+             "since follow the protocol in docs/deid.md)",
+    "model": "the other folds only (trained per fold on them plus synthetic notes): held-out",
+    "combined": "model: the other folds only; rules: all dev notes (see rules)",
+}
+
+
+def patient_of(note_id: str) -> str:
+    """The patient of a note id (``"<pid>-<note>"`` as :func:`load_physionet` names them)."""
+    return note_id.split("-", 1)[0]
+
+
+def patient_folds(notes: Sequence[Note], folds: int = 2, seed: int = CV_SEED) -> list[list[Note]]:
+    """``notes`` cut into ``folds`` patient-disjoint parts of about the same number of notes.
+
+    The patients are shuffled with ``random.Random(seed)``, then each goes to the fold with the
+    fewest notes so far (ties: the lowest fold number). The same notes, folds and seed always
+    give the same folds; the notes of a fold keep their input order."""
+    import random
+
+    if folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+    by_patient: dict[str, list[Note]] = {}
+    for n in notes:
+        by_patient.setdefault(patient_of(n.id), []).append(n)
+    if len(by_patient) < folds:
+        raise ValueError(f"{len(by_patient)} patient(s) cannot fill {folds} patient-disjoint folds")
+    pids = sorted(by_patient, key=lambda p: (len(p), p))
+    random.Random(seed).shuffle(pids)
+    sizes = [0] * folds
+    fold_of: dict[str, int] = {}
+    for pid in pids:
+        k = min(range(folds), key=lambda i: (sizes[i], i))
+        fold_of[pid] = k
+        sizes[k] += len(by_patient[pid])
+    return [[n for n in notes if fold_of[patient_of(n.id)] == k] for k in range(folds)]
+
+
+def cv_notes(text_path: str | Path, gold_path: str | Path, fold: int, folds: int = 2,
+             seed: int = CV_SEED) -> list[Note]:
+    """The notes of one fold (what a rule writer may look at: see docs/deid.md)."""
+    return patient_folds(load_physionet(text_path, gold_path), folds, seed)[fold]
+
+
+def _default_systems() -> dict[str, Callable[[list[Note]], Callable[[str], Sequence[Any]]]]:
+    """name -> factory(training notes) -> predict(text). Imported lazily (the model is optional
+    for the scorer)."""
+    from sagehealth.privacy.deid import model as _model
+
+    return {
+        "rules": lambda train: _model.rules_predictor(),
+        "model": lambda train: _model.train_predictor(train, combine=False),
+        "combined": lambda train: _model.train_predictor(train, combine=True),
+    }
+
+
+def cross_validate(text_path: str | Path, gold_path: str | Path, folds: int = 2, seed: int = CV_SEED,
+                   systems: Sequence[str] = ("rules", "model", "combined"), *, repeat: int = 1,
+                   factories: dict[str, Callable[[list[Note]], Callable[[str], Sequence[Any]]]] | None = None,
+                   redraw: bool = False) -> dict[str, Any]:
+    """Patient-disjoint k-fold cross-validation on a PhysioNet ``deid`` corpus.
+
+    For each fold, each system is built from the notes of the *other* folds (``factories``:
+    name -> ``factory(training notes) -> predict``; by default ``rules``: the bundled rules,
+    nothing to train; ``model``: the learned token classifier alone; ``combined``: rules and
+    model, see :mod:`sagehealth.privacy.deid.model`) and scored with :func:`score` on the fold's
+    notes. Returns a JSON-serialisable dict::
+
+        {"folds": k, "seed": s, "patients": [[pid, ...], ...],
+         "per_fold": [{"fold": i, "notes": n, "patients": p, "<system>": {recall, precision,
+                       f1, notes_per_s, ...}}, ...],
+         "mean": {"<system>": {recall, precision, f1, notes_per_s}},
+         "tuned_on": {"<system>": "which notes it saw"}}
+
+    ``mean`` is the unweighted mean over folds. Nothing of the note text is kept.
+
+    ``redraw``: each system is also scored on its test fold with every gold PHI value replaced
+    by a made-up one of its kind (names by names drawn from census lists or made up, places by
+    places, dates by dates; :func:`sagehealth.privacy.deid.model.synthesise`, seed
+    ``REDRAW_SEED + fold``): the contexts are the fold's own, the values are ones no rule was
+    written for — a proxy for the names and places of unseen patients (``per_fold[i]["redrawn"]``,
+    ``redrawn_mean``).
+    """
+    notes = load_physionet(text_path, gold_path)
+    parts = patient_folds(notes, folds, seed)
+    makers = factories if factories is not None else _default_systems()
+    unknown = [s for s in systems if s not in makers]
+    if unknown:
+        raise ValueError(f"unknown system(s) {unknown}; known: {sorted(makers)}")
+    redrawn_parts: list[list[Note]] = []
+    if redraw:
+        from sagehealth.privacy.deid.lexicon import lexicon
+        from sagehealth.privacy.deid.detector import default_rules
+        from sagehealth.privacy.deid.model import synthesise
+
+        lex = lexicon(default_rules().clinical_words)
+        for k, p in enumerate(parts):
+            redrawn_parts.append([
+                Note(n.id, text, [GoldSpan(a, b, t, text[a:b]) for a, b, t in gold])
+                for n, (text, gold) in zip(p, synthesise(p, lex, REDRAW_SEED + k))])
+    per_fold: list[dict[str, Any]] = []
+    for k, test in enumerate(parts):
+        train = [n for j, p in enumerate(parts) if j != k for n in p]
+        row: dict[str, Any] = {"fold": k, "notes": len(test),
+                               "patients": len({patient_of(n.id) for n in test}),
+                               "gold_spans": sum(len(n.gold) for n in test)}
+        for name in systems:
+            predict = makers[name](train)
+            r = score(test, predict, repeat=repeat)
+            row[name] = {m: r[m] for m in _CV_KEEP}
+            if redraw:
+                r = score(redrawn_parts[k], predict)
+                row.setdefault("redrawn", {})[name] = {m: r[m] for m in _CV_KEEP if m != "notes_per_s"}
+        per_fold.append(row)
+    mean = {name: {m: sum(f[name][m] for f in per_fold) / len(per_fold)
+                   for m in ("recall", "precision", "f1", "notes_per_s")} for name in systems}
+    out_redrawn = {}
+    if redraw:
+        out_redrawn = {"redrawn_mean": {name: {m: sum(f["redrawn"][name][m] for f in per_fold) / len(per_fold)
+                                               for m in ("recall", "precision", "f1")} for name in systems}}
+    return {
+        "folds": folds,
+        "seed": seed,
+        "patients": [sorted({patient_of(n.id) for n in p}, key=lambda x: (len(x), x)) for p in parts],
+        "per_fold": per_fold,
+        "mean": mean,
+        "tuned_on": {name: TUNED_ON.get(name, "") for name in systems},
+        **out_redrawn,
     }

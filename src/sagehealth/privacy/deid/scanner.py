@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 from itertools import compress
 from re import _constants as C  # type: ignore[attr-defined]
 from re import _parser as P  # type: ignore[attr-defined]
@@ -129,6 +130,33 @@ def digit_guarded(regex: str) -> bool:
     return False
 
 
+_PLAIN = re.compile(r"(?:[^\\.^$*+?{}\[\]()|]|\\[.\-/@:#&%'\"!,;<>=~`])+")
+
+
+def literals(gate: str) -> tuple[str, ...] | None:
+    """The strings of a gate that is an alternation of plain literals ("http|www\\."), or
+    None. Such a gate is checked with ``in`` (a substring search, faster than a regex)."""
+    parts = gate.split("|")
+    if not all(p and _PLAIN.fullmatch(p) for p in parts):
+        return None
+    return tuple(re.sub(r"\\(.)", r"\1", p) for p in parts)
+
+
+class _Literals:
+    """A gate made of literals: ``search`` answers whether any of them is in the text."""
+
+    __slots__ = ("lits",)
+
+    def __init__(self, lits: tuple[str, ...]) -> None:
+        self.lits = lits
+
+    def search(self, text: str) -> bool | None:
+        for lit in self.lits:
+            if lit in text:
+                return True
+        return None
+
+
 class Scanner:
     """Finds the matches of many regexes over one text, each as ``finditer`` would.
 
@@ -147,9 +175,9 @@ class Scanner:
                  gates: Sequence[str | None] | None = None,
                  heads: Sequence[Sequence[str] | None] | None = None) -> None:
         self.compiled = [re.compile(src, flags) for src, flags, _ in regexes]
-        gate_rx: dict[str, re.Pattern[str]] = {}
-        self.gates = [gate_rx.setdefault(g, re.compile(g)) if g else None
-                      for g in (gates or [None] * len(regexes))]
+        gate_rx: dict[str, Any] = {}
+        self.gates = [gate_rx.setdefault(g, _Literals(lits) if (lits := literals(g)) else re.compile(g))
+                      if g else None for g in (gates or [None] * len(regexes))]
         self.on_lower = [low for _, _, low in regexes]
         self.groups = [rx.groups for rx in self.compiled]
         self.heads = [frozenset(h) if h else None for h in (heads or [None] * len(regexes))]
@@ -211,7 +239,7 @@ class Scanner:
                     at = {}
                     for k in compress(range(len(words)), map(self.all_heads.__contains__, words)):
                         at.setdefault(words[k], []).append(k)
-                mine = [at[w] for w in heads if w in at]
+                mine = [at[w] for w in heads.intersection(at)]
                 if not mine:
                     continue
                 rx, s, last = self.compiled[i], (low if on_lower else text), 0
