@@ -328,14 +328,18 @@ def deid(
     physionet_text: Annotated[str | None, typer.Option(help="eval: PhysioNet deid id.text file.")] = None,
     physionet_gold: Annotated[str | None, typer.Option(help="eval: PhysioNet deid id-phi.phrase file.")] = None,
     presidio: Annotated[str | None, typer.Option(help="eval: presidio-research synthetic JSON file.")] = None,
+    folds: Annotated[int | None, typer.Option(help="eval: patient-disjoint K-fold cross-validation of the PhysioNet notes instead (per fold: the learned part trained on the other folds; scores of the rules, the model and both; with re-drawn PHI values too).")] = None,
     json: JsonOpt = False,
 ) -> None:
     """De-identify clinical text (`sagehealth deid "..."`, `--file F`), or score the detector
-    (`sagehealth deid eval --physionet-text id.text --physionet-gold id-phi.phrase`)."""
+    (`sagehealth deid eval --physionet-text id.text --physionet-gold id-phi.phrase [--folds K]`)."""
     from sagehealth.privacy.deid import deidentify
 
     if text == "eval":
-        _deid_eval(physionet_text, physionet_gold, presidio, json)
+        if folds is not None:
+            _deid_cv(physionet_text, physionet_gold, folds, json)
+        else:
+            _deid_eval(physionet_text, physionet_gold, presidio, json)
         return
     if (text is None) == (file is None):
         raise typer.BadParameter("give either TEXT or --file", param_hint="TEXT")
@@ -355,6 +359,33 @@ def deid(
         print_json(result.as_dict())
     else:
         sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
+
+
+def _deid_cv(physionet_text: str | None, physionet_gold: str | None, folds: int, as_json: bool) -> None:
+    from sagehealth.privacy.deid.evaluate import cross_validate
+
+    if physionet_text is None or physionet_gold is None:
+        raise typer.BadParameter("--folds needs --physionet-text and --physionet-gold", param_hint="--folds")
+    if folds < 2:
+        raise typer.BadParameter("at least 2 folds", param_hint="--folds")
+    result = cross_validate(physionet_text, physionet_gold, folds=folds, redraw=True)
+    result.pop("patients", None)  # the patient ids of each fold: not needed to read the scores
+    if as_json:
+        print_json(result)
+        return
+    rows = []
+    for fold in result["per_fold"]:
+        for system in ("rules", "model", "combined"):
+            for kind, r in (("own PHI", fold.get(system)), ("re-drawn PHI", (fold.get("redrawn") or {}).get(system))):
+                if r:
+                    rows.append({"fold": fold["fold"], "system": system, "values": kind, "recall": round(r["recall"], 4),
+                                 "precision": round(r["precision"], 4), "f1": round(r["f1"], 4)})
+    print_rows(rows, title=f"patient-disjoint {folds}-fold cross-validation (the rules were written on the whole dev "
+                           "split: their fold scores are tuned-on; the model's are held-out)")
+    for label, mean in (("mean", result.get("mean")), ("mean, re-drawn PHI", result.get("redrawn_mean"))):
+        for system, r in (mean or {}).items():
+            out.print(f"[bold]{label}[/bold] {system}: recall {r['recall']:.4f}, precision {r['precision']:.4f}, "
+                      f"F1 {r['f1']:.4f}")
 
 
 def _deid_eval(physionet_text: str | None, physionet_gold: str | None, presidio: str | None,
