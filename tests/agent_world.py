@@ -4,11 +4,9 @@ injection, a principal and a bearer token per role."""
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
-from helpers import STEWARD
+from helpers import STEWARD, note_file
 
 from sagehealth import Ecosystem
 from sagehealth.governance import Principal
@@ -20,14 +18,7 @@ INJECTION = ("Chief complaint: cough for three weeks, worse at night. Chest radi
 
 
 def injection_note(folder: Path, patient: str) -> Path:
-    doc = {"resourceType": "DocumentReference", "id": "inj-0001", "status": "current",
-           "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}]},
-           "subject": {"reference": f"Patient/{patient}"}, "date": "2020-03-02T10:00:00Z",
-           "content": [{"attachment": {"contentType": "text/plain",
-                                       "data": base64.b64encode(INJECTION.encode()).decode()}}]}
-    path = folder / "DocumentReference.injection.ndjson"
-    path.write_text(json.dumps(doc) + "\n")
-    return path
+    return note_file(folder, "inj-0001", patient, INJECTION)
 
 
 def build_world(home: Path, extra: Path) -> dict:

@@ -138,3 +138,21 @@ def fake_chat_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def note_file(folder: Path, doc_id: str, patient: str, text: str, *, date: str = "2020-03-02T10:00:00Z",
+              title: str | None = None) -> Path:
+    """A FHIR DocumentReference (progress note, text as a base64 attachment) for ``patient``,
+    written as one NDJSON file in ``folder``: how the tests inject a note into a store."""
+    import base64
+
+    doc: dict[str, Any] = {
+        "resourceType": "DocumentReference", "id": doc_id, "status": "current",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}]},
+        "subject": {"reference": f"Patient/{patient}"}, "date": date,
+        "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}}]}
+    if title is not None:
+        doc["description"] = title
+    path = folder / f"DocumentReference.{doc_id}.ndjson"
+    path.write_text(json.dumps(doc) + "\n")
+    return path

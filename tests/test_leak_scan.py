@@ -8,7 +8,6 @@ found (and where: a table, a query, a question), never the note text."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from helpers import STEWARD
+from helpers import STEWARD, note_file
 
 from sagehealth import Ecosystem
 from sagehealth.errors import AccessDenied
@@ -181,14 +180,7 @@ QUESTIONS = [
 
 def _note(folder: Path, doc_id: str, patient: str) -> Path:
     title, when, text = NOTES[doc_id]
-    doc = {"resourceType": "DocumentReference", "id": doc_id, "status": "current",
-           "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}]},
-           "description": title, "subject": {"reference": f"Patient/{patient}"}, "date": when,
-           "content": [{"attachment": {"contentType": "text/plain",
-                                       "data": base64.b64encode(text.encode()).decode()}}]}
-    path = folder / f"DocumentReference.{doc_id}.ndjson"
-    path.write_text(json.dumps(doc) + "\n")
-    return path
+    return note_file(folder, doc_id, patient, text, date=when, title=title)
 
 
 # -- scanning ------------------------------------------------------------------------------------
@@ -456,15 +448,8 @@ def test_a_patient_who_withdraws_leaves_every_research_door(tmp_path):
     assert len(pids) >= 2
     gone, stays = pids[0], pids[1]
     (tmp_path / "in").mkdir()
-    paths = []
-    for doc_id, pid, text in (("wd-gone", gone, WITHDRAWN_NOTE), ("wd-stays", stays, STAYING_NOTE)):
-        doc = {"resourceType": "DocumentReference", "id": doc_id, "status": "current",
-               "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}]},
-               "subject": {"reference": f"Patient/{pid}"}, "date": "2021-05-04T10:00:00Z",
-               "content": [{"attachment": {"contentType": "text/plain",
-                                           "data": base64.b64encode(text.encode()).decode()}}]}
-        paths.append(tmp_path / "in" / f"DocumentReference.{doc_id}.ndjson")
-        paths[-1].write_text(json.dumps(doc) + "\n")
+    paths = [note_file(tmp_path / "in", doc_id, pid, text, date="2021-05-04T10:00:00Z")
+             for doc_id, pid, text in (("wd-gone", gone, WITHDRAWN_NOTE), ("wd-stays", stays, STAYING_NOTE))]
     eco.ingest(paths, options={"deid_key": KEY, "index": True})
     deid = RowDeidentifier(KEY)
     psn_gone, psn_stays = deid.pseudonym(gone), deid.pseudonym(stays)

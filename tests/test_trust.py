@@ -6,7 +6,6 @@ withheld on withdrawal (4)."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import gzip
 import io
@@ -20,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from helpers import STEWARD
+from helpers import STEWARD, note_file
 
 from sagehealth import Ecosystem
 from sagehealth.errors import AccessDenied, QueryError, RowNotFound
@@ -196,13 +195,7 @@ NOTE = ("Patient Zvi Varnadoe, SSN 999-94-5397, phone 617-555-0143, e-mail zvarn
 
 
 def _note(folder: Path, patient: str) -> Path:
-    doc = {"resourceType": "DocumentReference", "id": "trust-0001", "status": "current",
-           "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3", "display": "Progress note"}]},
-           "subject": {"reference": f"Patient/{patient}"}, "date": "2020-03-02T10:00:00Z",
-           "content": [{"attachment": {"contentType": "text/plain", "data": base64.b64encode(NOTE.encode()).decode()}}]}
-    path = folder / "DocumentReference.trust.ndjson"
-    path.write_text(json.dumps(doc) + "\n")
-    return path
+    return note_file(folder, "trust-0001", patient, NOTE)
 
 
 def test_a_researchers_feedback_is_withheld_when_the_patient_withdraws(tmp_path, samples):
