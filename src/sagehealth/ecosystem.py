@@ -33,6 +33,7 @@ from sagehealth.governance.scope import (
     READ_ACTION,
     Views,
     hidden_tables,
+    mask_message,
     mask_rows,
     mask_summary,
     masks_for,
@@ -539,6 +540,7 @@ class Ecosystem:
         sandbox's settings is a denial."""
         from sagehealth.config import sql_timeout
 
+        query = query.encode("utf-8", "replace").decode("utf-8")  # lone surrogates (undecodable argv bytes)
         resource = "sql: " + " ".join(query.split())[:500]
         p, action, views = self._read_scope(resource)
         timeout_s = min(timeout_s, sql_timeout()) if timeout_s else sql_timeout()
@@ -573,8 +575,17 @@ class Ecosystem:
         if table not in views:
             self._deny(p, action, resource, f"{p.user} ({p.role}) may not read table {table}")
         stored, row_filter = views[table]
+        mask = masks_for(p).get(table)
         with self._failures(p, action, resource):
-            if row_filter:
+            if mask is not None:  # the caller's condition sees the masked rows only
+                wanted, where = scan.pop("columns", None), scan.pop("filter", None)
+                result = mask(self.lake.read(stored, version, filter=row_filter, **scan))
+                if where:
+                    result = self.lake.filter_table(result, where)
+                touched = self._patients_in(p, result)
+                if wanted is not None:
+                    result = result.select(list(wanted))
+            elif row_filter:
                 # the access filter alone goes to Lance; the caller's condition is applied to what
                 # it returned, in a sandbox that sees only those rows (never spliced into ours)
                 wanted, where = scan.pop("columns", None), scan.pop("filter", None)
@@ -587,8 +598,6 @@ class Ecosystem:
             else:
                 result = self.lake.read(stored, version, **scan)
                 touched = self._patients_in(p, result)
-        if (mask := masks_for(p).get(table)) is not None:
-            result = mask(result)
         self._log(p, action, resource, touched)
         return result
 
@@ -613,7 +622,7 @@ class Ecosystem:
         if p.role != "steward":
             commits = [replace(c, message="", summary={}) for c in commits]
         else:  # operations, not identities: file names and paths masked
-            commits = [replace(c, summary=mask_summary(c.summary)) for c in commits]
+            commits = [replace(c, message=mask_message(c.message), summary=mask_summary(c.summary)) for c in commits]
         self._log(p, action, "versions")
         return commits
 

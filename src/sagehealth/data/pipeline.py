@@ -209,9 +209,10 @@ class IngestRun:
                 self._refresh_index(summary)
             summary.rows = {t: n for t, n in sorted(self._written.items()) if n}
             summary.seconds = round(time.perf_counter() - start, 3)
-            if not self.message:
-                names = ", ".join(sorted({p.name for p in paths}))
-                summary.message = self.message = f"ingest {names}"
+            if not self.message:  # file names can name patients: say how many and what, not which
+                done = [f for f in summary.files if not f.skipped]
+                kinds = ", ".join(sorted({f.format for f in done})) or "nothing new"
+                summary.message = self.message = f"ingest {len(done)} file{'s' if len(done) != 1 else ''} ({kinds})"
             if any(not f.skipped for f in summary.files):
                 commit = self.lake.commit(self.message, run_id=self.run_id, summary=summary.to_dict())
                 summary.version = commit.version

@@ -162,11 +162,29 @@ def _seq(line: str) -> int | None:
         return None
 
 
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "seq": int, "at": str, "user": str, "role": str, "purpose": str, "action": str, "resource": str,
+    "patients": list, "allowed": bool, "reason": str, "prev": str, "hash": str, "alg": str}
+
+
 def _entry(line: str | bytes) -> AuditEntry:
+    """One entry, every field of the type it must have (ValueError otherwise)."""
     data = json.loads(line)
     if not isinstance(data, dict):
         raise ValueError("not an object")
+    for k, v in data.items():
+        want = _TYPES.get(k)
+        if want is None or not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise ValueError(f"field {k!r} is missing its type")
+    if any(not isinstance(p, str) for p in data.get("patients", [])):
+        raise ValueError("patients must be strings")
     return AuditEntry(**data)
+
+
+def _clean(value: str) -> str:
+    """Text an entry can hold: lone surrogates (from undecodable input) become escapes, so the
+    entry is written (and audited) instead of failing to encode."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class AuditLog:
@@ -209,11 +227,12 @@ class AuditLog:
                     self._check_end(seq, prev)
                     entry = AuditEntry(
                         seq=seq + 1, at=datetime.now(UTC).isoformat(timespec="microseconds"),
-                        user=principal.user if principal else "(none)",
-                        role=principal.role if principal else "(none)",
-                        purpose=principal.purpose if principal else "(none)",
-                        action=action, resource=resource, patients=sorted(set(patients)),
-                        allowed=allowed, reason=reason, prev=prev, alg=alg,
+                        user=_clean(principal.user) if principal else "(none)",
+                        role=_clean(principal.role) if principal else "(none)",
+                        purpose=_clean(principal.purpose) if principal else "(none)",
+                        action=_clean(action), resource=_clean(resource),
+                        patients=sorted({_clean(p) for p in patients}),
+                        allowed=allowed, reason=_clean(reason), prev=prev, alg=alg,
                     )
                     entry = AuditEntry(**{**asdict(entry), "hash": entry.digest(key)})
                     self._append(fh, entry)
@@ -271,7 +290,9 @@ class AuditLog:
                 first = _entry(fh.readline())
         except (OSError, ValueError, TypeError):
             return 0
-        if first.action == RESTART and first.seq == 1:
+        # only a keyed restart entry that verifies counts: anyone can write the word "restart"
+        if first.action == RESTART and first.seq == 1 and first.prev == GENESIS and first.alg == self.alg \
+                and hmac.compare_digest(first.hash, first.digest(self.key)):
             try:
                 return int(first.resource.split("store version ", 1)[1].split()[0].rstrip(";,."))
             except (IndexError, ValueError):
@@ -297,8 +318,8 @@ class AuditLog:
                 last = body.rsplit(b"\n", 1)[-1]
                 break
         try:
-            entry = json.loads(last)
-            return int(entry["seq"]), str(entry["hash"])
+            entry = _entry(last)
+            return entry.seq, entry.hash
         except (ValueError, KeyError, TypeError) as exc:
             raise AuditError(f"the last entry of {fh.name} is unreadable; an auditor can check the log with "
                              "`sagehealth audit verify`") from exc
@@ -374,7 +395,7 @@ class AuditLog:
                 if entry.alg and entry.alg != f"hmac-sha256:{mine}":
                     return Verification(False, n - 1, f"entry {entry.seq} was written with another audit key "
                                         f"({entry.alg}; this key is {mine}): set {KEY_ENV} to the store's key", n)
-                if not entry.alg and keyed:
+                if not entry.alg and keyed:  # a legacy prefix is sealed by the first keyed entry's MAC
                     return Verification(False, n - 1, f"entry {entry.seq} is unkeyed after keyed entries "
                                         "(written without the audit key)", n)
                 if not hmac.compare_digest(entry.hash, entry.digest(key)):
@@ -393,7 +414,10 @@ class AuditLog:
             a = max(beyond, key=lambda a: a.seq)
             return Verification(False, n, f"the log ends at entry {last} but {a.where} recorded entry {a.seq} "
                                 "(entries removed from the end)", n + 1)
-        head = self._head()
+        try:
+            head = self._head()
+        except AuditError as exc:
+            return Verification(False, n, str(exc), n + 1)
         if head is None:
             return Verification(False, n, f"the log's head ({self.head_path.name}) is missing", n + 1)
         if head["seq"] != last or head["hash"] != prev:

@@ -14,9 +14,12 @@ and whether its rows are limited to the principal's patients.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 import posixpath
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -79,8 +82,17 @@ def hidden_tables(principal: Principal) -> list[str]:
     return [t for t in ALL_SCHEMAS if t not in visible]
 
 
+@functools.lru_cache(maxsize=1)
+def _token_key() -> bytes:
+    """The key of the masking tokens, derived from the audit key (which lives outside the
+    store): a token cannot be checked against a guessed path without it."""
+    from sagehealth.governance.audit import audit_key
+
+    return hmac.new(audit_key(), b"sagehealth: masked source tokens", hashlib.sha256).digest()
+
+
 def mask_uri(uri: str | None) -> str | None:
-    """A source URI as a stable token that keeps the file type, not the path or name
+    """A source URI as a stable, keyed token that keeps the file type, not the path or name
     (``masked:3f9a21c0b27d4e11.ndjson``): the same file gets the same token in every table."""
     if uri is None:
         return None
@@ -88,7 +100,23 @@ def mask_uri(uri: str | None) -> str | None:
     ext = "".join(posixpath.splitext(name)[1:])[:12] if "." in name else ""
     if not ext.replace(".", "").isalnum():
         ext = ""
-    return f"masked:{hashlib.sha256(uri.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}{ext}"
+    mac = hmac.new(_token_key(), uri.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return f"masked:{mac[:16]}{ext}"
+
+
+_PATHLIKE = re.compile(r"""[^\s,;()'"]*/[^\s,;()'"]+|[^\s,;:()'"/]+\.[A-Za-z][A-Za-z0-9]{0,7}(?:\.gz)?\b""")
+_QUOTED = re.compile("'[^'\\n]*'|\"[^\"\\n]*\"")
+
+
+def mask_message(text: str | None) -> str | None:
+    """A commit message with every path or file name in it masked."""
+    return _PATHLIKE.sub(lambda m: mask_uri(m.group(0)) or "", text) if text else text
+
+
+def mask_reason(text: str | None) -> str | None:
+    """A quarantine reason with the values it quotes from the record withheld (they can name
+    patients); the rule that failed and where stay."""
+    return _QUOTED.sub("'[withheld]'", text) if text else text
 
 
 def mask_raw(raw: str | None) -> str | None:
@@ -116,6 +144,8 @@ def mask_summary(summary: Any) -> Any:
             return [walk(x) for x in v]
         if isinstance(v, str) and key in _URI_KEYS:
             return mask_uri(v)
+        if isinstance(v, str) and key == "message":
+            return mask_message(v)
         return v
 
     out = walk(parsed)
@@ -136,8 +166,8 @@ MASKS: dict[str, dict[str, dict[str, Callable[[Any], Any]]]] = {
     "steward": {
         "provenance": {"source_uri": mask_uri},
         "sources": {"source_uri": mask_uri},
-        "quarantine": {"source_uri": mask_uri, "raw": mask_raw},
-        "commits": {"summary": mask_summary},
+        "quarantine": {"source_uri": mask_uri, "raw": mask_raw, "reason": mask_reason},
+        "commits": {"summary": mask_summary, "message": mask_message},
     },
 }
 
@@ -149,7 +179,7 @@ def masks_for(principal: Principal | None, *, break_glass: bool = False) -> dict
         return {}
     out: dict[str, Callable[[pa.Table], pa.Table]] = {}
     for table, how in MASKS.get(principal.role, {}).items():
-        cols = {c: f for c, f in how.items() if not (break_glass and table == "quarantine" and c == "raw")}
+        cols = {c: f for c, f in how.items() if not (break_glass and table == "quarantine" and c in ("raw", "reason"))}
         out[table] = lambda t, cols=cols: _mask_columns(t, cols)
     return out
 
@@ -159,7 +189,7 @@ def mask_rows(principal: Principal | None, table: str, rows: list[dict[str, Any]
     """``rows`` of ``table`` (as dicts) masked for ``principal`` (see ``MASKS``)."""
     how = MASKS.get(principal.role, {}).get(table, {}) if principal else {}
     if break_glass and table == "quarantine":
-        how = {c: f for c, f in how.items() if c != "raw"}
+        how = {c: f for c, f in how.items() if c not in ("raw", "reason")}
     if not how:
         return rows
     return [{k: (how[k](v) if k in how else v) for k, v in r.items()} for r in rows]
