@@ -15,11 +15,17 @@ from typing import Any
 
 from sagehealth.agents.ledger import Ledger
 from sagehealth.privacy.research import check_key, withdrawn_patients
-from sagehealth.privacy.structured import RowDeidentifier
+from sagehealth.privacy.structured import RowDeidentifier, known_identifiers
 
 
-def _text(deid: RowDeidentifier, text: str | None, patient: str) -> str | None:
-    return deid.free_text(text, patient) if text else text
+def _text(deid: RowDeidentifier, text: str | None, patient: str, linked: set[str]) -> str | None:
+    """``text`` de-identified for ``patient``, with the own names and ids of every linked patient."""
+    if not text:
+        return text
+    key = "\x1f".join(sorted(linked))
+    if key and key not in deid.known:
+        deid.known[key] = [v for pid in sorted(linked) for v in deid.known.get(pid, [])]
+    return deid.text.apply(text, deid.spans(text, key or patient), patient)
 
 
 def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | None = None) -> dict[str, Any]:
@@ -28,6 +34,8 @@ def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | 
     check_key(lake, deid)  # the research zone's key, so pseudonyms match its rows
     withdrawn = withdrawn_patients(lake)
     withdrawn |= {deid.pseudonym(pid) for pid in withdrawn}  # researchers' traces name pseudonyms
+    deid.known = known_identifiers(lake.table("patients").to_lance().to_table(
+        columns=["patient_id", "given_names", "family_name", "identifiers", "telecom"]).to_pylist())
     traces = {t["trace_id"]: t for t in ledger.read("traces")}
     rows = ledger.read("feedback")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +57,10 @@ def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | 
                 "role": fb["role"],
                 "verdict": fb["verdict"],
                 "target": fb["target"],
-                "question": _text(deid, trace.get("question"), patient),
-                "answer": _text(deid, fb.get("original_text"), patient),
-                "edited": _text(deid, fb.get("edited_text"), patient),
-                "reason": _text(deid, fb.get("reason"), patient),
+                "question": _text(deid, trace.get("question"), patient, linked),
+                "answer": _text(deid, fb.get("original_text"), patient, linked),
+                "edited": _text(deid, fb.get("edited_text"), patient, linked),
+                "reason": _text(deid, fb.get("reason"), patient, linked),
                 "patient": (patient if research else deid.pseudonym(patient)) if patient else None,
                 "evidence": [e if research else deid.key_of("row_id", e) for e in fb.get("evidence_ids") or []],
                 "provider": fb.get("provider"),

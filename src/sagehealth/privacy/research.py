@@ -20,7 +20,7 @@ import pyarrow as pa
 from sagehealth.config import is_local
 from sagehealth.data.model import ALL_SCHEMAS, RESEARCH_TABLES
 from sagehealth.errors import ConfigError
-from sagehealth.privacy.structured import RowDeidentifier
+from sagehealth.privacy.structured import RowDeidentifier, known_identifiers
 
 BATCH = 20_000
 #: a keyed check value (not the key) that tells a later refresh it has the same key
@@ -101,6 +101,8 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
     check_key(lake, deid)
     withdrawn = withdrawn_patients(lake)
     deid.latest = latest_dates(lake)
+    deid.known = known_identifiers(lake.table("patients").to_lance().to_table(
+        columns=["patient_id", "given_names", "family_name", "identifiers", "telecom"]).to_pylist())
     gone = [deid.pseudonym(p) for p in withdrawn]
     _record_withdrawn(lake, gone)
     added: dict[str, int] = defaultdict(int)

@@ -14,7 +14,13 @@ when the table does not go to the research zone. The rules per column are data (
   (MIMIC shifts its years a century or more ahead: today's year would leave a 93-year-old as 93);
 - ``zip3``: US ZIP codes keep their first three digits, except the 3-digit areas of fewer than
   20,000 people (HIPAA Safe Harbor list), which become ``000``;
-- ``text``: free text de-identified with consistent surrogates for the row's patient;
+- ``text``: free text de-identified with consistent surrogates for the row's patient; beside
+  what the detector finds, the patient's own names, identifiers and phone numbers as the
+  patients table holds them (``known``) are replaced wherever they occur in that patient's text;
+- ``coded``: codes kept, the free text of a coded value (``display``/``text``, where FHIR allows
+  anything: "Visit with <name>") de-identified (tags; the same label always gives the same
+  result, so it is computed once per distinct label);
+- ``variant``: a variant id with the row's sample id inside it gets the keyed sample id;
 - ``uid``: DICOM UIDs replaced by keyed UIDs under the ``2.25`` root.
 
 Tables with no rules (directory, fhir_other, quarantine, provenance, sources) never enter the
@@ -25,10 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sagehealth.privacy.deid import detect
+from sagehealth.privacy.deid import Span, detect
 from sagehealth.privacy.deid.transform import Transformer, secret_key
 
 #: 3-digit ZIP areas with 20,000 or fewer people (HHS Safe Harbor guidance, 2000 census)
@@ -47,19 +54,19 @@ RULES: dict[str, dict[str, str]] = {
     },
     "encounters": {
         **_COMMON, "encounter_id": "id", "patient_id": "pseudonym", "status": "keep",
-        "class_code": "keep", "type": "keep", "start": "shift", "end": "shift", "reason": "keep",
-        "provider": "drop", "location": "drop", "discharge_disposition": "keep", "part_of": "id",
+        "class_code": "keep", "type": "coded", "start": "shift", "end": "shift", "reason": "coded",
+        "provider": "drop", "location": "drop", "discharge_disposition": "coded", "part_of": "id",
     },
     "events": {
         **_COMMON, "event_id": "id", "patient_id": "pseudonym", "encounter_id": "id",
-        "kind": "keep", "category": "keep", "code": "keep", "codes": "keep", "status": "keep",
+        "kind": "keep", "category": "coded", "code": "coded", "codes": "coded", "status": "keep",
         "start": "shift", "end": "shift", "value_num": "keep", "value_text": "text",
-        "value_code": "keep", "unit": "keep", "ref_low": "keep", "ref_high": "keep",
-        "interpretation": "keep", "parent_id": "id",
+        "value_code": "coded", "unit": "keep", "ref_low": "keep", "ref_high": "keep",
+        "interpretation": "coded", "parent_id": "id",
     },
     "documents": {
         **_COMMON, "document_id": "id", "patient_id": "pseudonym", "encounter_id": "id",
-        "kind": "keep", "title": "text", "code": "keep", "date": "shift", "author": "drop",
+        "kind": "keep", "title": "text", "code": "coded", "date": "shift", "author": "drop",
         "status": "keep", "content_type": "keep", "text": "text", "sections": "resplit",
     },
     "imaging_studies": {
@@ -81,7 +88,7 @@ RULES: dict[str, dict[str, str]] = {
     },
     "variants": {
         **_COMMON, "patient_id": "pseudonym", "sample_id": "id", "chrom": "keep", "pos": "keep",
-        "ref": "keep", "alt": "keep", "variant_id": "keep", "qual": "keep", "filter": "keep",
+        "ref": "keep", "alt": "keep", "variant_id": "variant", "qual": "keep", "filter": "keep",
         "genotype": "keep", "zygosity": "keep", "depth": "keep", "gene": "keep",
         "consequence": "keep", "impact": "keep", "hgvs_c": "keep", "hgvs_p": "keep",
     },
@@ -105,6 +112,10 @@ class RowDeidentifier:
         self.reference = reference or date.today()
         #: patient id -> the latest date of the patient's own records (see ``year``)
         self.latest: dict[str, date] = {}
+        #: patient id -> identifying strings the store holds for them (see ``text``)
+        self.known: dict[str, list[tuple[str, str]]] = {}
+        self._known_re: dict[str, re.Pattern[str] | None] = {}
+        self._labels: dict[str, str] = {}
 
     def pseudonym(self, patient_id: str) -> str:
         """The research-zone id of a patient: the same for the same id everywhere."""
@@ -117,8 +128,40 @@ class RowDeidentifier:
         return f"{prefix}_{self._mac(col, str(value))[:24]}"
 
     def free_text(self, text: str, patient: str = "") -> str:
-        """Free text with every identifier found replaced by the patient's consistent surrogates."""
-        return self.text.apply(text, detect(text), patient)
+        """Free text with every identifier found replaced by the patient's consistent surrogates
+        (what the detector finds, and the patient's own names and ids wherever they occur)."""
+        return self.text.apply(text, self.spans(text, patient), patient)
+
+    def spans(self, text: str, patient: str) -> list[Span]:
+        """The identifiers in ``text``: what the detector finds and the patient's own names and ids."""
+        spans = detect(text)
+        pattern = self._known_pattern(patient)
+        if pattern is None:
+            return spans
+        extra = self._known_spans(text, patient, pattern)
+        return _merge(spans, extra) if extra else spans
+
+    def _known_spans(self, text: str, patient: str, pattern: re.Pattern[str]) -> list[Span]:
+        kinds = {v.lower(): k for v, k in self.known.get(patient, [])}
+        return [Span(m.start(), m.end(), kinds.get(m.group(0).lower(), "NAME"), m.group(0), "known")
+                for m in pattern.finditer(text)]
+
+    def _known_pattern(self, patient: str) -> re.Pattern[str] | None:
+        if patient not in self._known_re:
+            values = sorted({v for v, _ in self.known.get(patient, []) if len(v) >= 3}, key=len, reverse=True)
+            self._known_re[patient] = re.compile(
+                r"(?<![\w])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w])", re.I) if values else None
+        return self._known_re[patient]
+
+    def label(self, text: str) -> str:
+        """The free text of a coded value with identifiers replaced by tags (once per label)."""
+        out = self._labels.get(text)
+        if out is None:
+            spans = detect(text)
+            out = self._labels[text] = Transformer("tags").apply(text, spans) if spans else text
+            if len(self._labels) > 200_000:
+                self._labels.clear()
+        return out
 
     def key_check(self) -> str:
         """A value that tells whether two parties hold the same key, without revealing it."""
@@ -163,12 +206,46 @@ class RowDeidentifier:
             return "000" if digits[:3] in RESTRICTED_ZIP3 else digits[:3]
         if rule == "text":
             return self.free_text(str(value), patient)
+        if rule == "coded":
+            return self._coded(value, patient)
+        if rule == "variant":
+            sample = row.get("sample_id")
+            if sample and len(str(sample)) >= 3 and str(sample) in str(value):
+                return str(value).replace(str(sample), self.key_of("sample_id", str(sample)))
+            return value
         if rule == "resplit":
             from sagehealth.data.sections import split_sections
 
             new_text = self._apply("text", "text", row.get("text"), patient, row)
             return split_sections(new_text) if new_text else []
         raise ValueError(f"unknown de-identification rule {rule!r} for column {col}")
+
+    def _coded(self, value: Any, patient: str) -> Any:
+        """Codes as they are; the display/text of each coded value de-identified (the patient's
+        own names and ids too)."""
+        if isinstance(value, dict):
+            # a display of a real code is a vocabulary label (a brand name "Camila" is no person):
+            # only the patient's own names and ids are looked for there
+            coded = bool(value.get("system")) and bool(value.get("code"))
+            return {k: ((self._known_only(v, patient) if coded else self._text_label(v, patient))
+                        if k in ("display", "text") and isinstance(v, str) else self._coded(v, patient))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._coded(v, patient) for v in value]
+        if isinstance(value, str):
+            return self._text_label(value, patient)
+        return value
+
+    def _known_only(self, text: str, patient: str) -> str:
+        pattern = self._known_pattern(patient)
+        spans = self._known_spans(text, patient, pattern) if pattern is not None else []
+        return self.text.apply(text, spans, patient) if spans else text
+
+    def _text_label(self, text: str, patient: str) -> str:
+        pattern = self._known_pattern(patient)
+        if pattern is not None and pattern.search(text):
+            return self.text.apply(text, self.spans(text, patient), patient)
+        return self.label(text)
 
     def _birth_year(self, value: Any, patient: str = "") -> date:
         """Birth date -> 1 January of its year; people over 89 (at their latest record or today,
@@ -186,3 +263,45 @@ def _shift(value: Any, days: int) -> Any:
     if isinstance(value, (date, datetime)):
         return value + timedelta(days=days)
     return value
+
+
+def _merge(found: list[Span], extra: list[Span]) -> list[Span]:
+    """Both lists as one sorted, non-overlapping list; where spans overlap the longer wins."""
+    out: list[Span] = []
+    for sp in sorted([*found, *extra], key=lambda s: (s.start, -(s.end - s.start))):
+        if out and sp.start < out[-1].end:
+            if sp.end - sp.start > out[-1].end - out[-1].start:
+                out[-1] = sp
+            continue
+        out.append(sp)
+    # a replaced span may now overlap the one before it
+    clean: list[Span] = []
+    for sp in out:
+        if clean and sp.start < clean[-1].end:
+            continue
+        clean.append(sp)
+    return clean
+
+
+def known_identifiers(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """Patient id -> (value, PHI type) of what identifies them in the patients table: each
+    name word, the full name, identifier values, telecom values."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        vals: list[tuple[str, str]] = []
+        names = [w for part in (r.get("given_names"), r.get("family_name")) if part for w in re.split(r"[\s,]+", part) if w]
+        vals += [(w.strip(".'"), "NAME") for w in names if len(w.strip(".'")) >= 3]
+        for ident in r.get("identifiers") or []:
+            v = (ident or {}).get("value")
+            if v and len(v) >= 4:
+                vals.append((v, "MRN"))
+                digits = re.sub(r"\D", "", v)
+                if len(digits) >= 5 and digits != v:
+                    vals.append((digits, "MRN"))
+        for t in r.get("telecom") or []:
+            v = (t or {}).get("value")
+            if v and len(v) >= 5:
+                vals.append((v, "EMAIL" if "@" in v else "PHONE"))
+        if vals:
+            out[r["patient_id"]] = vals
+    return out
