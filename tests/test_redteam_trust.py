@@ -296,3 +296,20 @@ def test_a_masked_source_token_is_an_unkeyed_hash_of_the_path(tmp_path, samples)
     guess = (samples / "fhir" / NAMED_FILE).resolve().as_uri()
     assert f"masked:{hashlib.sha256(guess.encode()).hexdigest()[:16]}.json" not in tokens, \
         "a guessed file name is confirmed against the steward's masked token without any key"
+
+
+def test_a_steward_reads_traces_and_feedback_without_the_patients_name(tmp_path, monkeypatch):
+    """Stewards run operations on the ledger (providers, timings, verdicts), not its contents: a
+    clinician's question naming the patient reaches them de-identified."""
+    monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "redteam-deid-key-0123456789abcdef")
+    src = tmp_path / "in"
+    src.mkdir()
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
+    eco.ingest([_named_bundle(src / "batch.ndjson")], format="fhir", options={"index": True})
+    clinician = eco.as_principal(Principal("dr.ana", "clinician", "treatment", patients=frozenset({PATIENT_ID})))
+    a = clinician.ask("What is the heart rate of Mr. Zebulon Quixote?", patient=PATIENT_ID)
+    clinician.record_feedback(a.trace_id, "edit", edited_text="Heart rate 80/min for Mr. Quixote.", reason="short")
+    assert "Quixote" in clinician.traces()[0]["question"]          # the asker sees their own
+    seen = eco.traces(trace_id=a.trace_id) + eco.feedback(trace_id=a.trace_id)
+    assert seen and seen[0]["trace_id"] == a.trace_id and seen[0]["provider"]
+    assert not _leaks(seen, needles=("Quixote", "Zebulon")), _leaks(seen, needles=("Quixote", "Zebulon"))

@@ -779,9 +779,30 @@ class Ecosystem:
             p = self._asker(resource)
             where.update(user=p.user, role=p.role)
         rows = self.ledger.read(name, where=where, limit=limit)
+        if p.role == "steward":  # operations, not contents: a clinician's question and answer name patients
+            rows = self._redacted_ledger_rows(rows)
         self._log(p, "read_system" if p.role == "steward" else READ_ACTION[p.role], resource,
                   sorted({r["patient_id"] for r in rows if r["patient_id"]}) if p.role == "clinician" else [])
         return rows
+
+    def _redacted_ledger_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Trace or feedback rows as a data steward reads them: every text through the
+        de-identifier plus the own names and ids of the row's patients (tags); the rest (who,
+        when, provider, evidence ids, timings, status) as it is."""
+        from sagehealth.privacy.structured import known_identifiers, redact
+
+        ids = sorted({pid for r in rows for pid in [r.get("patient_id"), *(r.get("patients") or [])] if pid})
+        known: dict[str, list[tuple[str, str]]] = {}
+        if ids:
+            known = known_identifiers(self.lake.read("patients", columns=[
+                "patient_id", "given_names", "family_name", "identifiers", "telecom"],
+                filter=f"patient_id IN ({', '.join(_lit(i) for i in ids)})").to_pylist())
+        out = []
+        for r in rows:
+            mine = [v for pid in {r.get("patient_id"), *(r.get("patients") or [])} if pid for v in known.get(pid, [])]
+            out.append({k: redact(v, mine) if k in _LEDGER_TEXT and isinstance(v, str) and v else v
+                        for k, v in r.items()})
+        return out
 
     def traces(self, *, trace_id: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         """Agent traces, newest first: a data steward's all of them, anyone else's their own."""
@@ -921,6 +942,11 @@ class Ecosystem:
 #: what DuckDB says when a query reaches outside its sandbox (files, network, extensions, settings)
 _SANDBOX_ESCAPE = re.compile(r"Permission Error|file system operations are disabled|external access is disabled|"
                              r"configuration has been locked|Cannot change configuration|extension", re.I)
+
+
+#: ledger columns that hold what was asked, answered or edited (free text or JSON holding it)
+_LEDGER_TEXT = ("question", "answer", "sentences", "reason", "plan", "tool_calls", "checks", "original_text",
+                "edited_text")
 
 
 def _q(value: str) -> str:

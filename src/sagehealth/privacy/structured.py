@@ -305,3 +305,16 @@ def known_identifiers(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, s
         if vals:
             out[r["patient_id"]] = vals
     return out
+
+
+def redact(text: str, known: list[tuple[str, str]] = ()) -> str:
+    """``text`` with what the detector finds and the ``known`` (value, type) strings replaced by
+    type tags (no key needed: for showing, not for the research zone)."""
+    spans = detect(text)
+    values = sorted({v for v, _ in known if len(v) >= 3}, key=len, reverse=True)
+    if values:
+        kinds = {v.lower(): k for v, k in known}
+        pattern = re.compile(r"(?<![\w])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w])", re.I)
+        spans = _merge(spans, [Span(m.start(), m.end(), kinds.get(m.group(0).lower(), "NAME"), m.group(0), "known")
+                               for m in pattern.finditer(text)])
+    return Transformer("tags").apply(text, spans) if spans else text
