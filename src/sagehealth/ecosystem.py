@@ -800,7 +800,7 @@ class Ecosystem:
         out = []
         for r in rows:
             mine = [v for pid in {r.get("patient_id"), *(r.get("patients") or [])} if pid for v in known.get(pid, [])]
-            out.append({k: redact(v, mine) if k in _LEDGER_TEXT and isinstance(v, str) and v else v
+            out.append({k: _redact_ledger(v, mine) if k in _LEDGER_TEXT and isinstance(v, str) and v else v
                         for k, v in r.items()})
         return out
 
@@ -947,6 +947,37 @@ _SANDBOX_ESCAPE = re.compile(r"Permission Error|file system operations are disab
 #: ledger columns that hold what was asked, answered or edited (free text or JSON holding it)
 _LEDGER_TEXT = ("question", "answer", "sentences", "reason", "plan", "tool_calls", "checks", "original_text",
                 "edited_text")
+
+
+#: keys inside the JSON ledger columns that hold ids, names of tools or stages (kept as they are)
+_LEDGER_IDS = frozenset({"tool", "patient_id", "patient", "patients", "document_id", "documents", "id", "ids",
+                         "result_ids", "evidence", "citations", "name", "kind", "kinds", "ok", "seconds", "trace_id"})
+
+
+def _redact_ledger(value: str, known: list[tuple[str, str]]) -> str:
+    """A ledger text (free text, or JSON holding texts) with its free text de-identified; ids
+    and tool names inside JSON kept (operations need them)."""
+    import json as _json
+
+    from sagehealth.privacy.structured import redact
+
+    if value[:1] not in "[{":
+        return redact(value, known)
+    try:
+        parsed = _json.loads(value)
+    except ValueError:
+        return redact(value, known)
+
+    def walk(v: Any, key: str = "") -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x, k) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, key) for x in v]
+        if isinstance(v, str) and key not in _LEDGER_IDS:
+            return redact(v, known)
+        return v
+
+    return _json.dumps(walk(parsed), ensure_ascii=False)
 
 
 def _q(value: str) -> str:
