@@ -25,6 +25,25 @@ if not os.environ.get("SAGEHEALTH_AUDIT_KEY"):
 SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+#: modules whose tests build indexed stores, run models or real servers (the fast tier,
+#: `scripts/test.sh -m "not slow"`, leaves them out); and single slow tests elsewhere
+SLOW_MODULES = {"test_agent", "test_agent_guard", "test_agent_safety", "test_doors", "test_body_limit",
+                "test_rerank", "test_retrieval", "test_leak_scan", "test_concepts", "test_providers",
+                "test_integration_shared", "test_cli_deid_cv"}
+SLOW_TESTS = {"test_demo_runs_end_to_end_then_ask_answers_with_citations", "test_cli_deid_eval_on_physionet_dev",
+              "test_a_researchers_feedback_is_withheld_when_the_patient_withdraws",
+              "test_shared_vocabularies_load_with_crosswalks", "test_kill_mid_ingest_then_rerun",
+              "test_the_feedback_export_carries_the_patients_name_and_mrn",
+              "test_a_researchers_answer_passes_the_output_guard_with_the_patients_name",
+              "test_a_steward_reads_traces_and_feedback_without_the_patients_name"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def eco(tmp_path: Path) -> Ecosystem:
     """An empty store in a temporary folder."""
