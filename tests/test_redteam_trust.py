@@ -148,6 +148,16 @@ def _named_bundle(path: Path) -> Path:
     return path
 
 
+def _indexed_named_store(tmp_path: Path, monkeypatch) -> Ecosystem:
+    """A store holding the named bundle, indexed for search (as a steward)."""
+    monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "redteam-deid-key-0123456789abcdef")
+    src = tmp_path / "in"
+    src.mkdir()
+    eco = Ecosystem.open(tmp_path / "store", STEWARD)
+    eco.ingest([_named_bundle(src / "batch.ndjson")], format="fhir", options={"index": True})
+    return eco
+
+
 @pytest.fixture
 def named_research(tmp_path, monkeypatch) -> Ecosystem:
     monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "redteam-deid-key-0123456789abcdef")
@@ -236,11 +246,7 @@ def test_the_feedback_export_carries_the_patients_name_and_mrn(tmp_path, monkeyp
     """``feedback export`` is the de-identified way out of the clinical zone, but it runs the same
     free-text de-identifier over the clinician's question and the model's answer: the name the
     store holds for that very patient, and the MRN, leave in the exported JSON lines."""
-    monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "redteam-deid-key-0123456789abcdef")
-    src = tmp_path / "in"
-    src.mkdir()
-    eco = Ecosystem.open(tmp_path / "store", STEWARD)
-    eco.ingest([_named_bundle(src / "batch.ndjson")], format="fhir", options={"index": True})
+    eco = _indexed_named_store(tmp_path, monkeypatch)
     clinician = eco.as_principal(Principal("dr.ana", "clinician", "treatment", patients=frozenset({PATIENT_ID})))
     clinician.ask("What is the heart rate of Zebulon Quixote?", patient=PATIENT_ID)
     trace_id = clinician.traces()[0]["trace_id"]
@@ -256,11 +262,7 @@ def test_a_researchers_answer_passes_the_output_guard_with_the_patients_name(tmp
     research note with the patient's full name and the privacy check still passes."""
     from sagehealth.agents import REGISTRY
 
-    monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "redteam-deid-key-0123456789abcdef")
-    src = tmp_path / "in"
-    src.mkdir()
-    eco = Ecosystem.open(tmp_path / "store", STEWARD)
-    eco.ingest([_named_bundle(src / "batch.ndjson")], format="fhir", options={"index": True})
+    eco = _indexed_named_store(tmp_path, monkeypatch)
     out = REGISTRY.call_json(eco.as_principal(RESEARCHER), "answer_question",
                              {"question": "Which patient was seen today and what did they complain of?"})
     leaks = _leaks([{"answer": out["answer"], "evidence": out["evidence"]}])
@@ -301,11 +303,7 @@ def test_a_masked_source_token_is_an_unkeyed_hash_of_the_path(tmp_path, samples)
 def test_a_steward_reads_traces_and_feedback_without_the_patients_name(tmp_path, monkeypatch):
     """Stewards run operations on the ledger (providers, timings, verdicts), not its contents: a
     clinician's question naming the patient reaches them de-identified."""
-    monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "redteam-deid-key-0123456789abcdef")
-    src = tmp_path / "in"
-    src.mkdir()
-    eco = Ecosystem.open(tmp_path / "store", STEWARD)
-    eco.ingest([_named_bundle(src / "batch.ndjson")], format="fhir", options={"index": True})
+    eco = _indexed_named_store(tmp_path, monkeypatch)
     clinician = eco.as_principal(Principal("dr.ana", "clinician", "treatment", patients=frozenset({PATIENT_ID})))
     a = clinician.ask("What is the heart rate of Mr. Zebulon Quixote?", patient=PATIENT_ID)
     clinician.record_feedback(a.trace_id, "edit", edited_text="Heart rate 80/min for Mr. Quixote.", reason="short")

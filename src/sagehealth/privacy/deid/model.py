@@ -124,22 +124,11 @@ class Featurizer:
             if len(w) > 3:
                 f.append("suf=" + w[-3:])
                 f.append("pre=" + w[:3])
-        if w in lex.first_names:
-            f.append("fn")
-        if w in lex.surnames:
-            f.append("sn")
-        if w in lex.common_names:
-            f.append("cn")
-        if w in lex.frequent_words:
-            f.append("fw")
-        if w in lex.cities:
-            f.append("city")
-        if w in self.clinical:
-            f.append("clin")
-        if w in self.cue_words:
-            f.append("cue")
-        if w in ALWAYS_WORDS:
-            f.append("always")
+        for name, words in (("fn", lex.first_names), ("sn", lex.surnames), ("cn", lex.common_names),
+                            ("fw", lex.frequent_words), ("city", lex.cities), ("clin", self.clinical),
+                            ("cue", self.cue_words), ("always", ALWAYS_WORDS)):
+            if w in words:
+                f.append(name)
         return f
 
     def context_features(self, text: str, toks: Sequence[tuple[int, int, str]], lw: Sequence[str],
