@@ -220,3 +220,10 @@ def test_a_researchers_feedback_is_withheld_when_the_patient_withdraws(tmp_path,
     eco.set_consent(pid, research_allowed=False, key=KEY)
     result = eco.export_feedback(out, key=KEY)
     assert result["rows"] == 0 and result["withdrawn"] == 1
+
+
+def test_a_trace_of_something_that_is_no_row_id_is_audited(fhir_store):
+    with pytest.raises(RowNotFound, match="not a row id"):
+        fhir_store.as_principal(RESEARCHER).trace("xyz")
+    e = last_entry(fhir_store)
+    assert e.user == "rita" and e.resource == "trace: xyz" and e.reason == "failed: not a row id"

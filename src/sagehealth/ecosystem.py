@@ -635,6 +635,7 @@ class Ecosystem:
         p, action, views = self._read_scope(resource)
         table = TABLE_OF_PREFIX.get(row_id.split("_", 1)[0])
         if table is None:
+            self._audit.record(p, action, resource, allowed=True, reason="failed: not a row id")
             raise RowNotFound(
                 f"{row_id!r} is not a row id (row ids start with a table prefix such as pat_, doc_)"
             )
