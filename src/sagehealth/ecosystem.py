@@ -577,19 +577,14 @@ class Ecosystem:
         stored, row_filter = views[table]
         mask = masks_for(p).get(table)
         with self._failures(p, action, resource):
-            if mask is not None:  # the caller's condition sees the masked rows only
-                wanted, where = scan.pop("columns", None), scan.pop("filter", None)
-                result = mask(self.lake.read(stored, version, filter=row_filter, **scan))
-                if where:
-                    result = self.lake.filter_table(result, where)
-                touched = self._patients_in(p, result)
-                if wanted is not None:
-                    result = result.select(list(wanted))
-            elif row_filter:
+            if row_filter or mask is not None:
                 # the access filter alone goes to Lance; the caller's condition is applied to what
-                # it returned, in a sandbox that sees only those rows (never spliced into ours)
+                # it returned (masked where the role sees columns masked), in a sandbox that sees
+                # only those rows (never spliced into ours)
                 wanted, where = scan.pop("columns", None), scan.pop("filter", None)
                 result = self.lake.read(stored, version, filter=row_filter, **scan)
+                if mask is not None:
+                    result = mask(result)
                 if where:
                     result = self.lake.filter_table(result, where)
                 touched = self._patients_in(p, result)
@@ -650,11 +645,9 @@ class Ecosystem:
                                   filter=f"({scope}) AND {wanted}" if scope else wanted).to_pylist()
             if not rows and scope:  # there, but outside the principal's rows?
                 other = self.lake.read(stored, version, columns=["patient_id"], filter=wanted).to_pylist()
-        if other:  # a denial in the audit log; the caller learns no more than of a missing row
-            self._audit.record(p, action, resource, allowed=False, reason=(
-                f"{p.user} ({p.role}) is not on the care team of the patient of {row_id}"),
-                patients=[o["patient_id"] for o in other if o.get("patient_id")])
-            raise RowNotFound(self._missing_row(row_id, table, stored))
+        if other:
+            self._deny_as_missing(p, action, resource, f"{p.user} ({p.role}) is not on the care team of the "
+                                  f"patient of {row_id}", other, self._missing_row(row_id, table, stored))
         if not rows:
             self._audit.record(p, action, resource, allowed=True, reason="failed: no such row")
             raise RowNotFound(self._missing_row(row_id, table, stored))
@@ -671,6 +664,14 @@ class Ecosystem:
             out["provenance"] = mask_rows(p, "provenance", prov)[0] if prov else None
         self._log(p, action, resource, patients if p.role == "clinician" else [])
         return out
+
+    def _deny_as_missing(self, p: Principal, action: str, resource: str, reason: str,
+                         rows: list[dict[str, Any]], missing: str) -> NoReturn:
+        """A read of another patient's row: a denial in the audit log, but the caller learns no
+        more than of a row that does not exist (no row-existence oracle)."""
+        self._audit.record(p, action, resource, allowed=False, reason=reason,
+                           patients=[r["patient_id"] for r in rows if r.get("patient_id")])
+        raise RowNotFound(missing)
 
     @staticmethod
     def _missing_row(row_id: str, table: str, stored: str) -> str:
@@ -725,11 +726,9 @@ class Ecosystem:
             if not rows and p.role == "clinician":  # there, but not one of this clinician's patients?
                 other = self.lake.sql(f"SELECT patient_id FROM documents WHERE document_id = {ident} OR row_id = "
                                       f"{ident} LIMIT 1", version).to_pylist()
-        if other:  # a denial in the audit log; the caller learns no more than of a missing document
-            self._audit.record(p, action, resource, allowed=False, reason=(
-                f"{p.user} (clinician) is not on the care team of the patient of document {document_id}"),
-                patients=[o["patient_id"] for o in other if o["patient_id"]])
-            raise RowNotFound(f"no document {document_id!r}")
+        if other:
+            self._deny_as_missing(p, action, resource, f"{p.user} (clinician) is not on the care team of the "
+                                  f"patient of document {document_id}", other, f"no document {document_id!r}")
         if not rows:
             self._audit.record(p, action, resource, allowed=True, reason="failed: no such document")
             raise RowNotFound(f"no document {document_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
@@ -790,7 +789,7 @@ class Ecosystem:
         """Trace or feedback rows as a data steward reads them: every text through the
         de-identifier plus the own names and ids of the row's patients (tags); the rest (who,
         when, provider, evidence ids, timings, status) as it is."""
-        from sagehealth.privacy.structured import known_identifiers, redact
+        from sagehealth.privacy.structured import known_identifiers
 
         ids = sorted({pid for r in rows for pid in [r.get("patient_id"), *(r.get("patients") or [])] if pid})
         known: dict[str, list[tuple[str, str]]] = {}

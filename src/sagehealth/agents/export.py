@@ -22,10 +22,8 @@ def _text(deid: RowDeidentifier, text: str | None, patient: str, linked: set[str
     """``text`` de-identified for ``patient``, with the own names and ids of every linked patient."""
     if not text:
         return text
-    key = "\x1f".join(sorted(linked))
-    if key and key not in deid.known:
-        deid.known[key] = [v for pid in sorted(linked) for v in deid.known.get(pid, [])]
-    return deid.text.apply(text, deid.spans(text, key or patient), patient)
+    known = [v for pid in sorted(linked) for v in deid.known.get(pid, [])]
+    return deid.text.apply(text, deid.spans(text, patient, known), patient)
 
 
 def export_feedback(lake: Any, ledger: Ledger, out: Path, *, key: str | bytes | None = None) -> dict[str, Any]:

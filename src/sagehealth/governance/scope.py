@@ -175,21 +175,24 @@ MASKS: dict[str, dict[str, dict[str, Callable[[Any], Any]]]] = {
 def masks_for(principal: Principal | None, *, break_glass: bool = False) -> dict[str, Callable[[pa.Table], pa.Table]]:
     """Table name -> a function masking what ``principal`` may not see of that table's rows
     (``break_glass``: the quarantine's raw content shown, the rest still masked)."""
-    if principal is None:
-        return {}
-    out: dict[str, Callable[[pa.Table], pa.Table]] = {}
-    for table, how in MASKS.get(principal.role, {}).items():
-        cols = {c: f for c, f in how.items() if not (break_glass and table == "quarantine" and c in ("raw", "reason"))}
-        out[table] = lambda t, cols=cols: _mask_columns(t, cols)
-    return out
+    tables = MASKS.get(principal.role, {}) if principal else {}
+    return {table: lambda t, cols=_masked(principal, table, break_glass): _mask_columns(t, cols) for table in tables}
+
+
+#: what a break-glass read of the quarantine shows (the record and the values its reason quotes)
+BREAK_GLASS = {"quarantine": ("raw", "reason")}
+
+
+def _masked(principal: Principal | None, table: str, break_glass: bool) -> dict[str, Callable[[Any], Any]]:
+    how = MASKS.get(principal.role, {}).get(table, {}) if principal else {}
+    shown = BREAK_GLASS.get(table, ()) if break_glass else ()
+    return {c: f for c, f in how.items() if c not in shown}
 
 
 def mask_rows(principal: Principal | None, table: str, rows: list[dict[str, Any]],
               *, break_glass: bool = False) -> list[dict[str, Any]]:
     """``rows`` of ``table`` (as dicts) masked for ``principal`` (see ``MASKS``)."""
-    how = MASKS.get(principal.role, {}).get(table, {}) if principal else {}
-    if break_glass and table == "quarantine":
-        how = {c: f for c, f in how.items() if c not in ("raw", "reason")}
+    how = _masked(principal, table, break_glass)
     if not how:
         return rows
     return [{k: (how[k](v) if k in how else v) for k, v in r.items()} for r in rows]

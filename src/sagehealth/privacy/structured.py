@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import re
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sagehealth.privacy.deid import Span, detect
@@ -114,7 +115,6 @@ class RowDeidentifier:
         self.latest: dict[str, date] = {}
         #: patient id -> identifying strings the store holds for them (see ``text``)
         self.known: dict[str, list[tuple[str, str]]] = {}
-        self._known_re: dict[str, re.Pattern[str] | None] = {}
         self._labels: dict[str, str] = {}
 
     def pseudonym(self, patient_id: str) -> str:
@@ -132,33 +132,17 @@ class RowDeidentifier:
         (what the detector finds, and the patient's own names and ids wherever they occur)."""
         return self.text.apply(text, self.spans(text, patient), patient)
 
-    def spans(self, text: str, patient: str) -> list[Span]:
-        """The identifiers in ``text``: what the detector finds and the patient's own names and ids."""
-        spans = detect(text)
-        pattern = self._known_pattern(patient)
-        if pattern is None:
-            return spans
-        extra = self._known_spans(text, patient, pattern)
-        return _merge(spans, extra) if extra else spans
-
-    def _known_spans(self, text: str, patient: str, pattern: re.Pattern[str]) -> list[Span]:
-        kinds = {v.lower(): k for v, k in self.known.get(patient, [])}
-        return [Span(m.start(), m.end(), kinds.get(m.group(0).lower(), "NAME"), m.group(0), "known")
-                for m in pattern.finditer(text)]
-
-    def _known_pattern(self, patient: str) -> re.Pattern[str] | None:
-        if patient not in self._known_re:
-            values = sorted({v for v, _ in self.known.get(patient, []) if len(v) >= 3}, key=len, reverse=True)
-            self._known_re[patient] = re.compile(
-                r"(?<![\w])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w])", re.I) if values else None
-        return self._known_re[patient]
+    def spans(self, text: str, patient: str, known: list[tuple[str, str]] | None = None) -> list[Span]:
+        """The identifiers in ``text``: what the detector finds and the patient's own names and ids
+        (``known``, else ``self.known[patient]``)."""
+        return _merge(detect(text), known_spans(text, self.known.get(patient, []) if known is None else known))
 
     def label(self, text: str) -> str:
         """The free text of a coded value with identifiers replaced by tags (once per label)."""
         out = self._labels.get(text)
         if out is None:
             spans = detect(text)
-            out = self._labels[text] = Transformer("tags").apply(text, spans) if spans else text
+            out = self._labels[text] = _TAGS.apply(text, spans) if spans else text
             if len(self._labels) > 200_000:
                 self._labels.clear()
         return out
@@ -237,13 +221,11 @@ class RowDeidentifier:
         return value
 
     def _known_only(self, text: str, patient: str) -> str:
-        pattern = self._known_pattern(patient)
-        spans = self._known_spans(text, patient, pattern) if pattern is not None else []
+        spans = known_spans(text, self.known.get(patient, []))
         return self.text.apply(text, spans, patient) if spans else text
 
     def _text_label(self, text: str, patient: str) -> str:
-        pattern = self._known_pattern(patient)
-        if pattern is not None and pattern.search(text):
+        if known_spans(text, self.known.get(patient, [])):  # surrogates for this patient's own ids
             return self.text.apply(text, self.spans(text, patient), patient)
         return self.label(text)
 
@@ -265,22 +247,39 @@ def _shift(value: Any, days: int) -> Any:
     return value
 
 
+_TAGS = Transformer("tags")
+
+
 def _merge(found: list[Span], extra: list[Span]) -> list[Span]:
     """Both lists as one sorted, non-overlapping list; where spans overlap the longer wins."""
+    if not extra:
+        return found
     out: list[Span] = []
     for sp in sorted([*found, *extra], key=lambda s: (s.start, -(s.end - s.start))):
         if out and sp.start < out[-1].end:
             if sp.end - sp.start > out[-1].end - out[-1].start:
-                out[-1] = sp
+                out[-1] = sp  # starts at or after the one before ended: still no overlap
             continue
         out.append(sp)
-    # a replaced span may now overlap the one before it
-    clean: list[Span] = []
-    for sp in out:
-        if clean and sp.start < clean[-1].end:
-            continue
-        clean.append(sp)
-    return clean
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _known_pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One case-insensitive, whole-word alternation of ``values`` (longest first)."""
+    if not values:
+        return None
+    return re.compile(r"(?<![\w])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w])", re.I)
+
+
+def known_spans(text: str, known: list[tuple[str, str]]) -> list[Span]:
+    """Where the ``known`` (value, PHI type) strings of a patient occur in ``text``."""
+    pattern = _known_pattern(tuple(sorted({v for v, _ in known if len(v) >= 3}, key=lambda v: (-len(v), v))))
+    if pattern is None:
+        return []
+    kinds = {v.lower(): k for v, k in known}
+    return [Span(m.start(), m.end(), kinds.get(m.group(0).lower(), "NAME"), m.group(0), "known")
+            for m in pattern.finditer(text)]
 
 
 def known_identifiers(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
@@ -310,11 +309,5 @@ def known_identifiers(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, s
 def redact(text: str, known: list[tuple[str, str]] = ()) -> str:
     """``text`` with what the detector finds and the ``known`` (value, type) strings replaced by
     type tags (no key needed: for showing, not for the research zone)."""
-    spans = detect(text)
-    values = sorted({v for v, _ in known if len(v) >= 3}, key=len, reverse=True)
-    if values:
-        kinds = {v.lower(): k for v, k in known}
-        pattern = re.compile(r"(?<![\w])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w])", re.I)
-        spans = _merge(spans, [Span(m.start(), m.end(), kinds.get(m.group(0).lower(), "NAME"), m.group(0), "known")
-                               for m in pattern.finditer(text)])
-    return Transformer("tags").apply(text, spans) if spans else text
+    spans = _merge(detect(text), known_spans(text, list(known)))
+    return _TAGS.apply(text, spans) if spans else text
