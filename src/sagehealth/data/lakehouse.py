@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -338,21 +339,45 @@ class Lakehouse:
 
     # -- writing --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """Hold the store's single-writer lock (local stores)."""
+    def write_lock(self, wait: float = 0.0) -> Iterator[None]:
+        """Hold the store's single-writer lock (local stores), waiting up to ``wait`` seconds
+        for another writer to finish before :class:`StoreLocked` is raised."""
+        with self._flock(".write.lock", wait, "writing to"):
+            self._commits = None  # what other writers committed before we got the lock
+            yield
+
+    @contextlib.contextmanager
+    def embed_lock(self, wait: float = 0.0) -> Iterator[None]:
+        """Hold the lock of the embedding stage (one embedding process per store at a time; it
+        takes the write lock only for each round's write)."""
+        with self._flock(".embed.lock", wait, "embedding the chunks of"):
+            yield
+
+    def embedding_elsewhere(self) -> bool:
+        """Whether another process holds :meth:`embed_lock` now."""
+        try:
+            with self._flock(".embed.lock", 0.0, ""):
+                return False
+        except StoreLocked:
+            return True
+
+    @contextlib.contextmanager
+    def _flock(self, name: str, wait: float, doing: str) -> Iterator[None]:
         if not is_local(self.uri):
             yield
             return
-        path = Path(self.uri) / ".write.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(Path(self.uri) / name, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise StoreLocked(
-                    f"another process is writing to {self.uri}; wait for it to finish"
-                ) from exc
-            self._commits = None  # what other writers committed before we got the lock
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as exc:
+                    if time.monotonic() >= deadline:
+                        raise StoreLocked(
+                            f"another process is {doing} {self.uri}; wait for it to finish") from exc
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
             yield
         finally:
             os.close(fd)

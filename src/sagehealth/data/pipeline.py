@@ -62,6 +62,7 @@ class Progress(Protocol):
     def start(self, total_bytes: int, files: int) -> None: ...
     def file(self, uri: str) -> None: ...
     def advance(self, nbytes: int) -> None: ...
+    # optional: ``stage(name, done, total)`` for the stages after the files (embedding)
 
 
 class _NoProgress:
@@ -245,12 +246,15 @@ class IngestRun:
             flag = os.environ.get("SAGEHEALTH_INDEX", "1").lower() not in ("0", "false", "no", "off")
         if not flag:
             return
-        from sagehealth.retrieval.embedders import get_embedder
-        from sagehealth.retrieval.index import refresh_chunks
+        from sagehealth.retrieval.embedders import chosen
+        from sagehealth.retrieval.index import refresh_chunks, stored_embedder
 
         from sagehealth.knowledge.linking import refresh_mentions
 
-        summary.index = refresh_chunks(self.lake, get_embedder(self.options.get("embedder")))
+        # chunks only: the vectors follow after the commit (Ecosystem._embed), so the data and
+        # its BM25 index are committed without waiting for the embedder
+        summary.index = refresh_chunks(self.lake, chosen(self.options.get("embedder"), stored_embedder(self.lake)),
+                                       embed=False)
         summary.index["mentions"] = refresh_mentions(self.lake)
 
     def _load_state(self) -> None:

@@ -9,6 +9,12 @@ sure the indexes exist: a BM25 inverted index on ``search_text`` (stemmed, stop 
 and, from :data:`ANN_MIN_ROWS` rows on, an IVF vector index of RaBitQ codes; rows added after an index was
 built are searched exactly until the next optimise. The caller commits, so chunks and indexes
 are versioned with the data they come from.
+
+With ``embed=False`` new chunk texts are written with a null vector ("pending"): BM25 finds
+them at once, vector search skips them. The embedding stage then fills the vectors in rounds
+(:func:`pending_rows` streams what is pending, :func:`write_vectors` stores a round's vectors,
+matched on row id *and* text hash so a chunk changed meanwhile is left pending); the caller
+commits each round, so an interrupted embedding resumes where its last round ended.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sagehealth.data.lakehouse import compact_fragments
 from sagehealth.data.model import CHUNK_TABLES, chunk_schema, stable_id
@@ -66,16 +73,18 @@ def _chunk_rows(source_table: str, row: dict[str, Any]) -> Iterator[tuple[Chunk,
         yield c, base
 
 
-def refresh_chunks(lake: Any, embedder: Embedder, *, progress: Progress | None = None) -> dict[str, Any]:
-    """Update both chunk tables and their indexes (uncommitted); returns counts per table."""
+def refresh_chunks(lake: Any, embedder: Embedder, *, embed: bool = True,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Update both chunk tables and their indexes (uncommitted); returns counts per table.
+    ``embed=False`` leaves new chunk texts pending (null vector) for the embedding stage."""
     out: dict[str, Any] = {}
     for table, sources in CHUNK_TABLES.items():
-        out[table] = _refresh_table(lake, table, sources, embedder, progress)
+        out[table] = _refresh_table(lake, table, sources, embedder, progress, embed)
     return out
 
 
 def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Embedder,
-                   progress: Progress | None) -> dict[str, int]:
+                   progress: Progress | None, embed: bool = True) -> dict[str, int]:
     start = time.perf_counter()
     tbl = lake.table(table)
     ds = tbl.to_lance()
@@ -90,7 +99,7 @@ def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Em
         have = have.slice(0, 0)
     known = set(zip(have.column("source_row_id").to_pylist(), have.column("source_provenance_id").to_pylist()))
     chunked = set(have.column("source_row_id").to_pylist())
-    added = embedded = changed = 0
+    added = embedded = changed = pending = 0
     gone: list[str] = []
     for source in sources:
         src = lake.table(source).to_lance()
@@ -108,15 +117,15 @@ def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Em
             batch_ids = todo[i:i + FETCH]
             rows = [_chunk_row(table, source, row, c, base, embedder)
                     for row in fetch_rows(src, batch_ids, cols) for c, base in _chunk_rows(source, row)]
-            vectors, n = _vectors(tbl, rows, embedder, table, progress)
+            vectors, missing, n = _vectors(tbl, rows, embedder, table, progress, embed)
             old = [r for r in batch_ids if r in chunked]
             delete_sources(tbl, old)  # the earlier chunks of changed documents
             changed += len(old)
-            _add(tbl, rows, vectors, embedder.dim)
-            added, embedded = added + len(rows), embedded + n
+            _add(tbl, rows, vectors, embedder.dim, missing)
+            added, embedded, pending = added + len(rows), embedded + n, pending + int(missing.sum())
     delete_sources(tbl, gone)
     ensure_indexes(tbl)
-    return {"added": added, "embedded": embedded, "removed_sources": changed + len(gone),
+    return {"added": added, "embedded": embedded, "pending": pending, "removed_sources": changed + len(gone),
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -140,11 +149,14 @@ def delete_sources(tbl: Any, source_ids: list[str]) -> None:
         tbl.delete(f"source_row_id IN ({in_list(source_ids[i:i + FETCH])})")
 
 
-def _add(tbl: Any, rows: list[dict[str, Any]], vectors: np.ndarray, dim: int) -> None:
+def _add(tbl: Any, rows: list[dict[str, Any]], vectors: np.ndarray, dim: int,
+         missing: np.ndarray | None = None) -> None:
+    """Append chunk rows; a row whose ``missing`` flag is set gets a null vector (pending)."""
     if not rows:
         return
     schema = chunk_schema(dim)
-    arrays = [pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+    mask = pa.array(missing) if missing is not None and missing.any() else None
+    arrays = [pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim, mask=mask)
               if f.name == "vector" else pa.array([r.get(f.name) for r in rows], type=f.type) for f in schema]
     tbl.add(pa.Table.from_arrays(arrays, schema=schema))
 
@@ -155,19 +167,22 @@ def _source_of(source_row_id: str, source: str) -> bool:
 
 
 def _vectors(tbl: Any, rows: list[dict[str, Any]], embedder: Embedder, table: str,
-             progress: Progress | None) -> tuple[np.ndarray, int]:
+             progress: Progress | None, embed: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """Vectors for ``rows`` (reused by content hash from the table, the rest embedded in
-    batches) and how many were embedded."""
+    batches, or left pending when not ``embed``), which are still missing, and how many were
+    embedded."""
     out = np.zeros((len(rows), embedder.dim), np.float32)
+    missing = np.zeros(len(rows), bool)
     if not rows:
-        return out, 0
+        return out, missing, 0
     shas = list({r["content_sha"] for r in rows})
     cached: dict[str, np.ndarray] = {}
     ds = tbl.to_lance()
     if ds.count_rows():
         for i in range(0, len(shas), FETCH):
             part = ", ".join(f"'{s}'" for s in shas[i:i + FETCH])
-            got = ds.to_table(columns=["content_sha", "vector"], filter=f"content_sha IN ({part})")
+            got = ds.to_table(columns=["content_sha", "vector"],
+                              filter=f"content_sha IN ({part}) AND vector IS NOT NULL")
             if got.num_rows:
                 vecs = got.column("vector").combine_chunks().flatten().to_numpy().reshape(got.num_rows, -1)
                 cached.update(zip(got.column("content_sha").to_pylist(), vecs))
@@ -175,12 +190,78 @@ def _vectors(tbl: Any, rows: list[dict[str, Any]], embedder: Embedder, table: st
     for i, r in enumerate(rows):
         if r["content_sha"] in cached:
             out[i] = cached[r["content_sha"]]
+    if not embed:
+        missing[todo] = True
+        return out, missing, 0
     for b in range(0, len(todo), EMBED_BATCH):
         idx = todo[b:b + EMBED_BATCH]
         out[idx] = embedder.embed_documents([rows[i]["search_text"] for i in idx])
         if progress:
             progress(table, min(b + EMBED_BATCH, len(todo)), len(todo))
-    return out, len(todo)
+    return out, missing, len(todo)
+
+
+# -- the embedding stage -------------------------------------------------------------------
+
+#: columns the embedding stage reads of a pending chunk
+PENDING_COLUMNS = ["row_id", "content_sha", "search_text"]
+
+
+def stored_embedder(lake: Any) -> str | None:
+    """The name of the embedder the store's chunks were made with (None before any)."""
+    for table in CHUNK_TABLES:
+        got = lake.table(table).to_lance().to_table(columns=["embedder"], limit=1).column("embedder").to_pylist()
+        if got:
+            return got[0]
+    return None
+
+
+def coverage(ds: Any) -> tuple[int, int]:
+    """(chunks, of which pending) of chunk table dataset ``ds``."""
+    rows = ds.count_rows()
+    return rows, ds.count_rows(filter="vector IS NULL") if rows else 0
+
+
+def pending_rows(ds: Any, batch: int = EMBED_BATCH) -> Iterator[pa.Table]:
+    """The pending chunks of ``ds`` (one snapshot), ``batch`` rows at a time, texts sorted by
+    length within each read so that a batch holds texts of similar length."""
+    for rb in ds.to_batches(columns=PENDING_COLUMNS, filter="vector IS NULL", batch_size=batch * 16):
+        part = pa.Table.from_batches([rb])
+        order = np.argsort(pc.utf8_length(part.column("search_text")).to_numpy(zero_copy_only=False),
+                           kind="stable")
+        part = part.take(order)
+        for i in range(0, part.num_rows, batch):
+            yield part.slice(i, batch)
+
+
+def embed_rows(part: pa.Table, embedder: Embedder) -> np.ndarray:
+    """Vectors of a :func:`pending_rows` batch (each distinct text embedded once)."""
+    texts = part.column("search_text").to_pylist()
+    shas = part.column("content_sha").to_pylist()
+    first: dict[str, int] = {}
+    for i, s in enumerate(shas):
+        first.setdefault(s, i)
+    uniq = list(first.values())
+    vecs = embedder.embed_documents([texts[i] for i in uniq])
+    where = {s: vecs[j] for j, s in enumerate(first)}
+    return np.stack([where[s] for s in shas]) if shas else np.zeros((0, embedder.dim), np.float32)
+
+
+def write_vectors(tbl: Any, parts: list[tuple[pa.Table, np.ndarray]], dim: int) -> int:
+    """Store the vectors of embedded :func:`pending_rows` batches (matched on row id and text
+    hash: a chunk re-chunked or removed since it was read is not touched); uncommitted.
+    Returns the rows updated."""
+    if not parts:
+        return 0
+    ids = pa.concat_arrays([p.column("row_id").combine_chunks() for p, _ in parts])
+    shas = pa.concat_arrays([p.column("content_sha").combine_chunks() for p, _ in parts])
+    vecs = np.concatenate([v for _, v in parts]).astype(np.float32, copy=False)
+    data = pa.table({"row_id": ids, "content_sha": shas,
+                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), pa.float32()), dim)})
+    tbl.checkout_latest()
+    result = tbl.to_lance().merge_insert(["row_id", "content_sha"]).when_matched_update_all().execute(data)
+    tbl.checkout_latest()  # written through the Lance dataset: the table handle must see it
+    return int(result.get("num_updated_rows", 0))
 
 
 def create_bm25_index(tbl: Any) -> None:
@@ -233,20 +314,20 @@ def create_scalar_indexes(tbl: Any, have: set[str] = frozenset()) -> None:
 
 
 def ensure_indexes(tbl: Any) -> None:
-    """The BM25 index and, for large tables, the vector index and the filter-column indexes;
-    rows added since an index was built are merged into it (a vector index the table has
-    outgrown is built again)."""
+    """The BM25 index and, for large tables (counting embedded rows), the vector index and the
+    filter-column indexes; rows added since an index was built are merged into it (a vector
+    index the table has outgrown is built again)."""
     ds = tbl.to_lance()
-    rows = ds.count_rows()
+    rows, pending = coverage(ds)
     if not rows:
         return
     names = {i["fields"][0] if isinstance(i, dict) else i.fields[0] for i in _indices(ds)}
     if "search_text" not in names:
         create_bm25_index(tbl)
-    if rows >= ANN_MIN_ROWS:
+    if rows - pending >= ANN_MIN_ROWS:  # trained on embedded rows only: wait for enough of them
         index = vector_index(ds)
-        if index is None or index[0] != VECTOR_INDEX or _outgrown(index[1], rows):
-            create_vector_index(tbl, rows)  # none yet, an older release's kind, or outgrown
+        if index is None or index[0] != VECTOR_INDEX or _outgrown(index[1], rows - pending):
+            create_vector_index(tbl, rows - pending)  # none yet, an older release's kind, or outgrown
         create_scalar_indexes(tbl, names)
     if names:
         # new rows go into the existing indexes (their IVF lists kept); Lance 14's default

