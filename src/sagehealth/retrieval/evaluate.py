@@ -91,9 +91,11 @@ def score_run(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> di
 def evaluate_beir(corpus: str | Path, queries: str | Path, qrels: str | Path, *, mode: str = "hybrid",
                   store: str | Path | None = None, embedder: str | None = None, limit: int | None = None,
                   fusion: dict[str, Any] | None = None, rerank: str | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  per_query: bool = False) -> dict[str, Any]:
     """Ingest ``corpus`` into ``store`` (temporary when None), search every judged query and
-    score the run. A kept store is reused: its corpus is not ingested or embedded again."""
+    score the run. A kept store is reused: its corpus is not ingested or embedded again.
+    ``per_query`` adds ``per_query_ndcg@10`` (query id -> nDCG@10) for paired comparisons."""
     from sagehealth.ecosystem import Ecosystem
     from sagehealth.governance import Principal
     from sagehealth.retrieval.rerank import get_reranker
@@ -130,6 +132,9 @@ def evaluate_beir(corpus: str | Path, queries: str | Path, qrels: str | Path, *,
         if store is None:
             shutil.rmtree(home, ignore_errors=True)
     scores = score_run(run, {q: judged[q] for q in qids})
+    if per_query:
+        scores["per_query_ndcg@10"] = {q: ndcg_at(run.get(q, []), judged[q]) for q in qids
+                                       if any(r > 0 for r in judged[q].values())}
     return {**scores, "qps": round(len(qids) / search_s, 2) if search_s else None, "mode": mode,
             "rerank": (reader_rerank.name if (reader_rerank := get_reranker(rerank)) else None),
             "corpus_docs": docs, "quarantined": summary.quarantined,
