@@ -121,3 +121,70 @@ def test_cli_ingest_without_embedding_then_index_with_plain_progress(tmp_path, n
     assert r.exit_code == 0, r.output
     assert "embedding chunks: 109/109 chunks (100%)" in r.output  # not a terminal: plain lines
     assert "chunks: 109 of 109 chunks have vectors" in r.output and "complete" in r.output
+
+
+_SLOW_CHILD = """
+import sys, time
+from sagehealth import Ecosystem
+from sagehealth.cli import app
+from sagehealth.retrieval import embedders
+
+class Slow:
+    def __init__(self, inner):
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+    def embed_documents(self, texts):
+        time.sleep(1.0)
+        return self.inner.embed_documents(texts)
+    def embed_queries(self, texts):
+        return self.inner.embed_queries(texts)
+
+embedders._LOADED[embedders.DEFAULT] = Slow(embedders.get_embedder())
+Ecosystem.EMBED_ROUND_SECONDS = 0.0
+app(sys.argv[1:])
+"""
+
+
+def test_a_killed_embedding_process_leaves_a_good_store_and_a_rerun_resumes(tmp_path, notes):
+    """kill -9 of a real ``sagehealth ingest`` while it embeds: the data, the chunks and every
+    committed round survive, the embed lock is free again, and ``sagehealth index`` embeds only
+    what is left — to the vectors an uninterrupted run gives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "s"
+    env = {**os.environ, "SAGEHEALTH_ROLE": "steward", "SAGEHEALTH_INDEX": "1"}
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, "ingest", str(notes), "--home", str(home), "--json"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if (home / "lake").exists():
+                head = Ecosystem.open(home, STEWARD).lake.head()
+                if head is not None and head.message.startswith("embed "):
+                    break
+            assert child.poll() is None, child.stderr.read().decode()
+            time.sleep(0.05)
+        else:
+            pytest.fail("no embedding round was committed in 120 s")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    eco = Ecosystem.open(home, STEWARD)
+    assert eco.lake.count("documents") == 20
+    status = eco.index_status()
+    assert 0 < status["chunks"]["embedded"] < status["chunks"]["chunks"] and not status["chunks"]["embedding_now"]
+    done = status["chunks"]["embedded"] + status["research_chunks"]["embedded"]
+    result = eco.index()
+    assert result["chunks"]["added"] == 0 and result["research_chunks"]["added"] == 0
+    embedded = sum(e["embedded"] for e in result["embedding"].values())
+    total = status["chunks"]["chunks"] + status["research_chunks"]["chunks"]
+    assert embedded == total - done
+    assert all(s["pending"] == 0 for s in eco.index_status().values())
+    fresh = Ecosystem.open(tmp_path / "fresh", STEWARD)
+    fresh.ingest([notes], options={"index": True})
+    got, want = _vectors(eco), _vectors(fresh)
+    assert got.keys() == want.keys()
+    assert max(float(np.abs(np.asarray(got[t]) - np.asarray(want[t])).max()) for t in got) < 1e-5

@@ -78,12 +78,17 @@ class Lakehouse:
 
     # -- tables ---------------------------------------------------------------------------
     def _ensure_tables(self) -> None:
-        existing = set(self.db.list_tables().tables)
-        for name, schema in ALL_SCHEMAS.items():
-            if name not in existing:
-                self.db.create_table(name, schema=schema)
-        if not self.commits():
-            self.commit("initialize store", run_id=None, summary={})
+        """Create the tables a new (or older) store lacks, under the write lock: a second
+        process opening a store while the first creates it waits instead of colliding."""
+        if set(ALL_SCHEMAS) <= set(self.db.list_tables().tables) and self.commits():
+            return
+        with self.write_lock(wait=120.0):
+            existing = set(self.db.list_tables().tables)
+            for name, schema in ALL_SCHEMAS.items():
+                if name not in existing:
+                    self.db.create_table(name, schema=schema)
+            if not self.commits():
+                self.commit("initialize store", run_id=None, summary={})
 
     def table(self, name: str) -> Any:
         """The live (writable) LanceDB table ``name``."""
