@@ -188,3 +188,35 @@ def test_a_killed_embedding_process_leaves_a_good_store_and_a_rerun_resumes(tmp_
     got, want = _vectors(eco), _vectors(fresh)
     assert got.keys() == want.keys()
     assert max(float(np.abs(np.asarray(got[t]) - np.asarray(want[t])).max()) for t in got) < 1e-5
+
+
+class _Counting:
+    """The real default embedder, counting the texts it is given."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.dim, self.texts = inner, inner.name, inner.dim, []
+
+    def embed_documents(self, texts):
+        self.texts += list(texts)
+        return self.inner.embed_documents(texts)
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries(texts)
+
+
+def test_each_distinct_text_is_embedded_once_across_batches_and_zones(tmp_path, notes, monkeypatch):
+    monkeypatch.setenv("SAGEHEALTH_DEID_KEY", "embed-stage-test-key-0123456789")
+    counting = _Counting(embedders.get_embedder())
+    monkeypatch.setitem(embedders._LOADED, embedders.DEFAULT, counting)
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    eco.ingest([notes], options={"index": True})
+    clinical = eco.lake.dataset("chunks").to_table(columns=["search_text", "vector"]).to_pylist()
+    research = eco.lake.dataset("research_chunks").to_table(columns=["search_text", "vector"]).to_pylist()
+    texts = {r["search_text"] for r in clinical} | {r["search_text"] for r in research}
+    shared = {r["search_text"] for r in clinical} & {r["search_text"] for r in research}
+    assert research and shared  # texts without PHI are the same in both zones
+    assert len(counting.texts) == len(set(counting.texts)) == len(texts)
+    by_text = {r["search_text"]: r["vector"] for r in clinical}
+    for r in research:
+        if r["search_text"] in shared:
+            assert np.allclose(r["vector"], by_text[r["search_text"]])

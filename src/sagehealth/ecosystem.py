@@ -343,6 +343,7 @@ class Ecosystem:
         from sagehealth.retrieval.index import coverage, embed_rows, ensure_indexes, pending_rows, write_vectors
 
         out: dict[str, Any] = {}
+        seen: dict[str, Any] = {}  # text hash -> vector, shared by the tables (see embed_rows)
         try:
             lock = self.lake.embed_lock(wait=24 * 3600.0 if wait else 0.0)
             lock.__enter__()
@@ -383,7 +384,7 @@ class Ecosystem:
                     written, rounds, parts, last = written + n, rounds + 1, [], time.monotonic()
 
                 for part in pending_rows(ds):
-                    parts.append((part, embed_rows(part, emb)))
+                    parts.append((part, embed_rows(part, emb, seen)))
                     done += part.num_rows
                     if progress:
                         progress(table, done, todo)

@@ -177,9 +177,12 @@ def bundled_model(name: str) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model by hub name or local path (e5 / bge prefixes applied)."""
+    """A sentence-transformers model by hub name or local path (e5 / bge prefixes applied), on
+    ``device`` — by default ``$SAGEHEALTH_EMBED_DEVICE``, else the library's choice (a GPU
+    where one is lent, else the CPU)."""
 
-    def __init__(self, model: str, *, device: str = "cpu") -> None:
+    def __init__(self, model: str, *, device: str | None = None) -> None:
+        device = device or os.environ.get("SAGEHEALTH_EMBED_DEVICE") or None
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:

@@ -234,17 +234,32 @@ def pending_rows(ds: Any, batch: int = EMBED_BATCH) -> Iterator[pa.Table]:
             yield part.slice(i, batch)
 
 
-def embed_rows(part: pa.Table, embedder: Embedder) -> np.ndarray:
-    """Vectors of a :func:`pending_rows` batch (each distinct text embedded once)."""
+#: vectors one embedding stage keeps by text hash (384 floats: ~150 MB at the cap)
+SEEN_CAP = 100_000
+
+
+def embed_rows(part: pa.Table, embedder: Embedder, seen: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Vectors of a :func:`pending_rows` batch: each distinct text embedded once — in the
+    batch, and across the stage with ``seen`` (text hash -> vector, first :data:`SEEN_CAP`
+    kept), which the stage shares between its chunk tables: a research chunk whose
+    de-identified text equals a clinical chunk's reuses that vector."""
     texts = part.column("search_text").to_pylist()
     shas = part.column("content_sha").to_pylist()
+    seen = {} if seen is None else seen
     first: dict[str, int] = {}
     for i, s in enumerate(shas):
-        first.setdefault(s, i)
-    uniq = list(first.values())
-    vecs = embedder.embed_documents([texts[i] for i in uniq])
-    where = {s: vecs[j] for j, s in enumerate(first)}
-    return np.stack([where[s] for s in shas]) if shas else np.zeros((0, embedder.dim), np.float32)
+        if s not in seen:
+            first.setdefault(s, i)
+    if first:
+        vecs = embedder.embed_documents([texts[i] for i in first.values()])
+        for j, s in enumerate(first):
+            if len(seen) < SEEN_CAP:
+                seen[s] = vecs[j]
+        where = {s: vecs[j] for j, s in enumerate(first)}
+    else:
+        where = {}
+    return np.stack([where[s] if s in where else seen[s] for s in shas]) if shas \
+        else np.zeros((0, embedder.dim), np.float32)
 
 
 def write_vectors(tbl: Any, parts: list[tuple[pa.Table, np.ndarray]], dim: int) -> int:
