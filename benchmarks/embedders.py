@@ -80,7 +80,8 @@ def main() -> None:
     names = args.embedders.split(",")
     texts = chunk_texts(args.chunks)
     out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-                 "chunks": len(texts), "speed": {}, "quality": {}}
+                 "chunks": len(texts), "mean_words": round(sum(len(t.split()) for t in texts) / max(1, len(texts)), 1),
+                 "distinct_texts": len(set(texts)), "speed": {}, "quality": {}}
     for name in names:
         out["speed"][name] = speed(name, get_embedder(name).embed_documents, texts)
     try:

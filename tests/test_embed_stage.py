@@ -220,3 +220,14 @@ def test_each_distinct_text_is_embedded_once_across_batches_and_zones(tmp_path, 
     for r in research:
         if r["search_text"] in shared:
             assert np.allclose(r["vector"], by_text[r["search_text"]])
+
+
+def test_ingesting_the_same_files_again_embeds_what_an_earlier_run_left(tmp_path, notes):
+    eco = Ecosystem.open(tmp_path / "s", STEWARD)
+    first = eco.ingest([notes], options={"index": True, "research": False, "embed": False})
+    assert eco.index_status()["chunks"]["pending"] == first.index["chunks"]["added"] > 0
+    again = eco.ingest([notes], options={"index": True, "research": False})
+    assert again.records_in == 0  # nothing new: the file was ingested before
+    assert again.index["embedding"]["chunks"]["embedded"] == first.index["chunks"]["added"]
+    assert eco.index_status()["chunks"]["pending"] == 0
+    assert eco.ingest([notes], options={"index": True, "research": False}).index == {}

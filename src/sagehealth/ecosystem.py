@@ -16,7 +16,7 @@ import pyarrow as pa
 from sagehealth.config import audit_folder, resolve_home
 from sagehealth.data.lakehouse import Commit, Lakehouse, MaterializedViews
 from sagehealth.data.model import ALL_SCHEMAS, TABLE_OF_PREFIX
-from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress
+from sagehealth.data.pipeline import IngestRun, IngestSummary, Progress, indexing_on
 from sagehealth.data.sqltext import lit as _lit
 from sagehealth.errors import (
     AccessDenied,
@@ -196,13 +196,16 @@ class Ecosystem:
             summary = run.ingest(paths, format)
         self._log(p, "ingest", f"version {summary.version}: {summary.records_in} records, "
                   f"{summary.quarantined} quarantined", reason="done")
-        if summary.index and (options or {}).get("embed", True):
-            # the data and its BM25 index are committed: vectors follow in committed rounds
+        if indexing_on(options) and (options or {}).get("embed", True):
+            # the data and its BM25 index are committed: vectors follow in committed rounds —
+            # for the new chunks and any an interrupted run left (also when nothing was new)
             from sagehealth.retrieval.embedders import chosen
             from sagehealth.retrieval.index import stored_embedder
 
             emb = chosen((options or {}).get("embedder"), stored_embedder(self.lake))
-            summary.index["embedding"] = self._embed(p, emb, getattr(progress, "stage", None))
+            embedding = self._embed(p, emb, getattr(progress, "stage", None))
+            if summary.index or embedding:
+                summary.index["embedding"] = embedding
         return summary
 
     def set_consent(self, patient_id: str, *, research_allowed: bool, note: str = "",

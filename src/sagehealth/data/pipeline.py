@@ -56,6 +56,15 @@ def default_workers() -> int:
     return max(0, int(env)) if env else min(8, os.cpu_count() or 1)
 
 
+def indexing_on(options: dict[str, Any] | None) -> bool:
+    """Whether an ingest chunks and embeds: the ``index`` option, else ``$SAGEHEALTH_INDEX``
+    (on by default)."""
+    flag = (options or {}).get("index")
+    if flag is None:
+        flag = os.environ.get("SAGEHEALTH_INDEX", "1").lower() not in ("0", "false", "no", "off")
+    return bool(flag)
+
+
 class Progress(Protocol):
     """What the pipeline reports while it works (the CLI draws it as progress bars)."""
 
@@ -241,10 +250,7 @@ class IngestRun:
         """Chunk, embed and index the new documents of both zones (``index`` option, else
         ``$SAGEHEALTH_INDEX``, on by default; the embedder from ``embedder`` or
         ``$SAGEHEALTH_EMBEDDER``)."""
-        flag = self.options.get("index")
-        if flag is None:
-            flag = os.environ.get("SAGEHEALTH_INDEX", "1").lower() not in ("0", "false", "no", "off")
-        if not flag:
+        if not indexing_on(self.options):
             return
         from sagehealth.retrieval.embedders import chosen
         from sagehealth.retrieval.index import refresh_chunks, stored_embedder
