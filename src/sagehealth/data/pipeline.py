@@ -51,9 +51,11 @@ PARALLEL_MIN_BYTES = int(os.environ.get("SAGEHEALTH_PARALLEL_MIN_BYTES", str(32 
 
 
 def default_workers() -> int:
-    """Worker processes for splittable files: $SAGEHEALTH_WORKERS, else the CPU count (max 8)."""
+    """Worker processes for splittable files and large research refreshes: $SAGEHEALTH_WORKERS,
+    else the cores this process may run on (max 8)."""
     env = os.environ.get("SAGEHEALTH_WORKERS")
-    return max(0, int(env)) if env else min(8, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, int(env)) if env else min(8, cores)
 
 
 def indexing_on(options: dict[str, Any] | None) -> bool:

@@ -96,8 +96,6 @@ def _source_batches(lake: Any, table: str, run_id: str | None) -> Any:
 #: rows to de-identify in one refresh from which worker processes share the work (a process
 #: start and the detector's load cost ~1-2 s each: not worth it for a few rows)
 PARALLEL_ROWS = 20_000
-#: environment variable: worker processes for the refresh (default: as the ingest, ``0``: none)
-WORKERS_ENV = "SAGEHEALTH_WORKERS"
 
 #: the de-identifier of a worker process (set by :func:`_init_worker`)
 _WORKER: RowDeidentifier | None = None
@@ -117,19 +115,16 @@ def _deid_batch(table: str, batch: pa.RecordBatch, deid: RowDeidentifier | None 
     return pa.Table.from_pylist([d.row(table, r) for r in batch.to_pylist()], schema=ALL_SCHEMAS[name])
 
 
-def _workers() -> int:
-    env = os.environ.get(WORKERS_ENV)
-    return max(0, int(env)) if env else min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                           else os.cpu_count() or 1)
-
-
 class _Pool:
     """De-identify batches in this process until :data:`PARALLEL_ROWS` rows have been seen,
-    then in worker processes (started once, fed the key and the per-patient tables); results
-    are written in the order the batches came, at most ``2 x workers`` batches in flight."""
+    then in as many worker processes as the ingest uses (``$SAGEHEALTH_WORKERS``; started once,
+    fed the key and the per-patient tables); results are written in the order the batches
+    came, at most ``2 x workers`` batches in flight."""
 
     def __init__(self, deid: RowDeidentifier) -> None:
-        self.deid, self.seen, self.n = deid, 0, _workers()
+        from sagehealth.data.pipeline import default_workers
+
+        self.deid, self.seen, self.n = deid, 0, default_workers()
         self.pool: Any = None
 
     def submit(self, table: str, batch: pa.RecordBatch) -> Any:

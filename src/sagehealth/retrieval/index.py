@@ -246,19 +246,16 @@ def embed_rows(part: pa.Table, embedder: Embedder, seen: dict[str, np.ndarray] |
     texts = part.column("search_text").to_pylist()
     shas = part.column("content_sha").to_pylist()
     seen = {} if seen is None else seen
-    first: dict[str, int] = {}
+    first: dict[str, int] = {}  # text hash not seen yet -> its first row here
     for i, s in enumerate(shas):
         if s not in seen:
             first.setdefault(s, i)
-    if first:
-        vecs = embedder.embed_documents([texts[i] for i in first.values()])
-        for j, s in enumerate(first):
-            if len(seen) < SEEN_CAP:
-                seen[s] = vecs[j]
-        where = {s: vecs[j] for j, s in enumerate(first)}
-    else:
-        where = {}
-    return np.stack([where[s] if s in where else seen[s] for s in shas]) if shas \
+    got = dict(zip(first, embedder.embed_documents([texts[i] for i in first.values()]))) if first else {}
+    for s, v in got.items():
+        if len(seen) >= SEEN_CAP:
+            break
+        seen[s] = v
+    return np.stack([got[s] if s in got else seen[s] for s in shas]) if shas \
         else np.zeros((0, embedder.dim), np.float32)
 
 
