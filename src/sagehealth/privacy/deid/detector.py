@@ -49,6 +49,19 @@ from sagehealth.privacy.deid.spans import Span
 
 NAME_WITH_NUMBER = re.compile(r"([A-Z][a-z]+)(\d{1,3})\b")  # and a word boundary before (checked)
 _WORD_CHAR = re.compile(r"\w")
+#: what follows an eponym, not a person or a place: "Kocher clamps", "Bard Parker blade",
+#: "Crowe-Davis mouth gag", "Parkinson's disease" (instruments, devices, signs, syndromes)
+EPONYM_NEXT = re.compile(
+    r"(?:-[A-Z][a-z]+)*(?:'s)?(?:\s+[A-Za-z]+)?\s+(?:clamps?|forceps|retractors?|needles?|blades?|"
+    r"stand|gag|graspers?|catheters?|stents?|lens|drains?|scissors|elevators?|rongeurs?|curettes?|"
+    r"dilators?|specul(?:um|a)|sutures?|maneuvers?|manoeuvres?|techniques?|syndrome|disease|"
+    r"sign|test|criteria|classification|fracture|incision|approach|operation|reflex|tongs|"
+    r"fundoplication|pouch|knife|knot|stitch|plate|screws?|nails?|wires?|tremor)\b", re.IGNORECASE)
+#: name findings a strong cue made ("Dr. Kocher"): never taken for an eponym
+CUED_NAME_RULES = frozenset({"title", "title+", "title_initial", "relation", "verb", "verb+",
+                             "signature", "before_verb"})
+#: "Ellen K Marchetti": a first name, a middle initial (period or not), a capitalised surname
+FIRST_INITIAL_LAST = re.compile(r"\b([A-Z][a-z]+) [A-Z]\.? ([A-Z][a-z]+(?:-[A-Z][a-z]+)?)\b")
 #: how far before a match a rule's ``prefix`` may start (characters)
 PREFIX_CHARS = 64
 #: texts longer than two windows are read window by window (characters)
@@ -127,7 +140,9 @@ community general hospital hosp to from at for in of by with back home go going 
 transfer transferred return returned discharge discharged d/c dc admit admitted long term
 short care skilled private day and or state county city area university re poss possible
 prev previous current leave left right needs need screening screen eval evaluation consult
-consults for via per pending await awaiting waiting
+consults for via per pending await awaiting waiting begin begins began beginning start starts
+started starting continue continues continued cont regarding concerning about discuss discussed
+plan plans planned planning toward towards into onto
 """.split())
 
 
@@ -161,6 +176,12 @@ class Pattern:
     #: with; the PHI span then starts where it starts ("S" of "S24-10233": the rule itself
     #: starts at a digit, which keeps it in the combined scanner)
     prefix: re.Pattern[str] | None = None
+    #: in mixed-case notes, keep a match of 3+ letters only when it is in capitals ("BWH", not
+    #: "drop"; two letters may be lower case: "gh")
+    caps_when_mixed: bool = False
+    #: the word after the first word of the PHI part must be no plain dictionary word
+    #: ("St. Brigid", not "ST. HIGH": sinus tachycardia before a finding)
+    name_after_head: bool = False
 
 
 def luhn(value: str) -> bool:
@@ -175,7 +196,13 @@ def phone_digits(value: str) -> bool:
     return 9 <= sum(c.isdigit() for c in value) <= 13
 
 
-VALIDATORS = {"luhn": luhn, "phone_digits": phone_digits}
+def iban_digits(value: str) -> bool:
+    """An account number in IBAN shape holds 10+ digits (every country's IBAN does), which
+    ventilator shorthand of the same shape ("FI02 WEAN THIS SHIFT") does not."""
+    return sum(c.isdigit() for c in value) >= 10
+
+
+VALIDATORS = {"luhn": luhn, "phone_digits": phone_digits, "iban_digits": iban_digits}
 
 
 @dataclass(frozen=True)
@@ -232,7 +259,8 @@ class Rules:
                                 opt("exclude_group"), p.get("validator"), opt("needs_before"),
                                 on_lower, p.get("gate"), tuple(p["heads"]) if p.get("heads") else None,
                                 bool(p.get("not_frequent_word")),
-                                re.compile(p["prefix"]) if p.get("prefix") else None))
+                                re.compile(p["prefix"]) if p.get("prefix") else None,
+                                bool(p.get("caps_when_mixed")), bool(p.get("name_after_head"))))
 
         def alternation(words: list[str]) -> str:
             return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
@@ -336,6 +364,16 @@ class Detector:
         """What the rules alone find in ``text`` (a text up to two windows long)."""
         return self._detect(text, use_model=False)
 
+    def _name_after_head(self, phi: str) -> bool:
+        """The second word of ``phi`` (lower case) is a name or unknown, no plain word."""
+        ws = TOKEN.findall(phi)
+        if len(ws) < 2 or len(ws[1]) == 1:  # "St A." (an initial)
+            return True
+        w = ws[1][:-2] if ws[1].endswith("'s") else ws[1]
+        kind = self.lex.kind(w)
+        return kind != WORD and not (kind == NAME_WORD and w in self.lex.frequent_words
+                                     and w not in self.lex.top_first_names)
+
     def kinds_of(self, lw: list[str]) -> list[str]:
         """The lexicon classes of lower-cased tokens (remembered per token)."""
         return self._kinds(lw)
@@ -354,6 +392,9 @@ class Detector:
         toks = list(zip(offsets[0::2], offsets[1::2], words))
         lw = lowered(toks)
         patterns = self.rules.patterns
+        # casing is evidence only in mixed-case notes; all-caps and all-lower notes are caseless
+        ups, lows = _case_counts(text, low, words) if words else (0, 0)
+        upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
         order: list[int] = []
         for k, m in self.rules.scanner.scan(text, low, offsets[0::2], lw):  # type: ignore[union-attr]
             p = patterns[k]
@@ -373,6 +414,10 @@ class Detector:
                 continue
             if p.not_frequent_word and low[s:e] in self.lex.frequent_words:
                 continue
+            if p.caps_when_mixed and not upper and e - s > 2 and not text[s:e].isupper():
+                continue
+            if p.name_after_head and not self._name_after_head(low[s:e]):
+                continue
             if p.prefix is not None:
                 pm = p.prefix.search(text, max(0, m.start() - PREFIX_CHARS), m.start())
                 if pm is None:
@@ -383,9 +428,6 @@ class Detector:
         if len(set(order)) > 1:  # rule order, as if each rule had run on its own
             found = [sp for _, sp in sorted(zip(order, found), key=lambda x: x[0])]
         if words:
-            ups, lows = _case_counts(text, low, words)
-            # casing is evidence only in mixed-case notes; all-caps and all-lower notes are caseless
-            upper = ups > 0.6 * (ups + lows) or ups < 0.03 * (ups + lows)
             kinds = self._kinds(lw)
             # the tokens where a cue phrase of any list may start (one pass for all lists; the
             # facility words may end at an apostrophe: "hospital's" is looked up as "hospital")
@@ -402,10 +444,20 @@ class Detector:
                 if self.lex.kind(w) in (NAME, NAME_WORD) or (
                         len(m.group(2)) >= 2 and (w in self.lex.first_names or w in self.lex.surnames)):
                     found.append(Span(m.start(), m.end(), "NAME", m.group(), "name_number"))
+            if not upper:  # mixed-case text: "First M Last" is a name when both words may be
+                for m in FIRST_INITIAL_LAST.finditer(text):
+                    first, last = m.group(1).lower(), m.group(2).lower()
+                    if (first in self.lex.first_names and self.lex.kind(first) != WORD
+                            and first not in self.rules.clinical_words
+                            and self.lex.kind(last.split("-")[0]) != WORD):
+                        found.append(Span(m.start(), m.end(), "NAME", m.group(), "first_initial_last"))
             found += self._places(text, low, toks, kinds, upper, lw, hits, lw_cut)
             found += self._propagate(found, text, toks, kinds, upper, lw)
             if use_model and self._scorer is not None:
                 found = self._scorer.candidates(text, toks, lw, kinds, not upper, found, offsets[0::2])
+        found = [sp for sp in found if not (
+            sp.type in ("NAME", "LOCATION", "HOSPITAL") and sp.rule not in CUED_NAME_RULES
+            and EPONYM_NEXT.match(text, sp.end))]
         return _merge(found, text)
 
     def _propagate(self, found: list[Span], text: str, toks: list[tuple[int, int, str]],
