@@ -3,5 +3,5 @@
 # (or $SAGEHEALTH_SHARED_DATA) when present and skip cleanly when absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 exec .venv/bin/python -m pytest -q "$@"

@@ -7,11 +7,12 @@ that the Python API does not have.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -29,8 +30,10 @@ from rich.progress import (
 from rich.table import Table
 
 from sagehealth.data.detect import FORMATS
-from sagehealth.ecosystem import Ecosystem
 from sagehealth.errors import SageHealthError
+
+if TYPE_CHECKING:  # the store's libraries load only when a command opens a store
+    from sagehealth.ecosystem import Ecosystem
 
 app = typer.Typer(
     name="sagehealth",
@@ -39,7 +42,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# piped or redirected output is not cut at 80 columns (tables keep their rows whole for grep)
+out = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=240)
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole (grep-able)
 
 HomeOpt = Annotated[
@@ -70,9 +74,9 @@ def _principal(
 
 def _open(home: str | None) -> Ecosystem:
     """The store at ``home``, opened by the principal of the top-level options."""
-    from sagehealth.governance.policy import make_principal
-
+    from sagehealth.ecosystem import Ecosystem
     from sagehealth.errors import AccessDenied
+    from sagehealth.governance.policy import make_principal
 
     try:
         who = make_principal(_WHO.get("role"), user=_WHO.get("user"), purpose=_WHO.get("purpose"),
@@ -121,29 +125,46 @@ def print_rows(rows: list[dict[str, Any]], title: str | None = None, width: int 
 
 
 class _RichProgress:
-    """Byte-based progress over all input files, drawn on stderr."""
+    """Byte-based progress over all input files, then the stages after them (research zone,
+    chunking, embedding), on stderr: bars on a terminal, else plain lines (with ``--json`` too:
+    stdout keeps the JSON)."""
 
-    def __init__(self, enabled: bool, terminal: bool | None = None) -> None:
-        self.stages = _StageProgress(err.is_terminal if terminal is None else terminal)
+    def __init__(self, terminal: bool | None = None) -> None:
+        self.terminal = err.is_terminal if terminal is None else terminal
+        self.stages = _StageProgress(self.terminal)
         self.bar = Progress(
             TextColumn("[bold blue]{task.fields[name]}", justify="left"),
             BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=err, disable=not enabled, transient=False,
+            console=err, disable=not self.terminal, transient=False,
         )
         self.task: Any = None
+        self._bytes = self._total = 0
 
     def start(self, total_bytes: int, files: int) -> None:
-        self.bar.start()
-        self.task = self.bar.add_task("ingest", total=total_bytes or None, name=f"{files} files")
+        self._total = total_bytes
+        if self.terminal:
+            self.bar.start()
+            self.task = self.bar.add_task("ingest", total=total_bytes or None, name=f"{files} files")
+        else:
+            err.print(f"reading {files:,} file{'s' if files != 1 else ''} ({total_bytes / 1e6:,.1f} MB)",
+                      highlight=False)
 
     def file(self, uri: str) -> None:
-        self.bar.update(self.task, name=uri.rsplit("/", 1)[-1][:40])
+        if self.terminal:  # (a file name can name a patient: only on the user's own terminal)
+            self.bar.update(self.task, name=uri.rsplit("/", 1)[-1][:40])
 
     def advance(self, nbytes: int) -> None:
-        self.bar.advance(self.task, nbytes)
+        if self.terminal:
+            self.bar.advance(self.task, nbytes)
+        else:
+            self._bytes += nbytes
+            self.stages.update("reading files", self._bytes, self._total, unit="bytes")
 
     def stage(self, name: str, done: int, total: int) -> None:
-        """Progress of a stage after the files (embedding ``name``'s chunks)."""
+        """Progress of a stage after the files: ``research zone`` (rows de-identified),
+        ``chunking <table>`` (documents), ``<chunk table>`` (chunks embedded)."""
+        if self.terminal and self.task is not None:
+            self.bar.stop()  # the files are read: their bar stays as it ended
         self.stages.update(name, done, total)
 
     def stop(self) -> None:
@@ -161,34 +182,48 @@ class _StageProgress:
     def __init__(self, terminal: bool) -> None:
         self.terminal = terminal
         self.bar = Progress(
-            TextColumn("[bold blue]embedding {task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("chunks"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            TextColumn("[bold blue]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
             console=err, disable=not terminal, transient=False,
         )
         self.tasks: dict[str, Any] = {}
         self._started = False
         self._plain: dict[str, tuple[float, float]] = {}  # name -> (stage start, last line)
+        self._ended: set[str] = set()
 
-    def update(self, name: str, done: int, total: int) -> None:
+    def update(self, name: str, done: int, total: int, unit: str | None = None) -> None:
         import time
 
+        # a chunk table's name is its embedding stage; other stages say what they are
+        label = f"embedding {name}" if name in ("chunks", "research_chunks") else name
+        unit = unit or ("chunks" if name in ("chunks", "research_chunks") else
+                        "documents" if name.startswith("chunking") else "rows")
         if self.terminal:
             if not self._started:
                 self.bar.start()
                 self._started = True
             if name not in self.tasks:
-                self.tasks[name] = self.bar.add_task(name, total=total, name=name)
+                self.tasks[name] = self.bar.add_task(name, total=total, name=label, unit=unit)
             self.bar.update(self.tasks[name], completed=done, total=total)
             return
         now = time.monotonic()
         began, last = self._plain.setdefault(name, (now, 0.0))
         if done < total and now - last < self.PLAIN_EVERY:
             return
+        if done >= total:
+            if name in self._ended:
+                return  # the end of this stage was said already
+            self._ended.add(name)
         self._plain[name] = (began, now)
         rate = done / (now - began) if now > began and done else 0.0
         left = f", about {_duration((total - done) / rate)} left" if rate and done < total else ""
-        err.print(f"embedding {name}: {done:,}/{total:,} chunks ({100 * done // max(total, 1)}%)"
-                  + (f", {rate:.1f} chunks/s" if rate else "") + left, highlight=False)
+        if unit == "bytes":
+            amount = f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB"
+            speed = f", {rate / 1e6:.1f} MB/s" if rate else ""
+        else:
+            amount = f"{done:,}/{total:,} {unit}"
+            speed = f", {rate:.1f} {unit}/s" if rate else ""
+        err.print(f"{label}: {amount} ({100 * done // max(total, 1)}%)" + speed + left, highlight=False)
 
     def __call__(self, name: str, done: int, total: int) -> None:
         self.update(name, done, total)
@@ -262,7 +297,7 @@ def ingest(
     if validate not in ("schema", "strict", "none"):
         raise typer.BadParameter("must be schema, strict or none", param_hint="--validate")
     eco = _open(home)
-    progress = _RichProgress(enabled=not json and err.is_terminal)
+    progress = _RichProgress()
     options: dict[str, Any] = {"validate": validate, "embed": embed}
     if text_column:
         options["text_column"] = text_column
@@ -532,10 +567,27 @@ def consent(
     withdraw: Annotated[bool, typer.Option("--withdraw/--grant", help="Withdraw (default) or grant research consent.")] = True,
     note: Annotated[str, typer.Option(help="Why / reference of the consent form.")] = "",
     home: HomeOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Record a research-consent decision; a withdrawal removes the patient from the research zone."""
     c = _open(home).set_consent(patient, research_allowed=not withdraw, note=note)
-    out.print(f"version {c.version}: {c.message} ({c.summary.get('research', {})})")
+    research = c.summary.get("research", {})
+    if json:
+        print_json({"version": c.version, "message": c.message, "research": research})
+        return
+    out.print(f"version {c.version}: {c.message}")
+    out.print(_research_line(research))
+
+
+def _research_line(result: dict[str, int] | None) -> str:
+    """What a research-zone refresh did, in words."""
+    if not result:
+        return "research zone: already up to date"
+    added = {t: n for t, n in result.items() if t != "removed" and n}
+    parts = [f"{n:,} rows added to {t}" for t, n in sorted(added.items())]
+    if result.get("removed"):
+        parts.append(f"{result['removed']:,} rows of withdrawn patients removed")
+    return "research zone: " + ("; ".join(parts) or "no change")
 
 
 @app.command()
@@ -548,7 +600,7 @@ def research(
     if json:
         print_json(result)
     else:
-        out.print(f"research zone refreshed: {result or 'already up to date'}")
+        out.print(_research_line(result))
 
 
 @app.command("export-deid")
@@ -594,9 +646,12 @@ def search(
         return
     if not hits:
         out.print("[dim](no hits)[/dim]")
-    if mode != "bm25" and version is None:
+    if version is None:
         for table, st in eco.index_status().items():
-            if st["pending"]:
+            if st["unindexed"]:
+                out.print(f"[yellow]{table}: {st['unindexed']:,} stored documents or articles are not indexed "
+                          "for search yet and cannot be found (run: sagehealth index)[/yellow]")
+            if st["pending"] and mode != "bm25":
                 out.print(f"[dim]{table}: {st['pending']:,} of {st['chunks']:,} chunks have no vector yet and are "
                           "found by BM25 only (sagehealth index --status)[/dim]")
     for i, h in enumerate(hits, 1):
@@ -709,6 +764,9 @@ def _index_status(status: dict[str, dict[str, Any]], as_json: bool) -> None:
             "BM25 only for the rest: run sagehealth index"
         out.print(f"{table}: {s['embedded']:,} of {s['chunks']:,} chunks have vectors"
                   + (f" ({s['embedder']})" if s["embedder"] else "") + f" · {state}")
+        if s.get("unindexed"):
+            out.print(f"{table}: {s['unindexed']:,} stored documents or articles are not indexed for "
+                      "search yet (run: sagehealth index)")
 
 
 vocab_app = typer.Typer(help="Medical vocabularies: load them, look concepts up.", no_args_is_help=True)

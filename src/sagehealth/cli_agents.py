@@ -59,6 +59,8 @@ def ask(
         print_json(a.model_dump(mode="json"))
     else:
         print_answer(a)
+    if a.denied:  # a denial is exit 1 on every command (the answer above says why)
+        raise typer.Exit(1)
 
 
 tools_app = typer.Typer(help="The agent tools (the same registry MCP and REST serve).", no_args_is_help=True)

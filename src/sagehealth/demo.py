@@ -205,8 +205,10 @@ def _concepts(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
     print_rows([{k: r[k] for k in ("patient_id", "first_date", "mentions", "coded_rows")}
                 for r in doctor.patients_with("DOID:1579")], title="patients with any respiratory system disease")
     hits = doctor.search("sore throat treatment", k=2, concepts=["DOID:2275"], per_document=True)
-    for h in hits:
-        out.print(f"search narrowed to pharyngitis: {h.kind} · {h.section} · {' '.join(h.text.split())[:120]}")
+    out.print(f"search 'sore throat treatment' narrowed to documents that mention pharyngitis "
+              f"(DOID:2275): {len(hits)} hit{'s' if len(hits) != 1 else ''}")
+    for i, h in enumerate(hits, 1):
+        out.print(f"  {i}. {h.kind} · {h.section} · {' '.join(h.text.split())[:120]}")
 
 
 def _agent(eco: Ecosystem, doctor: Ecosystem, out: Console) -> None:

@@ -310,24 +310,31 @@ class Ecosystem:
     def index_status(self) -> dict[str, dict[str, Any]]:
         """Per chunk table the principal may search (a steward: both): chunks, how many have
         their vector (the rest are found by BM25 only until embedded), the embedder, and
-        whether a process is embedding now. Counts only, no content."""
-        from sagehealth.retrieval.index import coverage
+        whether a process is embedding now, and how many documents or articles are stored but
+        not chunked for search at all (``unindexed``: an ingest without indexing). Counts only,
+        no content."""
+        from sagehealth.data.model import CHUNK_TABLES
+        from sagehealth.retrieval.index import coverage, unindexed
 
         p = self._principal
         tables = {"clinician": ["chunks"], "researcher": ["research_chunks"]}.get(p.role if p else "", [])
         if not tables:
             self._allow("ingest", "index status")
             tables = ["chunks", "research_chunks"]
-        else:
-            self._allow(READ_ACTION[p.role], "index status")
+        else:  # counts of the zone one may search (a clinician: with the care team as scope)
+            self._allow(READ_ACTION[p.role], "index status", p.patients if p.role == "clinician" else None)
         busy = self.lake.embedding_elsewhere()
         out: dict[str, dict[str, Any]] = {}
         for table in tables:
             ds = self.lake.dataset(table)
             rows, pending = self.lake.memo(("coverage", table, ds.version), lambda ds=ds: coverage(ds))
             by = ds.to_table(columns=["embedder"], limit=1).column("embedder").to_pylist() if rows else []
+            sources = {name: self.lake.dataset(name) for name in CHUNK_TABLES[table]}
+            missing = self.lake.memo(("unindexed", table, ds.version, *(d.version for d in sources.values())),
+                                     lambda ds=ds, sources=sources: unindexed(ds, sources))
             out[table] = {"chunks": rows, "embedded": rows - pending, "pending": pending,
-                          "embedder": by[0] if by else None, "embedding_now": busy and pending > 0}
+                          "embedder": by[0] if by else None, "embedding_now": busy and pending > 0,
+                          "unindexed": missing}
         return out
 
     #: seconds of embedding between two committed rounds (an interruption loses at most this)

@@ -290,7 +290,8 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
            kept + removed, not kept, reason, checks, timings)
     return Answer(trace_id=trace_id, question=question, patient_id=patient, answer=text, sentences=kept,
                   removed=removed, evidence=refs, abstained=not kept,
-                  reason=reason if not kept else None, provider=draft_model, prompt_version=prompt_version,
+                  reason=reason if not kept else None, denied=bool(denied), provider=draft_model,
+                  prompt_version=prompt_version,
                   plan=steps, checks=checks, timings=timings)
 
 

@@ -56,6 +56,8 @@ class Answer(_Model):
     evidence: list[EvidenceRef]
     abstained: bool
     reason: str | None = Field(None, description="why the agent abstained")
+    denied: bool = Field(False, description="the asker may not see what was asked about (the "
+                                            "agent abstained for that reason)")
     provider: str
     prompt_version: str
     plan: list[PlanStep]

@@ -246,7 +246,8 @@ class IngestRun:
             return
         from sagehealth.privacy.research import refresh
 
-        summary.research = refresh(self.lake, key, run_id=self.run_id)
+        summary.research = refresh(self.lake, key, run_id=self.run_id, progress=getattr(self.progress, "stage", None),
+                                   expected=dict(self._written))
 
     def _refresh_index(self, summary: IngestSummary) -> None:
         """Chunk, embed and index the new documents of both zones (``index`` option, else
@@ -262,7 +263,7 @@ class IngestRun:
         # chunks only: the vectors follow after the commit (Ecosystem._embed), so the data and
         # its BM25 index are committed without waiting for the embedder
         summary.index = refresh_chunks(self.lake, chosen(self.options.get("embedder"), stored_embedder(self.lake)),
-                                       embed=False)
+                                       embed=False, chunking=getattr(self.progress, "stage", None))
         summary.index["mentions"] = refresh_mentions(self.lake)
 
     def _load_state(self) -> None:

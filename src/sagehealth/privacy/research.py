@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +151,19 @@ class _Pool:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = None) -> dict[str, int]:
+def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = None,
+            progress: Callable[[str, int, int], None] | None = None,
+            expected: dict[str, int] | None = None) -> dict[str, int]:
     """Bring the research zone up to date with the (uncommitted or committed) clinical tables;
     with ``run_id`` only the rows that ingest run wrote are looked at (the incremental path).
     Rows are streamed in batches; which need de-identifying (new or changed: their keyed ids
     against the research table's) is decided here, the de-identification itself runs in worker
     processes once a refresh is large (:class:`_Pool`). Returns rows added per research table
-    (and ``removed`` for withdrawn patients)."""
+    (and ``removed`` for withdrawn patients).
+
+    ``progress("research zone", rows looked at, rows to look at)`` is called as batches are
+    read; ``expected`` (clinical table -> rows this run wrote) sizes an incremental refresh,
+    else every row of the clinical tables is counted."""
     deid = RowDeidentifier(key)
     check_key(lake, deid)
     withdrawn = withdrawn_patients(lake)
@@ -166,12 +173,24 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
     gone = [deid.pseudonym(p) for p in withdrawn]
     _record_withdrawn(lake, gone)
     added: dict[str, int] = defaultdict(int)
+    seen = [0]
+    tick: Callable[[int], None] | None = None
+    if progress is not None:
+        total = sum((expected or {}).get(t, 0) if expected is not None else lake.table(t).count_rows()
+                    for t in RESEARCH_TABLES)
+
+        def _tick(n: int) -> None:
+            seen[0] += n
+            progress("research zone", min(seen[0], total), total)
+
+        tick = _tick
+        progress("research zone", 0, total)
     pool = _Pool(deid)
     try:
         for table in RESEARCH_TABLES:
             name = f"research_{table}"
             target = lake.table(name)
-            added[name] += _refresh_table(lake, table, target, deid, withdrawn, run_id, pool)
+            added[name] += _refresh_table(lake, table, target, deid, withdrawn, run_id, pool, tick)
             if gone and "patient_id" in ALL_SCHEMAS[name].names and target.count_rows():
                 ids = ", ".join("'" + g + "'" for g in gone)
                 before = target.count_rows()
@@ -183,7 +202,7 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
 
 
 def _refresh_table(lake: Any, table: str, target: Any, deid: RowDeidentifier, withdrawn: set[str],
-                   run_id: str | None, pool: _Pool) -> int:
+                   run_id: str | None, pool: _Pool, tick: Callable[[int], None] | None = None) -> int:
     have: dict[str, str] = {}
     if target.count_rows():
         cur = target.to_arrow().select(["row_id", "provenance_id"])
@@ -217,6 +236,8 @@ def _refresh_table(lake: Any, table: str, target: Any, deid: RowDeidentifier, wi
         if take:
             inflight.append((pool.submit(table, rb.take(pa.array(take))), stale))
             drain(2 * max(1, pool.n))
+        if tick is not None:
+            tick(len(ids))
     drain(0)
     return written
 

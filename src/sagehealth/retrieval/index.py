@@ -74,17 +74,20 @@ def _chunk_rows(source_table: str, row: dict[str, Any]) -> Iterator[tuple[Chunk,
 
 
 def refresh_chunks(lake: Any, embedder: Embedder, *, embed: bool = True,
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None, chunking: Progress | None = None) -> dict[str, Any]:
     """Update both chunk tables and their indexes (uncommitted); returns counts per table.
-    ``embed=False`` leaves new chunk texts pending (null vector) for the embedding stage."""
+    ``embed=False`` leaves new chunk texts pending (null vector) for the embedding stage.
+    ``progress(table, chunks embedded, chunks to embed)``; ``chunking("chunking <table>",
+    documents chunked, documents to chunk)``."""
     out: dict[str, Any] = {}
     for table, sources in CHUNK_TABLES.items():
-        out[table] = _refresh_table(lake, table, sources, embedder, progress, embed)
+        out[table] = _refresh_table(lake, table, sources, embedder, progress, embed, chunking)
     return out
 
 
 def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Embedder,
-                   progress: Progress | None, embed: bool = True) -> dict[str, int]:
+                   progress: Progress | None, embed: bool = True,
+                   chunking: Progress | None = None) -> dict[str, int]:
     start = time.perf_counter()
     tbl = lake.table(table)
     ds = tbl.to_lance()
@@ -101,12 +104,17 @@ def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Em
     chunked = set(have.column("source_row_id").to_pylist())
     added = embedded = changed = pending = 0
     gone: list[str] = []
+    work = []
     for source in sources:
         src = lake.table(source).to_lance()
         ids = src.to_table(columns=["row_id", "provenance_id"])
-        present = set(ids.column("row_id").to_pylist())
         todo = [r for r, p in zip(ids.column("row_id").to_pylist(), ids.column("provenance_id").to_pylist())
                 if (r, p) not in known]
+        work.append((source, src, set(ids.column("row_id").to_pylist()), todo))
+    total, done = sum(len(w[3]) for w in work), 0
+    if chunking and total:
+        chunking(f"chunking {table}", 0, total)
+    for source, src, present, todo in work:
         gone += [r for r in chunked if r not in present and _source_of(r, source)]
         cols = ["row_id", "provenance_id", "title", "text"] + (
             ["doc_id"] if source.endswith("literature")
@@ -123,6 +131,9 @@ def _refresh_table(lake: Any, table: str, sources: tuple[str, ...], embedder: Em
             changed += len(old)
             _add(tbl, rows, vectors, embedder.dim, missing)
             added, embedded, pending = added + len(rows), embedded + n, pending + int(missing.sum())
+            done += len(batch_ids)
+            if chunking:
+                chunking(f"chunking {table}", done, total)
     delete_sources(tbl, gone)
     ensure_indexes(tbl)
     return {"added": added, "embedded": embedded, "pending": pending, "removed_sources": changed + len(gone),
@@ -220,6 +231,23 @@ def coverage(ds: Any) -> tuple[int, int]:
     """(chunks, of which pending) of chunk table dataset ``ds``."""
     rows = ds.count_rows()
     return rows, ds.count_rows(filter="vector IS NULL") if rows else 0
+
+
+def unindexed(chunks: Any, sources: dict[str, Any]) -> int:
+    """How many rows of the ``sources`` (name -> Lance dataset of documents or literature) have
+    text to search but no chunks of their current version in ``chunks`` (stored by an ingest
+    that did not index, or changed since): found by no search until ``sagehealth index``."""
+    have = chunks.to_table(columns=["source_row_id", "source_provenance_id"])
+    known = set(zip(have.column("source_row_id").to_pylist(), have.column("source_provenance_id").to_pylist()))
+    n = 0
+    for name, src in sources.items():
+        text = "(text IS NOT NULL AND text != '')"
+        # an article is chunked by its title alone when it has no abstract; a document needs text
+        where = f"{text} OR (title IS NOT NULL AND title != '')" if name.endswith("literature") else text
+        ids = src.to_table(columns=["row_id", "provenance_id"], filter=where)
+        n += sum((r, v) not in known for r, v in zip(ids.column("row_id").to_pylist(),
+                                                      ids.column("provenance_id").to_pylist()))
+    return n
 
 
 def pending_rows(ds: Any, batch: int = EMBED_BATCH) -> Iterator[pa.Table]:

@@ -1,0 +1,102 @@
+"""A newcomer's first hour (issue 16): the CLI starts without loading the store's libraries, a
+denial is exit 1 on every command, and a search says when stored documents are not indexed.
+
+Each runs the real ``sagehealth`` command in a subprocess and checks its output and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sagehealth.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_help_and_the_cli_module_do_not_load_the_store_libraries():
+    """``sagehealth --help`` must start in well under a second: the heavy libraries (Lance,
+    LanceDB, DuckDB, Arrow, the de-identifier, the embedders) load only when a command opens a
+    store. Checked by what is imported, not by a clock."""
+    code = ("import sys, sagehealth.cli, sagehealth.cli_agents; "
+            "print(sorted(m for m in ('lancedb', 'lance', 'duckdb', 'pyarrow', 'numpy', 'onnxruntime', "
+            "'sagehealth.ecosystem', 'sagehealth.privacy.deid.detector', 'fastapi', 'mcp') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
+    r = run("--help")
+    assert r.returncode == 0 and "Usage" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from sagehealth.demo import sample_root
+
+    home = tmp_path_factory.mktemp("first-hour") / "h"
+    # an ingest that does not index: documents are stored, none is searchable yet
+    r = run("--role", "steward", "ingest", str(sample_root() / "fhir"), "--home", str(home), "--json",
+            env={"SAGEHEALTH_INDEX": "0"})
+    assert r.returncode == 0, r.stderr
+    return home
+
+
+def _patients(home: Path) -> list[str]:
+    from sagehealth.data.lakehouse import Lakehouse
+
+    return Lakehouse(str(home)).read("patients", columns=["patient_id"]).column("patient_id").to_pylist()
+
+
+def test_ask_about_a_patient_outside_the_care_team_is_exit_1(store):
+    mine, other = _patients(store)[:2]
+    who = ["--role", "clinician", "--user", "dr.first", "--patients", mine]
+    r = run(*who, "ask", "What medications?", "--patient", other, "--home", str(store))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "access denied" in (r.stdout + r.stderr).lower()
+    r = run(*who, "ask", "What medications?", "--patient", other, "--home", str(store), "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["denied"] is True
+    # the same clinician asking about their own patient is not denied (exit 0, answered or not)
+    r = run(*who, "ask", "What medications?", "--patient", mine, "--home", str(store), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["denied"] is False
+
+
+def test_search_says_when_stored_documents_are_not_indexed(store):
+    steward = ["--role", "steward"]
+    doctor = ["--role", "clinician", "--user", "dr.first", "--patients", ",".join(_patients(store))]
+    r = run(*doctor, "search", "medication", "--home", str(store))
+    assert r.returncode == 0, r.stderr
+    assert "not indexed for search yet" in r.stdout and "sagehealth index" in r.stdout
+    r = run(*steward, "status", "--home", str(store), "--json")
+    status = json.loads(r.stdout)
+    assert status["index"]["chunks"]["unindexed"] > 0
+    # once indexed, the warning is gone and the documents are found
+    r = run(*steward, "index", "--home", str(store), "--json")
+    assert r.returncode == 0, r.stderr
+    r = run(*steward, "status", "--home", str(store), "--json")
+    assert json.loads(r.stdout)["index"]["chunks"]["unindexed"] == 0
+    r = run(*doctor, "search", "medication", "--home", str(store))
+    assert "not indexed" not in r.stdout and "(no hits)" not in r.stdout
+
+
+def test_a_scripted_ingest_reports_every_stage_on_stderr_and_keeps_stdout_json(tmp_path):
+    """Not a terminal and --json (a script, a CI log): plain progress lines for the files, the
+    research zone, chunking and embedding on stderr; stdout is the JSON summary alone."""
+    from sagehealth.demo import sample_root
+
+    r = run("--role", "steward", "ingest", str(sample_root() / "notes"), "--home", str(tmp_path / "h"),
+            "--json", env={"SAGEHEALTH_DEID_KEY": "first-hour-test-key-0123456789abcdef", "SAGEHEALTH_INDEX": "1"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ingested"] > 0
+    lines = r.stderr.splitlines()
+    for stage in ("reading files:", "research zone:", "chunking chunks:", "embedding chunks:",
+                  "embedding research_chunks:"):
+        assert any(line.startswith(stage) and "(100%)" in line for line in lines), (stage, r.stderr)
+    assert "mtsamples" not in r.stderr  # no file names in a log (they can name patients)
