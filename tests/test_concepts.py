@@ -155,3 +155,27 @@ def test_linking_on_labelled_chest_xray_reports_keeps_its_frozen_scores():
         assert r["with_context"][metric] >= value, (metric, r["with_context"])
     assert r["of_those_not_affirmed"] >= floor["not_affirmed_share"]
     assert r["with_context"]["precision"] > r["without_context"]["precision"] + 0.4
+
+
+def test_mimic_icd_codes_meet_the_vocabulary(tmp_path):
+    """MIMIC writes ICD codes without the dot ("I214"); stored dotted, a diagnosis is found by
+    the ICD-10-CM concept and by its ancestors once the code set is loaded (issue 16: before,
+    ``find_patients ICD10CM:I21`` found nobody)."""
+    mimic = Path(__file__).parent / "fixtures" / "mimic" / "demo"
+    xml = tmp_path / "icd10cm_tabular.xml"
+    xml.write_text("""<?xml version="1.0" encoding="utf-8"?>
+<ICD10CM.tabular><version>test</version><chapter><name>9</name>
+<desc>Diseases of the circulatory system (I00-I99)</desc>
+<section id="I20-I25"><desc>Ischemic heart diseases (I20-I25)</desc>
+<diag><name>I21</name><desc>Acute myocardial infarction</desc>
+<diag><name>I21.4</name><desc>Non-ST elevation (NSTEMI) myocardial infarction</desc></diag>
+</diag></section></chapter></ICD10CM.tabular>""")
+    eco = Ecosystem.open(tmp_path / "h", STEWARD)
+    eco.ingest([mimic], format="mimic", options={"research": False})
+    eco.load_vocabulary([xml])
+    ids = eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist()
+    doc = eco.as_principal(Principal("dr.icd", "clinician", "treatment", patients=frozenset(ids)))
+    for concept in ("ICD10CM:I21.4", "ICD10CM:I21"):
+        assert [r["patient_id"] for r in doc.patients_with(concept)] == ["mimic-10000001"], concept
+    # ICD-9-CM codes are dotted too, so their ids read like the code set's ("401.9")
+    assert [r["patient_id"] for r in doc.patients_with("ICD9CM:401.9")] == ["mimic-10000001"]

@@ -355,3 +355,14 @@ def test_quarantine_of_a_corrected_file_is_superseded(eco, tmp_path):
     assert eco.quarantine() == []
     assert [q["locator"] for q in eco.quarantine(superseded=True)] == ["line:2"]
     assert [q["locator"] for q in eco.quarantine(version=2)] == ["line:2"]  # as it was then
+
+
+def test_icd_codes_are_stored_dotted_whatever_the_sender_wrote():
+    from sagehealth.data.sources.fhir import _coding
+
+    c = _coding({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J9601"}, "Condition.code.coding[0]")
+    assert c["code"] == "J96.01"
+    c = _coding({"system": "http://hl7.org/fhir/sid/icd-9-cm", "code": "4280"}, "x")
+    assert c["code"] == "428.0"
+    c = _coding({"system": "http://snomed.info/sct", "code": "44054006"}, "x")
+    assert c["code"] == "44054006"

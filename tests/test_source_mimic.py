@@ -102,16 +102,20 @@ def test_diagnoses_with_dictionary_and_bad_version() -> None:
     a, b = _rows(items, "events")
     assert a["event_id"] == "mimic-dx-20000001-1" and a["kind"] == "condition"
     assert a["encounter_id"] == "mimic-hadm-20000001"
-    assert a["code"] == {"system": "ICD10CM", "code": "I214",
+    # stored dotted, as the vocabularies have them (MIMIC writes "I214", "4019")
+    assert a["code"] == {"system": "ICD10CM", "code": "I21.4",
                          "display": "Non-ST elevation (NSTEMI) myocardial infarction"}
-    assert b["code"]["system"] == "ICD9CM" and b["code"]["display"].startswith("Unspecified")
+    assert b["code"]["system"] == "ICD9CM" and b["code"]["code"] == "401.9"
+    assert b["code"]["display"].startswith("Unspecified")
     bad = items[2]
     assert isinstance(bad, Bad) and "icd_version" in bad.reason and "'11'" in bad.reason
 
 
 def test_procedures_hcpcs_drg() -> None:
     (px,) = _rows(_read(_fix("procedures_icd")), "events")
-    assert px["code"] == {"system": "ICD10PCS", "code": "02703ZZ", "display": None}
+    # no d_icd_procedures in the fixture: the title comes from the CMS code files
+    assert px["code"] == {"system": "ICD10PCS", "code": "02703ZZ",
+                          "display": "Dilation of Coronary Artery, One Artery, Percutaneous Approach"}
     assert px["start"] == datetime(2150, 5, 2, tzinfo=UTC)
     (hc,) = _rows(_read(_fix("hcpcsevents")), "events")
     assert hc["kind"] == "procedure" and hc["code"]["system"] == "HCPCS"
@@ -260,3 +264,22 @@ def test_demo_spot_values(demo: dict[str, list]) -> None:
     assert sum(1 for r in omr if r["value_text"] and "/" in r["value_text"]) == 872  # BP rows
     out = _rows(demo["outputevents"], "events")
     assert all(r["code"]["display"] for r in out)  # every itemid found in d_items
+
+
+def test_icd_codes_are_dotted_and_titled_without_mimic_dictionaries() -> None:
+    """The MIMIC-IV demo ships no d_icd_* tables: codes still get the code sets' titles, and
+    the dotted form the vocabularies use (issue 16: "J9601" never matched "ICD10CM:J96.01")."""
+    from sagehealth.knowledge import icd
+
+    cases = [("ICD10CM", "J9601", "J96.01", "Acute respiratory failure with hypoxia"),
+             ("ICD9CM", "4280", "428.0", "Congestive heart failure, unspecified"),
+             ("ICD9CM", "V1582", "V15.82", "Personal history of tobacco use"),
+             ("ICD9CM", "E8889", "E888.9", "Unspecified fall"),
+             ("ICD9Proc", "3961", "39.61", "Extracorporeal circulation auxiliary to open heart surgery"),
+             ("ICD10CM", "I10", "I10", "Essential (primary) hypertension")]
+    for system, raw, dotted, title in cases:
+        assert icd.normalise(system, raw) == dotted
+        assert icd.normalise(system, dotted) == dotted  # idempotent
+        assert icd.label(system, raw) == icd.label(system, dotted) == title
+    assert icd.label("ICD10CM", "Q9999") is None  # not in the code set: unlabelled, no guess
+    assert icd.normalise("SNOMEDCT", " 44054006 ") == "44054006"

@@ -207,3 +207,14 @@ def test_snomed_siblings_come_from_the_same_release_and_broken_files_are_errors(
         "id\teffectiveTime\tactive\tmoduleId\tsourceId\tdestinationId\trelationshipGroup\ttypeId\n1\t2\n")
     with pytest.raises(VocabularyError, match=r"sct2_Relationship_Snapshot_INT_20250101.txt:2"):
         eco.load_vocabulary([tmp_path / "rel"])
+
+
+def test_crosswalk_prefixes_with_an_edition_date_name_the_code_system():
+    """Disease Ontology writes SNOMED CT xrefs with the edition ("SNOMEDCT_US_2025_09_01:…");
+    every edition is the same code system (issue 16)."""
+    from sagehealth.knowledge.vocab import normalise_id
+
+    assert normalise_id("SNOMEDCT_US_2025_09_01:44054006") == "SNOMEDCT:44054006"
+    assert normalise_id("SNOMEDCT_US_2023_03_01:44054006") == "SNOMEDCT:44054006"
+    assert normalise_id("SNOMEDCT_US:44054006") == normalise_id("snomedct:44054006") == "SNOMEDCT:44054006"
+    assert normalise_id("MSH:D003920") == "MESH:D003920" and normalise_id("no-prefix") is None

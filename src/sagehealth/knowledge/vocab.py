@@ -39,7 +39,7 @@ from sagehealth.errors import VocabularyError
 
 #: OBO / xref prefixes -> our system names
 PREFIXES = {"ICD10CM": "ICD10CM", "ICD10": "ICD10", "MESH": "MESH", "MSH": "MESH", "HP": "HP", "DOID": "DOID",
-            "UMLS_CUI": "UMLS", "UMLS": "UMLS", "SNOMEDCT_US_2023_03_01": "SNOMEDCT", "SNOMEDCT_US": "SNOMEDCT",
+            "UMLS_CUI": "UMLS", "UMLS": "UMLS", "SNOMEDCT_US": "SNOMEDCT", "SNOMEDCT": "SNOMEDCT",
             "NCI": "NCIT", "OMIM": "OMIM", "MIM": "OMIM", "ORDO": "ORDO", "ICD9CM": "ICD9CM", "GARD": "GARD"}
 
 
@@ -61,13 +61,19 @@ class Link:
     relation: str  # xref (equivalent or close), maps_to
 
 
+_EDITION = re.compile(r"_\d{4}_\d{2}_\d{2}$")
+
+
 def normalise_id(raw: str) -> str | None:
     """``MSH:D003920`` -> ``MESH:D003920``; ids without a known-looking prefix -> None."""
     raw = raw.strip().strip('"')
     if ":" not in raw:
         return None
     prefix, code = raw.split(":", 1)
-    prefix = PREFIXES.get(prefix.upper(), prefix.upper())
+    # a release date in the prefix names the edition, not another system:
+    # SNOMEDCT_US_2025_09_01 -> SNOMEDCT_US -> SNOMEDCT
+    prefix = _EDITION.sub("", prefix.strip().upper())
+    prefix = PREFIXES.get(prefix, prefix)
     return f"{prefix}:{code.strip()}" if code.strip() else None
 
 

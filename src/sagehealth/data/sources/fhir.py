@@ -37,6 +37,7 @@ from sagehealth.data.sources.base import (
     parse_datetime,
     to_float,
 )
+from sagehealth.knowledge import icd
 
 Resource = dict[str, Any]
 Refs = dict[str, tuple[str, str]]  # bundle fullUrl -> (resourceType, id)
@@ -75,13 +76,22 @@ def _str(res: Resource, key: str, where: str) -> str | None:
     raise BadValue(f"{where}.{key}: expected a string, got {type(v).__name__}")
 
 
+#: FHIR code-system URIs of the ICD code sets (their codes are stored dotted)
+ICD_URIS = {"http://hl7.org/fhir/sid/icd-10-cm": icd.ICD10CM, "http://hl7.org/fhir/sid/icd-9-cm": icd.ICD9CM,
+            "http://www.cms.gov/Medicare/Coding/ICD10": icd.ICD10PCS}
+
+
 def _coding(c: Any, where: str) -> dict[str, Any]:
     if not isinstance(c, dict):
         raise BadValue(f"{where}: expected a Coding object, got {type(c).__name__}")
     code = c.get("code")
     if code is not None and not isinstance(code, str):
         raise BadValue(f"{where}.code: expected a string, got {type(code).__name__}")
-    return {"system": c.get("system"), "code": code, "display": c.get("display")}
+    system = c.get("system")
+    icd_set = ICD_URIS.get(system) if isinstance(system, str) else None
+    if icd_set and code:  # one form for ICD codes whatever the sender wrote ("J9601" -> "J96.01")
+        code = icd.normalise(icd_set, code)
+    return {"system": system, "code": code, "display": c.get("display")}
 
 
 def _cc(res: Resource, key: str, where: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -37,8 +37,10 @@ inputevents         ``events`` medication (amount -> value_num)
 Dictionary tables (``d_labitems``, ``d_items``, ``d_icd_diagnoses``, ``d_icd_procedures``,
 ``d_hcpcs``) are streamed into lookups when first needed, never ingested as records; the tables
 in :data:`SKIPPED_TABLES` are not ingested, each for the reason given there. A code's display is
-None when its dictionary is absent (the 2.2 demo ships no ``d_icd_*`` nor ``d_hcpcs``). ICD
-codes are kept as MIMIC writes them (no dot), like the ICD-10-CM code list.
+None when its dictionary is absent (the 2.2 demo ships no ``d_icd_*`` nor ``d_hcpcs``), except
+for ICD codes: those are stored dotted as the code sets print them (``J9601`` -> ``J96.01``,
+``4280`` -> ``428.0``) and titled from the CMS code files when MIMIC's dictionary is absent
+(:mod:`sagehealth.knowledge.icd`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from sagehealth.data.sources.base import (
     to_int,
 )
 from sagehealth.data.sources.csvtables import cached_datetime, iter_csv, required_str, table_name
+from sagehealth.knowledge import icd
 
 SOURCE_SYSTEM = "mimic-iv"
 LABITEMS = "mimic-iv/d_labitems"
@@ -297,8 +300,11 @@ def _icd(lk: _Lookups, r: dict[str, str], systems: dict[str, str], dictionary: s
     if system is None:
         raise BadValue(f"icd_version: {version!r} is not 9 or 10")
     code = required_str(r, "icd_code").strip()
-    hit = lk.get(dictionary, version, code)
-    return {"system": system, "code": code, "display": hit[0] if hit else None}
+    hit = lk.get(dictionary, version, code)  # MIMIC's own dictionary, undotted like its rows
+    # stored dotted, as the vocabularies have them ("J96.01", "428.0"), titled from MIMIC's
+    # dictionary when present, else from the CMS code files (None: not in the code set)
+    return {"system": system, "code": icd.normalise(system, code),
+            "display": hit[0] if hit else icd.label(system, code)}
 
 
 def _diagnoses(lk: _Lookups, r: dict[str, str]) -> Rows:
