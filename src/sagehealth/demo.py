@@ -15,6 +15,14 @@ from rich.rule import Rule
 from sagehealth.ecosystem import Ecosystem
 from sagehealth.governance import Principal
 
+#: section rules stay this wide when the output is piped (tables may be wider)
+RULE_WIDTH = 110
+
+
+def _rule(out: Console, title: str) -> None:
+    out.print(Rule(title), width=min(out.width, RULE_WIDTH))
+
+
 DEMO_HOME = "./sage-demo"
 #: the demo's de-identification key: public, so only for the synthetic sample data
 DEMO_KEY = "sagehealth-demo-key-not-a-secret"
@@ -106,7 +114,7 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
     import os
 
     key = os.environ.get("SAGEHEALTH_DEID_KEY") or DEMO_KEY
-    out.print(Rule(f"SAGE-Health demo — store at {eco.home}"))
+    _rule(out, f"SAGE-Health demo — store at {eco.home}")
     out.print(f"[dim]ingest as {STEWARD.user} (data steward)[/dim]")
     for folder, fmt, message in SAMPLES:
         path = root / folder
@@ -121,24 +129,24 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
             f"[bold]v{s.version}[/bold] {folder:<10} {s.records_in:>6} records → "
             f"{s.ingested} ingested, [red]{s.quarantined} quarantined[/red]  ({rows})"
         )
-    out.print(Rule("What is in the store"))
+    _rule(out, "What is in the store")
     print_rows([{"table": t, "rows": n} for t, n in eco.tables().items() if n], title="tables")
     # The care team comes from the hospital's EHR; here: every patient of the sample data.
     team = frozenset(eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist())
     doctor = eco.as_principal(Principal("dr.ana", "clinician", "treatment", patients=team))
     out.print(f"[dim]the questions below run as dr.ana (clinician) with a care team of {len(team)} patients[/dim]")
     for title, query in QUESTIONS:
-        out.print(Rule(title))
+        _rule(out, title)
         out.print(f"[dim]{' '.join(query.split())}[/dim]")
         print_rows(doctor.sql(query).to_pylist())
     versions = doctor.versions()
-    out.print(Rule("Time travel"))
+    _rule(out, "Time travel")
     if len(versions) >= 3:
         v = versions[1].version
         then = doctor.sql("SELECT count(*) AS n FROM documents", version=v).to_pylist()[0]["n"]
         now = doctor.sql("SELECT count(*) AS n FROM documents").to_pylist()[0]["n"]
         out.print(f"documents at version {v}: {then}; at version {versions[-1].version}: {now}")
-    out.print(Rule("Provenance of one document row"))
+    _rule(out, "Provenance of one document row")
     doc = doctor.sql("SELECT row_id FROM documents WHERE patient_id IS NOT NULL LIMIT 1").to_pylist()
     if doc:
         t = doctor.trace(doc[0]["row_id"])
@@ -147,7 +155,7 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
                   f"(sha256 {str(prov.get('source_sha256'))[:12]}…, reader {prov.get('reader')} "
                   f"v{prov.get('reader_version')}, {prov.get('run_id')})")
     _search(doctor, eco, out)
-    out.print(Rule("Quarantine: bad records kept with their reason, the rest ingested (steward)"))
+    _rule(out, "Quarantine: bad records kept with their reason, the rest ingested (steward)")
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
     _agent(eco, doctor, out)
@@ -174,17 +182,17 @@ def _search(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
             out.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
     query = "broken ankle"
-    out.print(Rule(f'Hybrid search (BM25 + vectors) as dr.ana: "{query}"'))
+    _rule(out, f'Hybrid search (BM25 + vectors) as dr.ana: "{query}"')
     show(doctor.search(query, k=4, per_document=True))
     pid = doctor.sql("SELECT patient_id FROM events WHERE kind = 'observation' AND value_num IS NOT NULL "
                      "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1").to_pylist()
     if pid:
-        out.print(Rule("Patient context for a prompt (dr.ana, since 2015): every line cites its row"))
+        _rule(out, "Patient context for a prompt (dr.ana, since 2015): every line cites its row")
         lines = doctor.patient_context(pid[0]["patient_id"], since="2015-01-01").to_prompt().splitlines()
         out.print(escape("\n".join(lines[:22]) + (f"\n… {len(lines) - 22} more lines" if len(lines) > 22 else "")))
     _concepts(doctor, eco, out)
     query = "fetal heart rate on ultrasound"
-    out.print(Rule(f'Search as rita.research, radiology reports only: "{query}"'))
+    _rule(out, f'Search as rita.research, radiology reports only: "{query}"')
     show(eco.as_principal(RESEARCHER).search(query, k=3, kinds=["radiology_report"], per_document=True))
 
 
@@ -197,7 +205,7 @@ def _concepts(doctor: Ecosystem, eco: Ecosystem, out: Console) -> None:
     if not vocab.exists():
         return
     loaded = eco.load_vocabulary([vocab])
-    out.print(Rule("Concepts: a vocabulary, mentions in the notes, a patient-level query"))
+    _rule(out, "Concepts: a vocabulary, mentions in the notes, a patient-level query")
     out.print(f"v{loaded['version']}: {loaded['concepts']} Disease Ontology concepts loaded; "
               f"{sum(loaded['mentions'].values())} mentions found in the documents of both zones")
     c = doctor.concept("DOID:1579", descendants=True)
@@ -223,13 +231,13 @@ def _agent(eco: Ecosystem, doctor: Ecosystem, out: Console) -> None:
         ("rita.research", research, "What was the fetal heart rate on the obstetric ultrasound?", None),
         ("rita.research", research, "What is the recommended dose of warfarin after valve replacement?", None),
     ]:
-        out.print(Rule(f"Ask as {who}: {question}"))
+        _rule(out, f"Ask as {who}: {question}")
         print_answer(asker.ask(question, patient=patient))
     pid = doctor.sql("SELECT patient_id FROM events WHERE kind = 'medication' GROUP BY 1 ORDER BY count(*) DESC "
                      "LIMIT 1").to_pylist()
     if pid:
         question = "What medications has the patient been prescribed?"
-        out.print(Rule(f"Ask as dr.ana about patient {pid[0]['patient_id'][:8]}…: {question}"))
+        _rule(out, f"Ask as dr.ana about patient {pid[0]['patient_id'][:8]}…: {question}")
         a = doctor.ask(question, patient=pid[0]["patient_id"])
         print_answer(a)
         if not a.abstained:
@@ -247,7 +255,7 @@ def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
     from sagehealth.errors import AccessDenied, RowNotFound
     from sagehealth.privacy.deid import deidentify
 
-    out.print(Rule("De-identification of a clinical note (tags; surrogates need a key)"))
+    _rule(out, "De-identification of a clinical note (tags; surrogates need a key)")
     rows = doctor.sql("""SELECT patient_id, text FROM documents WHERE source_system = 'fhir'
                          AND text IS NOT NULL ORDER BY date LIMIT 1""").to_pylist()
     if rows:
@@ -259,7 +267,7 @@ def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
         out.print(result.text)
         out.print(f"[dim]{len(result.spans)} PHI spans: "
                   + ", ".join(sorted({s.type for s in result.spans})) + "[/dim]")
-    out.print(Rule("Research zone as rita.research (researcher): pseudonyms, shifted dates"))
+    _rule(out, "Research zone as rita.research (researcher): pseudonyms, shifted dates")
     research = eco.as_principal(RESEARCHER)
     query = """SELECT p.patient_id, p.gender, p.birth_date, p.postal_code,
                       count(e.row_id) AS events, min(e.start)::DATE AS first_event
@@ -271,7 +279,7 @@ def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
     left = research.sql("SELECT count(*) AS n FROM patients").to_pylist()[0]["n"]
     out.print(f"v{c.version}: patient sage-demo-001 withdraws research consent (recorded by the steward) -> "
               f"{c.summary['research'].get('removed', 0)} research rows removed, {left} patients left")
-    out.print(Rule("Access checks below every door, each one in the hash-chained audit log"))
+    _rule(out, "Access checks below every door, each one in the hash-chained audit log")
     with_docs = [r["patient_id"] for r in doctor.sql(
         "SELECT patient_id FROM documents GROUP BY 1 ORDER BY count(*) DESC LIMIT 2").to_pylist()]
     mine, other = (with_docs + ["someone-else", "someone-else"])[:2]
