@@ -614,6 +614,47 @@ class Ecosystem:
         self._log(p, action, resource)
         return rows
 
+    def _patient_scope(self, patient_id: str, resource: str) -> tuple[Principal, str, Views]:
+        """Check a read of one patient's data; returns the principal, the action and the
+        tables it sees, narrowed to that patient before DuckDB sees them."""
+        p, action, views = self._read_scope(resource)
+        if "patients" not in views:
+            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
+        if p.role == "clinician" and patient_id not in p.patients:
+            self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of this patient",
+                       [patient_id])
+        one = f"patient_id = {_lit(patient_id)}"
+        return p, action, {name: (stored, (f"({flt}) AND {one}" if flt else one)
+                                  if "patient_id" in ALL_SCHEMAS[stored].names else flt)
+                           for name, (stored, flt) in views.items()}
+
+    def lab_results(self, patient_id: str, test: str, *, since: Any = None, until: Any = None,
+                    limit: int = 20, version: int | None = None) -> tuple[Any, list[Any]]:
+        """One patient's results of one lab test or vital sign, latest first: ``test`` is any
+        name a question may use ("Hgb", "haemoglobin", "A1c", "K", "blood sugar"; see
+        :data:`sagehealth.retrieval.facts.TESTS`). Returns (the test, its results), each result
+        citing its row. Clinicians: own patients; researchers: pseudonyms. Unknown test names
+        are a :class:`~sagehealth.errors.RetrievalError` naming the known ones."""
+        from sagehealth.retrieval.facts import TESTS, results, named_tests
+        from sagehealth.retrieval.search import check_date
+
+        found = named_tests(test) or [t for t in TESTS if t.key == test.strip().lower()]
+        if not found:
+            raise RetrievalError(f"no lab test or vital sign is named {test!r}; known: "
+                                 + ", ".join(t.key for t in TESTS))
+        since, until = check_date(since, "since"), check_date(until, "until")
+        resource = f"lab results: {patient_id}: {found[0].key}"
+        p, action, views = self._patient_scope(patient_id, resource)
+        commit = self.lake.resolve(version)
+        with self._failures(p, action, resource):
+            rows = results(lambda q: self.lake.sql(q, commit.version, views), patient_id, found[0],
+                           since=since, until=until, limit=limit)
+            if not rows and not self.lake.sql(f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1",
+                                              commit.version, views).num_rows:
+                raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+        self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
+        return found[0], rows
+
     def patient_context(self, patient_id: str, *, since: Any = None, until: Any = None,
                         version: int | None = None) -> PatientContext:
         """One patient's timeline in a window (problems, medications, labs with trends,
@@ -624,17 +665,7 @@ class Ecosystem:
 
         since, until = check_date(since, "since"), check_date(until, "until")
         resource = f"patient context: {patient_id}"
-        p, action, views = self._read_scope(resource)
-        if "patients" not in views:
-            self._deny(p, action, resource, f"{p.user} ({p.role}) may not read patient data")
-        if p.role == "clinician" and patient_id not in p.patients:
-            self._deny(p, action, resource, f"{p.user} (clinician) is not on the care team of this patient",
-                       [patient_id])
-        # every query below is about this one patient: narrow the tables before DuckDB sees them
-        one = f"patient_id = {_lit(patient_id)}"
-        views = {name: (stored, (f"({flt}) AND {one}" if flt else one)
-                        if "patient_id" in ALL_SCHEMAS[stored].names else flt)
-                 for name, (stored, flt) in views.items()}
+        p, action, views = self._patient_scope(patient_id, resource)
         commit = self.lake.resolve(version)
         key = ("context", commit.version, patient_id, since, until, repr(sorted(views.items())))
 

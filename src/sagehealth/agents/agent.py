@@ -48,14 +48,16 @@ from sagehealth.agents.checks import (
     strip_instructions,
     support,
 )
+from sagehealth.agents.questions import is_general
 from sagehealth.errors import (
     AccessDenied,
     ProviderError,
     RetrievalError,
     SageHealthError,
 )
-from sagehealth.genai.base import DraftRequest, Evidence, Provider
+from sagehealth.genai.base import Draft, DraftRequest, DraftSentence, Evidence, Provider
 from sagehealth.genai.text import sentences
+from sagehealth.retrieval.facts import named_tests
 
 if TYPE_CHECKING:
     from sagehealth.ecosystem import Ecosystem
@@ -63,6 +65,9 @@ if TYPE_CHECKING:
 #: most context items (problems, medications, labs...) offered to the provider as evidence
 MAX_CONTEXT_ITEMS = 40
 
+
+#: results of a test offered as evidence (the latest answers; the earlier show the trend)
+LAB_RESULTS = 3
 
 #: a question about a group of patients ("which patients have...", "how many patients...")
 COHORT = re.compile(r"\b(?:which|what|how many|list|find|any|all)\b[^?]{0,60}\bpatients?\b", re.IGNORECASE)
@@ -79,12 +84,26 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
             steps.append(PlanStep(tool="find_patients", arguments={"concept": cid},
                                   why=f"the patients with {cid} or a narrower concept (knowledge graph)"))
     window = {key: v.isoformat() for key, v in (("since", since), ("until", until)) if v}
+    if patient and is_general(question):
+        return steps  # no record answers it: the agent declines (see answer)
+    tests = named_tests(question) if patient else []
+    if tests:  # a question for a result ("latest Hgb?"): the results themselves, latest first
+        for test in tests[:4]:
+            steps.append(PlanStep(tool="lab_results", arguments={"patient_id": patient, "test": test.key,
+                                                                 "limit": LAB_RESULTS, **window},
+                                  why=f"the patient's {test.label} results, latest first"))
+        return steps
     if patient:
         steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, **window},
                               why="the patient's problems, medications, labs and prior reports"))
         steps.append(PlanStep(tool="search_evidence",
                               arguments={"query": question, "k": min(3 * k, 100), "patient": patient, **window},
                               why="passages of this patient's documents that match the question"))
+    elif is_general(question):  # medical knowledge: from the literature, not from patients' notes
+        steps.append(PlanStep(tool="search_evidence",
+                              arguments={"query": question, "k": min(3 * k, 100), "per_document": True,
+                                         "kinds": ["literature"], **window},
+                              why="a general medical question: passages of the literature that match it"))
     else:
         steps.append(PlanStep(tool="search_evidence",
                               arguments={"query": question, "k": min(3 * k, 100), "per_document": True, **window},
@@ -117,6 +136,11 @@ def _as_evidence(step: PlanStep, result: Any, k: int) -> list[Evidence]:
                                 title=name, source_table=None, score=None, date=None,
                                 text=f"Patient {r['patient_id']} has {name}: {r['mentions']} affirmed "
                                      f"mention(s) in documents, {r['coded_rows']} coded row(s), first {first}."))
+    elif step.tool == "lab_results":
+        for r in result.results:
+            day = r.date.date().isoformat() if r.date else None
+            out.append(Evidence(ref="", id=r.row_id, text=r.text, title=result.label, kind="lab", date=day,
+                                patient_id=result.patient_id, source_table="events", score=None))
     elif step.tool == "patient_context":
         for it in result.items[:MAX_CONTEXT_ITEMS]:
             day = it.date.date().isoformat() if it.date else None
@@ -199,15 +223,23 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     removed: list[AnswerSentence] = []
     draft_model, prompt_version, reason = prov.name, "", None
     scrubbed = injected_drafts = 0  # identifiers replaced in drafted sentences; drafted instructions
+    labs = [st for st in steps if st.tool == "lab_results"]
     if denied:
         reason = f"access denied: {denied}"
+    elif patient and not steps:
+        reason = ("a general medical question: the patient's record does not answer it "
+                  "(ask it without a patient to search the literature)")
+    elif labs and not evidence:
+        names = " or ".join(t.label for t in named_tests(question)[:len(labs)])
+        reason = f"no {names} result is recorded for this patient" + (" in this window" if since or until else "")
     elif not evidence:
         reason = "no evidence: nothing the asker may see matches the question"
     else:
         t = time.perf_counter()
         try:
-            draft = prov.draft(DraftRequest(question=question, evidence=tuple(evidence), max_sentences=max_sentences,
-                                            patient_id=patient))
+            draft = (latest_results(evidence, trend=bool(TREND.search(question))) if labs else
+                     prov.draft(DraftRequest(question=question, evidence=tuple(evidence), max_sentences=max_sentences,
+                                             patient_id=patient)))
         except ProviderError as exc:
             timings["draft"] = time.perf_counter() - t
             _store(eco, trace_id, question, patient, prov.name, "", steps, calls, evidence, "", [], True,
@@ -293,6 +325,30 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                   reason=reason if not kept else None, denied=bool(denied), provider=draft_model,
                   prompt_version=prompt_version,
                   plan=steps, checks=checks, timings=timings)
+
+
+#: a question for the course of a result, not only the latest one
+TREND = re.compile(r"\b(?:trends?|trending|over time|history|previous|prior|earlier|series|all|serial|changes?)\b",
+                   re.IGNORECASE)
+
+
+def latest_results(evidence: list[Evidence], trend: bool = False) -> Draft:
+    """The answer to a question for results: the latest result of each test asked (with
+    ``trend``, the earlier ones retrieved too), as its evidence says it (value, unit, flag,
+    reference range, date), citing its row. No model: a number is copied, never generated."""
+    t0 = time.perf_counter()
+    out: list[DraftSentence] = []
+    seen: set[str | None] = set()
+    for e in evidence:
+        if e.kind != "lab":
+            continue
+        if e.title not in seen:  # evidence of a test comes latest first
+            seen.add(e.title)
+            out.append(DraftSentence(text=f"Latest {e.text}.", citations=[e.id]))
+        elif trend:
+            out.append(DraftSentence(text=f"Before: {e.text}.", citations=[e.id]))
+    return Draft(sentences=out, model="facts", prompt_version="facts-v1", raw="\n".join(s.text for s in out),
+                 seconds=time.perf_counter() - t0)
 
 
 class _PrivacyTally:

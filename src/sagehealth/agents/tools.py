@@ -121,6 +121,47 @@ def patient_context(eco: Ecosystem, a: ContextArgs) -> ContextResult:
                          demographics=ctx.demographics, items=items, prompt=ctx.to_prompt())
 
 
+# -- lab results -----------------------------------------------------------------------------
+class LabArgs(Args):
+    patient_id: str = Field(min_length=1)
+    test: str = Field(min_length=1, max_length=200,
+                      description="the lab test or vital sign, in any usual name: hemoglobin, Hgb, A1c, K, creatinine, "
+                                  "blood sugar, heart rate, SpO2 ...")
+    since: date | None = None
+    until: date | None = None
+    limit: int = Field(20, ge=1, le=500, description="most results to return, latest first")
+
+
+class LabResult(Result):
+    row_id: str = Field(description="the row this result comes from: cite this")
+    date: datetime | None
+    name: str = Field(description="the test as the source names it")
+    value: float | None
+    text_value: str | None
+    unit: str | None
+    ref_low: float | None
+    ref_high: float | None
+    flag: str | None = Field(description="low / high / abnormal, from the source or the reference range")
+    text: str = Field(description="the result as one line")
+
+
+class LabResults(Result):
+    patient_id: str
+    test: str = Field(description="which test the name was taken for")
+    label: str
+    results: list[LabResult]
+
+
+def lab_results(eco: Ecosystem, a: LabArgs) -> LabResults:
+    """One patient's results of one lab test or vital sign, latest first, each citing its row.
+    The test may be named any usual way (Hgb, haemoglobin, A1c, K, Cr, blood sugar, SpO2); other
+    specimens are other tests (urine glucose is not glucose)."""
+    test, rows = eco.lab_results(a.patient_id, a.test, since=a.since, until=a.until, limit=a.limit)
+    return LabResults(patient_id=a.patient_id, test=test.key, label=test.label, results=[
+        LabResult(row_id=r.row_id, date=r.date, name=r.name, value=r.value, text_value=r.text_value, unit=r.unit,
+                  ref_low=r.ref_low, ref_high=r.ref_high, flag=r.flag, text=r.sentence()) for r in rows])
+
+
 # -- documents -------------------------------------------------------------------------------
 class DocumentArgs(Args):
     document_id: str = Field(min_length=1, description="a document id, document row id or article id")

@@ -189,7 +189,12 @@ class _Lookups:
         itemid = required_str(r, "itemid")
         hit = self.get(dictionary, itemid)
         system = LABITEMS if dictionary == "d_labitems" else ITEMS
-        return {"system": system, "code": itemid, "display": hit[0] if hit else None}
+        display = hit[0] if hit else None
+        if display and dictionary == "d_labitems" and hit[1] and hit[1].lower() != "blood" \
+                and hit[1].lower() not in display.lower():
+            # the same label names tests of several fluids ("Glucose": blood 50931, urine 51478)
+            display = f"{display} ({hit[1].lower()})"
+        return {"system": system, "code": itemid, "display": display}
 
 
 # -- mappers -------------------------------------------------------------------------------

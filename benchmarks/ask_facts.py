@@ -1,0 +1,256 @@
+"""Benchmark: does ``ask`` give the fact that is in the data, in any phrasing, or decline?
+
+A question set built from the shared MIMIC-IV demo (../shared/data/ehr/mimic_iv_demo_2.2),
+whose gold answers come from the raw source rows, read here straight from the CSV files (not
+through the store):
+
+- **lab questions**: for ``--patients`` patients (seeded sample) and each test below, the
+  latest result of the test: the latest ``charttime`` among the patient's ``labevents`` rows of
+  the test's item ids (blood only; a value or a numeric value present). Several rows at that
+  time (e.g. hemoglobin from the blood gas and the blood count) are all correct. Each is asked
+  in every phrasing of the test (names, abbreviations, sentence shapes written for this
+  benchmark). A patient who never had the test gives an **unanswerable** question: the right
+  answer is an abstention.
+- **out-of-scope questions** about the patient that the store cannot answer (general medical
+  knowledge, other topics): the right answer is an abstention. ``OUT_OF_SCOPE`` and
+  ``OUT_OF_SCOPE_SEEN`` were seen while the agent's decline rule for general questions was
+  written (tuned-on); ``OUT_OF_SCOPE_HELD_OUT`` was written after the rule was final and is
+  reported apart.
+
+Each question is asked as a clinician whose care team is the sampled patients, through
+``Ecosystem.ask`` (the path of ``sagehealth ask`` and the ``answer_question`` tool), offline
+default provider. Scored:
+
+- exact answer: not abstained, the first sentence cites a gold row and states its value;
+- citation correctness: of the answers given to lab questions, the share whose first citation
+  is a gold row;
+- abstention accuracy: of the questions whose right answer is an abstention, the share
+  abstained; false abstentions: answerable questions abstained;
+- latency per question (p50, p95).
+
+Writes benchmarks/results/ask_facts.json. Run: ``python benchmarks/ask_facts.py [--patients 30]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MIMIC = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", ROOT.parent / "shared" / "data")) / "ehr" / "mimic_iv_demo_2.2"
+WORK = ROOT / "benchmarks" / "work" / "ask_facts"
+RESULTS = ROOT / "benchmarks" / "results" / "ask_facts.json"
+
+#: test -> (MIMIC-IV item ids of the test in blood, as d_labitems lists them; how questions name it)
+GOLD_TESTS = {
+    "hemoglobin": ({"51222", "50811", "51640"}, ["hemoglobin", "Hgb", "haemoglobin", "Hb"]),
+    "hematocrit": ({"51221", "50810", "51638"}, ["hematocrit", "Hct"]),
+    "platelets": ({"51265", "51704"}, ["platelet count", "platelets", "PLT"]),
+    "wbc": ({"51301", "51300", "51755"}, ["white blood cell count", "WBC", "white count"]),
+    "creatinine": ({"50912", "52546"}, ["creatinine", "Cr", "creat"]),
+    "bun": ({"51006", "52647"}, ["BUN", "urea nitrogen"]),
+    "potassium": ({"50971", "50822", "52610"}, ["potassium", "K"]),
+    "sodium": ({"50983", "50824", "52623"}, ["sodium", "Na"]),
+    "glucose": ({"50931", "50809", "52569"}, ["glucose", "blood sugar"]),
+    "inr": ({"51237", "51675"}, ["INR"]),
+    "hba1c": ({"50852"}, ["HbA1c", "A1c", "hemoglobin A1c"]),
+    "troponin": ({"51003", "52642"}, ["troponin", "troponin T"]),
+    "lactate": ({"50813", "52442"}, ["lactate", "lactic acid"]),
+}
+SHAPES = ["What is the latest {n}?", "last {n}?", "most recent {n} value", "{n}?", "What was the patient's {n}?"]
+OUT_OF_SCOPE = [
+    "What is the first-line treatment for type 2 diabetes?",
+    "What is the capital of France?",
+    "How should vancomycin be dosed in renal failure?",
+    "What are the current sepsis guidelines?",
+    "Who won the world cup?",
+    "What is the mechanism of action of metformin?",
+]
+#: written before the agent's decline rule for general questions, but its failures were seen
+#: while the rule was written: tuned-on like OUT_OF_SCOPE
+OUT_OF_SCOPE_SEEN = [
+    "What antibiotics cover MRSA?",
+    "Which statin is the most potent?",
+    "What is the recommended dose of amoxicillin for adults?",
+    "How is community-acquired pneumonia managed?",
+    "What are the side effects of lisinopril?",
+    "When should aspirin be used for primary prevention?",
+    "Explain the pathophysiology of heart failure.",
+    "What is the best diet for weight loss?",
+    "Who discovered penicillin?",
+    "How long does influenza usually last?",
+]
+#: written after the decline rule was final, run once, never used to change it: the
+#: out-of-scope number that is not tuned on
+OUT_OF_SCOPE_HELD_OUT = [
+    "Is hydrochlorothiazide better than chlorthalidone?",
+    "What vaccines do adults over 65 need?",
+    "How does insulin glargine differ from insulin lispro?",
+    "What is the target blood pressure for people with diabetes?",
+    "Can beta blockers be given in asthma?",
+    "What are the symptoms of a stroke?",
+    "How is atrial fibrillation diagnosed?",
+    "What foods are high in potassium?",
+    "Which blood thinner is safest in pregnancy?",
+    "What is the half-life of warfarin?",
+    "Tell me a joke.",
+    "What year did the Affordable Care Act pass?",
+]
+
+
+def gold_latest(patients: set[str]) -> dict[tuple[str, str], dict]:
+    """(subject_id, test) -> {"time": charttime, "ids": {labevent_id: value}} from labevents."""
+    item_test = {i: t for t, (ids, _) in GOLD_TESTS.items() for i in ids}
+    best: dict[tuple[str, str], dict] = {}
+    with gzip.open(MIMIC / "hosp" / "labevents.csv.gz", "rt", newline="") as fh:
+        for r in csv.DictReader(fh):
+            test = item_test.get(r["itemid"])
+            if test is None or r["subject_id"] not in patients:
+                continue
+            value = r["valuenum"] or r["value"] or r["comments"]
+            if not value:
+                continue
+            key = (r["subject_id"], test)
+            cur = best.get(key)
+            if cur is None or r["charttime"] > cur["time"]:
+                best[key] = {"time": r["charttime"], "ids": {r["labevent_id"]: r["valuenum"] or r["value"]}}
+            elif r["charttime"] == cur["time"]:
+                cur["ids"][r["labevent_id"]] = r["valuenum"] or r["value"]
+    return best
+
+
+def check_items() -> list[str]:
+    """The gold item ids, as d_labitems names them (printed for the reader to check)."""
+    names = {}
+    with gzip.open(MIMIC / "hosp" / "d_labitems.csv.gz", "rt", newline="") as fh:
+        for r in csv.DictReader(fh):
+            names[r["itemid"]] = f"{r['label']} ({r['fluid']})"
+    return [f"{t}: " + ", ".join(f"{i} {names.get(i, '?')}" for i in sorted(ids)) for t, (ids, _) in GOLD_TESTS.items()]
+
+
+def _fmt(v: str) -> str:
+    try:
+        return f"{float(v):.4g}"
+    except ValueError:
+        return v
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patients", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=16)
+    args = ap.parse_args()
+    if not MIMIC.is_dir():
+        raise SystemExit(f"needs the MIMIC-IV demo at {MIMIC}")
+    os.environ["SAGEHEALTH_INDEX"] = "0"  # the structured data answers these: no chunks needed
+    from sagehealth import Ecosystem
+    from sagehealth.data.lakehouse import Lakehouse
+    from sagehealth.governance import Principal
+
+    home = WORK / "store"
+    shutil.rmtree(home, ignore_errors=True)
+    steward = Ecosystem.open(home, Principal("bench", "steward", "operations"))
+    t0 = time.perf_counter()
+    steward.ingest([MIMIC], format="mimic", options={"research": False})
+    ingest_s = time.perf_counter() - t0
+    lake = Lakehouse(str(home))
+    pids = sorted(lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist())
+    sample = random.Random(args.seed).sample(pids, min(args.patients, len(pids)))
+    subjects = {p.removeprefix("mimic-") for p in sample}
+    gold = gold_latest(subjects)
+    ev = lake.read("events", columns=["row_id", "event_id"])
+    lab_of_row = {r: e.removeprefix("mimic-lab-") for r, e in zip(ev.column("row_id").to_pylist(),
+                                                                   ev.column("event_id").to_pylist())
+                  if e and e.startswith("mimic-lab-")}
+    doctor = steward.as_principal(Principal("dr.bench", "clinician", "treatment", patients=frozenset(sample)))
+
+    rows = []
+    for pid in sample:
+        subject = pid.removeprefix("mimic-")
+        for test, (_, names) in GOLD_TESTS.items():
+            g = gold.get((subject, test))
+            for name in names:
+                for shape in SHAPES:
+                    rows.append({"patient": pid, "test": test, "question": shape.format(n=name), "gold": g})
+        for q in OUT_OF_SCOPE + OUT_OF_SCOPE_SEEN:
+            rows.append({"patient": pid, "test": None, "question": q, "gold": None, "out_of_scope": True})
+        for q in OUT_OF_SCOPE_HELD_OUT:
+            rows.append({"patient": pid, "test": None, "question": q, "gold": None, "held_out": True})
+
+    lat = []
+    for row in rows:
+        t = time.perf_counter()
+        a = doctor.ask(row["question"], patient=row["patient"])
+        lat.append(time.perf_counter() - t)
+        row["abstained"] = a.abstained
+        first = a.sentences[0] if a.sentences else None
+        row["cited"] = [lab_of_row.get(c) for c in (first.citations if first else [])]
+        row["answer"] = a.answer[:200]
+        g = row["gold"]
+        row["citation_ok"] = bool(g and row["cited"] and row["cited"][0] in g["ids"])
+        row["exact"] = bool(g and not a.abstained and row["citation_ok"]
+                            and _fmt(g["ids"][row["cited"][0]]) in first.text)
+
+    lab = [r for r in rows if r["test"] and r["gold"]]
+    unanswerable = [r for r in rows if r["test"] and not r["gold"]]
+    oos = [r for r in rows if r.get("out_of_scope")]
+    oos_held = [r for r in rows if r.get("held_out")]
+    answered = [r for r in lab if not r["abstained"]]
+    per_test = {}
+    for test in GOLD_TESTS:
+        rs = [r for r in lab if r["test"] == test]
+        if rs:
+            per_test[test] = {"questions": len(rs), "exact": round(sum(r["exact"] for r in rs) / len(rs), 4)}
+    per_shape = defaultdict(list)
+    for r in lab:
+        for shape in SHAPES:
+            for name in GOLD_TESTS[r["test"]][1]:
+                if r["question"] == shape.format(n=name):
+                    per_shape[shape].append(r["exact"])
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "patients": len(sample), "seed": args.seed, "ingest_s": round(ingest_s, 1),
+        "gold_items": check_items(),
+        "lab_questions": len(lab),
+        "exact_answer_accuracy": round(sum(r["exact"] for r in lab) / max(1, len(lab)), 4),
+        "citation_correctness": round(sum(r["citation_ok"] for r in answered) / max(1, len(answered)), 4),
+        "false_abstentions": round(sum(r["abstained"] for r in lab) / max(1, len(lab)), 4),
+        "unanswerable_questions": len(unanswerable),
+        "abstention_accuracy_unanswerable": round(sum(r["abstained"] for r in unanswerable) / max(1, len(unanswerable)), 4),
+        "out_of_scope_questions": len(oos),
+        "abstention_accuracy_out_of_scope": round(sum(r["abstained"] for r in oos) / max(1, len(oos)), 4),
+        "abstention_accuracy": round(sum(r["abstained"] for r in unanswerable + oos) / max(1, len(unanswerable + oos)), 4),
+        "out_of_scope_held_out_questions": len(oos_held),
+        "abstention_accuracy_out_of_scope_held_out": round(sum(r["abstained"] for r in oos_held) / max(1, len(oos_held)), 4),
+        "latency_p50_s": round(statistics.median(lat), 4),
+        "latency_p95_s": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 4),
+        "per_test": per_test,
+        "per_shape": {s: round(sum(v) / len(v), 4) for s, v in per_shape.items()},
+        "wrong_examples": [{k: r[k] for k in ("test", "question", "answer", "abstained")}
+                           for r in lab if not r["exact"]][:15],
+        "answered_out_of_scope": [{k: r[k] for k in ("question", "answer")} for r in oos if not r["abstained"]][:20],
+        "answered_out_of_scope_held_out": [{k: r[k] for k in ("question", "answer")} for r in oos_held
+                                           if not r["abstained"]][:20],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    for k, v in report.items():
+        if k not in ("wrong_examples", "answered_out_of_scope", "gold_items"):
+            print(f"{k}: {v}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

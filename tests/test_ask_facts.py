@@ -1,0 +1,81 @@
+"""``ask`` answers a question for a result with the result itself, in any usual phrasing, or
+declines (issue 16): "What is the latest hemoglobin?" abstained although the value was there.
+
+The MIMIC-IV fixture's patient 10000001 has creatinine 1.4 mg/dL (reference 0.5-1.2) on
+2150-05-01 (a later row with a malformed value is quarantined) and no troponin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import STEWARD
+from sagehealth import Ecosystem
+from sagehealth.agents import REGISTRY
+from sagehealth.errors import AccessDenied, RetrievalError
+from sagehealth.governance import Principal
+from sagehealth.retrieval.facts import stored_key, named_tests
+
+MIMIC = Path(__file__).parent / "fixtures" / "mimic" / "demo"
+PID = "mimic-10000001"
+
+
+@pytest.fixture(scope="module")
+def doctor(tmp_path_factory):
+    eco = Ecosystem.open(tmp_path_factory.mktemp("facts") / "h", STEWARD)
+    eco.ingest([MIMIC], format="mimic", options={"research": False})
+    ids = eco.lake.read("patients", columns=["patient_id"]).column("patient_id").to_pylist()
+    return eco.as_principal(Principal("dr.facts", "clinician", "treatment", patients=frozenset(ids)))
+
+
+@pytest.mark.parametrize("question", [
+    "What is the latest creatinine?", "last Cr?", "most recent creat value", "Creatinine?",
+    "What was the patient's creatinine?", "creatinine level today",
+])
+def test_a_result_in_any_phrasing(doctor, question):
+    a = doctor.ask(question, patient=PID)
+    assert not a.abstained, a.reason
+    first = a.sentences[0]
+    assert "1.4 mg/dL" in first.text and "2150-05-01" in first.text and "high" in first.text
+    row = doctor.trace(first.citations[0])["row"]  # the cited row holds the value said
+    assert row["value_num"] == 1.4 and row["code"]["display"] == "Creatinine"
+    assert a.provider == "facts" and all(c.passed for c in a.checks if c.name == "grounding")
+
+
+def test_a_test_never_done_is_an_abstention_that_names_it(doctor):
+    a = doctor.ask("What is the latest troponin?", patient=PID)
+    assert a.abstained and "no Troponin result" in a.reason
+
+
+def test_a_general_question_about_a_patient_is_declined_not_answered_from_the_record(doctor):
+    for q in ("What is the first-line treatment for type 2 diabetes?", "How should vancomycin be dosed in renal failure?"):
+        a = doctor.ask(q, patient=PID)
+        assert a.abstained and "general medical question" in a.reason, (q, a.answer)
+    # pointing at the patient makes it a question about the record again (not declined as general)
+    a = doctor.ask("What is the first-line treatment for her kidney disease?", patient=PID)
+    assert "general medical question" not in (a.reason or "")
+
+
+def test_question_names_of_tests():
+    assert [t.key for t in named_tests("latest hemoglobin A1c?")] == ["hba1c"]  # the longer name wins
+    assert [t.key for t in named_tests("Hgb and K today?")] == ["hemoglobin", "potassium"]
+    assert named_tests("Does he have a history of CA?") == []  # short names need a question for a result
+    assert named_tests("Any chest pain overnight?") == []
+    assert stored_key("Hemoglobin [Mass/volume] in Blood") == "hemoglobin"
+    assert stored_key("% Hemoglobin A1c") == "hemoglobin a1c"
+    assert stored_key("Glucose (urine)") == "glucose (urine)"  # another specimen is another test
+
+
+def test_the_lab_results_tool_is_governed(doctor):
+    out = REGISTRY.call(doctor, "lab_results", {"patient_id": PID, "test": "Cr"})
+    assert out.test == "creatinine" and [r.value for r in out.results] == [1.4]
+    assert out.results[0].row_id.startswith("evt_") and out.results[0].flag == "high"
+    with pytest.raises(RetrievalError, match="no lab test or vital sign is named"):
+        doctor.lab_results(PID, "unobtainium")
+    stranger = doctor.as_principal(Principal("dr.other", "clinician", "treatment", patients=frozenset({"someone"})))
+    with pytest.raises(AccessDenied):
+        stranger.lab_results(PID, "creatinine")
+    a = stranger.ask("latest creatinine?", patient=PID)
+    assert a.abstained and a.denied
