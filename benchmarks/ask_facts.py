@@ -42,7 +42,6 @@ import platform
 import random
 import shutil
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path

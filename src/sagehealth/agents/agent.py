@@ -74,7 +74,7 @@ COHORT = re.compile(r"\b(?:which|what|how many|list|find|any|all)\b[^?]{0,60}\bp
 
 
 def plan(question: str, *, patient: str | None, since: date | None, until: date | None, k: int,
-         concepts: list[str] = ()) -> list[PlanStep]:
+         concepts: list[str] = (), results: bool = True) -> list[PlanStep]:
     """The tool calls for a question: fixed by the question's own arguments and the concepts it
     names (searches ask for 3k hits so that k remain once repeated text is dropped); a question
     about a group of patients that names a concept also asks the knowledge graph who has it."""
@@ -86,7 +86,7 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
     window = {key: v.isoformat() for key, v in (("since", since), ("until", until)) if v}
     if patient and is_general(question):
         return steps  # no record answers it: the agent declines (see answer)
-    tests = named_tests(question) if patient else []
+    tests = named_tests(question) if patient and results else []
     if tests:  # a question for a result ("latest Hgb?"): the results themselves, latest first
         for test in tests[:4]:
             steps.append(PlanStep(tool="lab_results", arguments={"patient_id": patient, "test": test.key,
@@ -184,7 +184,10 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     seen_ids: set[str] = set()
     denied: str | None = None
     t = time.perf_counter()
-    for step in steps:
+    labs_only = bool(steps) and all(st.tool == "lab_results" for st in steps)
+    queue = list(steps)
+    while queue:
+        step = queue.pop(0)
         t_call = time.perf_counter()
         try:
             result = REGISTRY.call(eco, step.tool, step.arguments)
@@ -200,6 +203,12 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
             if e.id not in seen_ids:
                 seen_ids.add(e.id)
                 evidence.append(e)
+        if labs_only and not queue and not evidence:
+            # no result row: a note may still say it ("A1c 7.2% at her last visit")
+            labs_only = False
+            more = plan(question, patient=patient, since=since_d, until=until_d, k=k, results=False)
+            steps += more
+            queue += more
     # passages that matched the question first, then the timeline (a model's window is finite)
     evidence.sort(key=lambda e: e.kind == "context")
     timings["retrieve"] = time.perf_counter() - t
@@ -223,15 +232,17 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     removed: list[AnswerSentence] = []
     draft_model, prompt_version, reason = prov.name, "", None
     scrubbed = injected_drafts = 0  # identifiers replaced in drafted sentences; drafted instructions
-    labs = [st for st in steps if st.tool == "lab_results"]
+    labs = [st for st in steps if st.tool == "lab_results"] if any(e.kind == "lab" for e in evidence) else []
+    asked_labs = [st for st in steps if st.tool == "lab_results"]
     if denied:
         reason = f"access denied: {denied}"
     elif patient and not steps:
         reason = ("a general medical question: the patient's record does not answer it "
                   "(ask it without a patient to search the literature)")
-    elif labs and not evidence:
-        names = " or ".join(t.label for t in named_tests(question)[:len(labs)])
-        reason = f"no {names} result is recorded for this patient" + (" in this window" if since or until else "")
+    elif asked_labs and not labs and not evidence:
+        names = " or ".join(t.label for t in named_tests(question)[:len(asked_labs)])
+        reason = (f"no {names} result is recorded for this patient" + (" in this window" if since or until else "")
+                  + ", and nothing else in the record mentions it")
     elif not evidence:
         reason = "no evidence: nothing the asker may see matches the question"
     else:
@@ -294,6 +305,9 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                       f"{'; '.join(dict.fromkeys(_why(why) for _, why in flagged))})" if flagged else "")
                    + f"; {injected_drafts} drafted sentence(s) removed as instructions"))
         timings["check"] = time.perf_counter() - t
+        if not kept and reason is None and asked_labs and not labs:
+            names = " or ".join(t.label for t in named_tests(question)[:len(asked_labs)])
+            reason = f"no {names} result is recorded for this patient, and nothing else in the record answers it"
         if not kept and reason is None:
             reason = ("the evidence does not answer the question" if not draft.sentences else
                       "no drafted sentence was supported by the evidence it cited")
