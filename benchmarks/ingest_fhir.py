@@ -151,8 +151,11 @@ def run_fhir_resources(folder: str, processes: str = "1") -> dict:
 
 
 def run_sagehealth(folder: str, home: str, workers: str) -> dict:
-    """(b) full ingest into a fresh lakehouse."""
+    """(b) full ingest into a fresh lakehouse: the data and its provenance; no search index
+    and no research zone (``SAGEHEALTH_INDEX=0``, no de-identification key), as the README says."""
     os.environ["SAGEHEALTH_WORKERS"] = workers
+    os.environ["SAGEHEALTH_INDEX"] = "0"
+    os.environ.pop("SAGEHEALTH_DEID_KEY", None)
     from sagehealth import Ecosystem
 
     eco = Ecosystem.open(home)

@@ -100,3 +100,28 @@ def test_a_scripted_ingest_reports_every_stage_on_stderr_and_keeps_stdout_json(t
                   "embedding research_chunks:"):
         assert any(line.startswith(stage) and "(100%)" in line for line in lines), (stage, r.stderr)
     assert "mtsamples" not in r.stderr  # no file names in a log (they can name patients)
+
+
+def test_stewards_find_patient_ids_without_names_or_national_ids(tmp_path):
+    """Setting up a clinician's care team needs patient ids (issue 16): a governed directory of
+    ids and record identifiers for stewards — no names, dates or national ids — audited."""
+    from sagehealth.demo import sample_root
+
+    home = str(tmp_path / "h")
+    r = run("--role", "steward", "ingest", str(sample_root() / "fhir"), "--home", home, "--json")
+    assert r.returncode == 0, r.stderr
+    r = run("--role", "steward", "patients", "--home", home, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows and all(set(x) == {"patient_id", "source_system", "identifiers"} for x in rows)
+    shown = json.dumps(rows)
+    assert "us-ssn" not in shown and "passport" not in shown.lower() and '"DL"' not in shown
+    mrn = next(i["value"] for x in rows for i in x["identifiers"] if i["type"] == "MR")
+    r = run("--role", "steward", "patients", "--identifier", mrn, "--home", home, "--json")
+    assert len(json.loads(r.stdout)) == 1
+    r = run("--role", "researcher", "patients", "--home", home)
+    assert r.returncode == 1 and "may not" in r.stderr
+    from sagehealth.governance.audit import AuditLog
+
+    entries = [e for e in AuditLog(Path(home) / "audit").entries() if e.resource.startswith("patient directory")]
+    assert any(e.allowed for e in entries) and any(not e.allowed for e in entries)

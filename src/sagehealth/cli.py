@@ -562,6 +562,28 @@ def demo(home: HomeOpt = None) -> None:
 
 
 @app.command()
+def patients(
+    identifier: Annotated[str | None, typer.Option(help="Only the patient with this record identifier (e.g. an MRN) or patient id.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only patients from this source system (fhir, mimic-iv, omop...).")] = None,
+    limit: Annotated[int, typer.Option(help="Most patients to list.")] = 100,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Patient ids with their source system and record identifiers, to set up care teams
+    (stewards; no names, dates, clinical data or national ids; audited)."""
+    rows = _open(home).patient_directory(identifier=identifier, source=source, limit=limit)
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("[dim](no patients)[/dim]")
+        return
+    print_rows([{"patient_id": r["patient_id"], "source": r["source_system"],
+                 "identifiers": "; ".join(f"{i['type'] or i['system'] or 'id'}: {i['value']}" for i in r["identifiers"])}
+                for r in rows])
+
+
+@app.command()
 def consent(
     patient: Annotated[str, typer.Argument(help="Patient id (clinical zone).")],
     withdraw: Annotated[bool, typer.Option("--withdraw/--grant", help="Withdraw (default) or grant research consent.")] = True,

@@ -830,6 +830,39 @@ class Ecosystem:
     def _missing_row(row_id: str, table: str, stored: str) -> str:
         return f"no row {row_id!r} in table {table}" + (" of the research zone" if stored != table else "")
 
+    #: identifier types and systems a patient directory never shows (national and personal ids)
+    _PERSONAL_IDS = re.compile(r"^(?:SS|SB|DL|PPN|TAX|NI|NH|PEN)$|ssn|social|driver|passport|licen[cs]e|"
+                               r"national|tax", re.IGNORECASE)
+
+    def patient_directory(self, *, identifier: str | None = None, source: str | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+        """Patient ids with their source system and record identifiers (e.g. an MRN) — what a
+        data steward needs to set up a clinician's care team; no names, dates or clinical data,
+        and no national or personal ids (SSN, driver's licence, passport). ``identifier``: only
+        the patient holding this identifier value (or patient id); ``source``: only this source
+        system (``fhir``, ``mimic-iv``, ``omop``...). Stewards; every lookup is audited with the
+        patients it returned."""
+        resource = "patient directory" + (" by identifier" if identifier else "") + (
+            f" of source {source}" if source else "")
+        p = self._allow("read_system", resource)
+        flt = []
+        if source:
+            flt.append(f"source_system = {_lit(source)}")
+        table = self.lake.read("patients", columns=["patient_id", "source_system", "identifiers"],
+                               filter=" AND ".join(flt) or None)
+        out = []
+        for r in table.to_pylist():
+            ids = [{"system": i.get("system"), "type": i.get("type"), "value": i.get("value")}
+                   for i in r["identifiers"] or []
+                   if not self._PERSONAL_IDS.search(i.get("type") or "") and not self._PERSONAL_IDS.search(i.get("system") or "")]
+            if identifier is not None and identifier != r["patient_id"] and identifier not in {i["value"] for i in ids}:
+                continue
+            out.append({"patient_id": r["patient_id"], "source_system": r["source_system"], "identifiers": ids})
+        out.sort(key=lambda r: r["patient_id"])
+        out = out[:max(0, int(limit))]
+        self._log(p, "read_system", resource, [r["patient_id"] for r in out])
+        return out
+
     def quarantine(self, *, run_id: str | None = None, version: int | None = None,
                    limit: int | None = None, superseded: bool = False,
                    break_glass: str | None = None) -> list[dict[str, Any]]:
