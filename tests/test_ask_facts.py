@@ -79,3 +79,22 @@ def test_the_lab_results_tool_is_governed(doctor):
         stranger.lab_results(PID, "creatinine")
     a = stranger.ask("latest creatinine?", patient=PID)
     assert a.abstained and a.denied
+
+
+def test_one_argument_vocabulary_across_tools(doctor):
+    """Every tool names the patient ``patient_id`` (issue 16); the earlier ``patient`` of
+    search_evidence and answer_question still works, with a deprecation warning."""
+    from sagehealth.agents.tools import AskArgs, SearchArgs
+
+    for tool in REGISTRY:
+        props = tool.input_schema().get("properties", {})
+        assert "patient" not in props, tool.name
+    assert "patient_id" in SearchArgs.model_fields and "patient_id" in AskArgs.model_fields
+    with pytest.warns(DeprecationWarning, match="'patient' is now 'patient_id'"):
+        old = REGISTRY.call(doctor, "answer_question", {"question": "latest creatinine?", "patient": PID})
+    new = REGISTRY.call(doctor, "answer_question", {"question": "latest creatinine?", "patient_id": PID})
+    assert old.answer == new.answer and "1.4 mg/dL" in new.answer
+    from sagehealth.errors import ToolArgumentError
+
+    with pytest.raises(ToolArgumentError):
+        REGISTRY.call(doctor, "search_evidence", {"query": "x", "patient": PID, "patient_id": PID})

@@ -97,7 +97,7 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
         steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, **window},
                               why="the patient's problems, medications, labs and prior reports"))
         steps.append(PlanStep(tool="search_evidence",
-                              arguments={"query": question, "k": min(3 * k, 100), "patient": patient, **window},
+                              arguments={"query": question, "k": min(3 * k, 100), "patient_id": patient, **window},
                               why="passages of this patient's documents that match the question"))
     elif is_general(question):  # medical knowledge: from the literature, not from patients' notes
         steps.append(PlanStep(tool="search_evidence",

@@ -8,6 +8,7 @@ The docstring is the tool's description in MCP and OpenAPI. No tool reaches stor
 
 from __future__ import annotations
 
+import warnings
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,10 +21,28 @@ if TYPE_CHECKING:
     from sagehealth.ecosystem import Ecosystem
 
 
+#: argument names of earlier versions -> the one name every tool uses now
+RENAMED = {"patient": "patient_id"}
+
+
 class Args(BaseModel):
-    """Tool arguments: unknown fields are refused, not ignored."""
+    """Tool arguments: unknown fields are refused, not ignored. One vocabulary across tools
+    (``patient_id``, ``query``, ``since``/``until``); an earlier name (:data:`RENAMED`) is still
+    accepted, with a :class:`DeprecationWarning`."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in RENAMED.items():
+                if old in data and new in cls.model_fields and old not in cls.model_fields:
+                    if new in data:
+                        raise ValueError(f"give {new!r} only ({old!r} is its earlier name)")
+                    warnings.warn(f"tool argument {old!r} is now {new!r}", DeprecationWarning, stacklevel=2)
+                    data = {(new if k == old else k): v for k, v in data.items()}
+        return data
 
 
 class Result(BaseModel):
@@ -35,7 +54,7 @@ class SearchArgs(Args):
     query: str = Field(min_length=1, max_length=4000, description="what to look for, in plain words")
     k: int = Field(10, ge=1, le=100, description="how many passages to return")
     mode: Literal["hybrid", "vector", "bm25"] = "hybrid"
-    patient: str | None = Field(None, description="only this patient's documents")
+    patient_id: str | None = Field(None, description="only this patient's documents")
     kinds: list[str] | None = Field(None, description="document kinds, e.g. radiology_report, note, article")
     sections: list[str] | None = Field(None, description="sections, e.g. FINDINGS, IMPRESSION")
     since: date | None = None
@@ -82,7 +101,7 @@ def search_evidence(eco: Ecosystem, a: SearchArgs) -> SearchResult:
     default), with filters on patient, kind, section, date, document and concept, at the latest
     or a given store version. Every hit is a passage
     with its chunk id, document, patient, date, provenance id, stage scores and highlights."""
-    hits = eco.search(a.query, k=a.k, mode=a.mode, patient=a.patient, kinds=a.kinds, sections=a.sections,
+    hits = eco.search(a.query, k=a.k, mode=a.mode, patient=a.patient_id, kinds=a.kinds, sections=a.sections,
                       since=a.since, until=a.until, documents=a.documents, concepts=a.concepts, zone=a.zone,
                       per_document=a.per_document, version=a.version, expand=a.expand)
     return SearchResult(hits=_hits(hits))
@@ -320,7 +339,7 @@ def record_feedback(eco: Ecosystem, a: FeedbackArgs) -> FeedbackResult:
 # -- answers ---------------------------------------------------------------------------------
 class AskArgs(Args):
     question: str = Field(min_length=1, max_length=2000)
-    patient: str | None = Field(None, description="answer about this patient only")
+    patient_id: str | None = Field(None, description="answer about this patient only")
     since: date | None = None
     until: date | None = None
     k: int = Field(8, ge=1, le=30, description="evidence passages to retrieve")
@@ -331,4 +350,4 @@ def answer_question(eco: Ecosystem, a: AskArgs) -> Any:
     drafts an answer in which every sentence cites its evidence, removes sentences the evidence
     does not support, de-identifies for callers without identified access, abstains when the
     evidence is insufficient, and stores the full trace (its id is in the answer)."""
-    return eco.ask(a.question, patient=a.patient, since=a.since, until=a.until, k=a.k)
+    return eco.ask(a.question, patient=a.patient_id, since=a.since, until=a.until, k=a.k)
