@@ -11,6 +11,11 @@ through the store):
   in every phrasing of the test (names, abbreviations, sentence shapes written for this
   benchmark). A patient who never had the test gives an **unanswerable** question: the right
   answer is an abstention.
+- **medication lists** ("What medications is the patient on?", "current meds?", ...): gold =
+  the drugs of the ``prescriptions`` rows active at the end of the record (the latest encounter
+  end or prescription start in the raw admissions, transfers, ICU stays and prescriptions);
+  scored as the set of drug names cited (exact set, recall, precision); no active drug: the
+  right answer is an abstention.
 - **out-of-scope questions** about the patient that the store cannot answer (general medical
   knowledge, other topics): the right answer is an abstention. ``OUT_OF_SCOPE`` and
   ``OUT_OF_SCOPE_SEEN`` were seen while the agent's decline rule for general questions was
@@ -129,6 +134,39 @@ def gold_latest(patients: set[str]) -> dict[tuple[str, str], dict]:
     return best
 
 
+MED_QUESTIONS = ["What medications is the patient on?", "current meds?", "active medications",
+                 "What drugs is the patient taking?"]
+
+
+def _rows(path: Path, subjects: set[str]):
+    with gzip.open(path, "rt", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["subject_id"] in subjects:
+                yield r
+
+
+def gold_medications(subjects: set[str]) -> dict[str, set[str]]:
+    """subject_id -> drug names (lower case) active at the end of the record, from the raw CSVs:
+    the record ends at the latest of the encounter ends (admissions, transfers, ICU stays; an
+    encounter without an end counts from its start) and prescription starts; a prescription is
+    active then when it started by then and stops at or after it (or has no stop time)."""
+    end: dict[str, str] = defaultdict(str)
+    for table, a, b in (("hosp/admissions", "admittime", "dischtime"), ("hosp/transfers", "intime", "outtime"),
+                        ("icu/icustays", "intime", "outtime")):
+        for r in _rows(MIMIC / f"{table}.csv.gz", subjects):
+            end[r["subject_id"]] = max(end[r["subject_id"]], r[b] or r[a])
+    rx = list(_rows(MIMIC / "hosp" / "prescriptions.csv.gz", subjects))
+    for r in rx:
+        if r["starttime"]:
+            end[r["subject_id"]] = max(end[r["subject_id"]], r["starttime"])
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in rx:
+        at = end[r["subject_id"]]
+        if (not r["starttime"] or r["starttime"] <= at) and (not r["stoptime"] or r["stoptime"] >= at):
+            out[r["subject_id"]].add(r["drug"].strip().lower())
+    return out
+
+
 def check_items() -> list[str]:
     """The gold item ids, as d_labitems names them (printed for the reader to check)."""
     names = {}
@@ -187,7 +225,23 @@ def main() -> None:
         for q in OUT_OF_SCOPE_HELD_OUT:
             rows.append({"patient": pid, "test": None, "question": q, "gold": None, "held_out": True})
 
+    med_gold = gold_medications(subjects)
+    display = dict(zip(ev.column("row_id").to_pylist(),
+                       lake.read("events", columns=["code"]).column("code").to_pylist()))
+    med_rows = []
+    for pid in sample:
+        for q in MED_QUESTIONS:
+            med_rows.append({"patient": pid, "question": q, "gold": med_gold.get(pid.removeprefix("mimic-"), set())})
+
     lat = []
+    for row in med_rows:
+        t = time.perf_counter()
+        a = doctor.ask(row["question"], patient=row["patient"])
+        lat.append(time.perf_counter() - t)
+        got = {(display[c] or {}).get("display", "").strip().lower() for s in a.sentences for c in s.citations}
+        row.update(abstained=a.abstained, got=got, exact=(got == row["gold"]) if row["gold"] else a.abstained,
+                   recall=len(got & row["gold"]) / len(row["gold"]) if row["gold"] else None,
+                   precision=len(got & row["gold"]) / len(got) if got else None)
     for row in rows:
         t = time.perf_counter()
         a = doctor.ask(row["question"], patient=row["patient"])
@@ -233,6 +287,11 @@ def main() -> None:
         "abstention_accuracy": round(sum(r["abstained"] for r in unanswerable + oos) / max(1, len(unanswerable + oos)), 4),
         "out_of_scope_held_out_questions": len(oos_held),
         "abstention_accuracy_out_of_scope_held_out": round(sum(r["abstained"] for r in oos_held) / max(1, len(oos_held)), 4),
+        "medication_questions": len(med_rows),
+        "medication_list_exact": round(sum(r["exact"] for r in med_rows) / max(1, len(med_rows)), 4),
+        "medication_recall": round(statistics.mean([r["recall"] for r in med_rows if r["recall"] is not None] or [0]), 4),
+        "medication_precision": round(statistics.mean([r["precision"] for r in med_rows if r["precision"] is not None] or [0]), 4),
+        "medication_none_active_abstained": round(statistics.mean([r["abstained"] for r in med_rows if not r["gold"]] or [0]), 4),
         "latency_p50_s": round(statistics.median(lat), 4),
         "latency_p95_s": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 4),
         "per_test": per_test,

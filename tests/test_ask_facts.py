@@ -98,3 +98,19 @@ def test_one_argument_vocabulary_across_tools(doctor):
 
     with pytest.raises(ToolArgumentError):
         REGISTRY.call(doctor, "search_evidence", {"query": "x", "patient": PID, "patient_id": PID})
+
+
+def test_current_medications_are_those_active_at_the_end_of_the_record(doctor):
+    """The fixture's admission ends 2150-05-06 12:00: aspirin (stops then), oxycodone and saline
+    (no stop time) are active; the medication list is answered from the rows, each cited."""
+    as_of, meds = doctor.current_medications(PID)
+    assert f"{as_of:%Y-%m-%d %H:%M}" == "2150-05-06 12:00"
+    assert sorted(m.name for m in meds) == ["Aspirin", "Oxycodone", "Sodium Chloride 0.9%"]
+    for q in ("What medications is the patient on?", "current meds?", "active medications"):
+        a = doctor.ask(q, patient=PID)
+        assert not a.abstained and a.provider == "facts"
+        assert len(a.sentences) == 3 and all(len(s.citations) == 1 for s in a.sentences)
+        assert "Aspirin 81 mg" in a.answer and "2150-05-06" in a.answer
+    # as of a date before the aspirin order: nothing was active yet
+    as_of, meds = doctor.current_medications(PID, until="2150-04-30")
+    assert meds == []

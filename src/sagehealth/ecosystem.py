@@ -655,6 +655,28 @@ class Ecosystem:
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
         return found[0], rows
 
+    def current_medications(self, patient_id: str, *, until: Any = None, limit: int = 30,
+                            version: int | None = None) -> tuple[Any, list[Any]]:
+        """The medications active at the end of one patient's record (the end of the latest
+        encounter, else the latest order) or at ``until``: started by then and not ended before
+        it, by date or by status. Returns (that date, the medications, latest first), each
+        citing its row. Clinicians: own patients; researchers: pseudonyms."""
+        from sagehealth.retrieval.facts import current_medications
+        from sagehealth.retrieval.search import check_date
+
+        until = check_date(until, "until")
+        resource = f"current medications: {patient_id}"
+        p, action, views = self._patient_scope(patient_id, resource)
+        commit = self.lake.resolve(version)
+        with self._failures(p, action, resource):
+            as_of, meds = current_medications(lambda q: self.lake.sql(q, commit.version, views), patient_id,
+                                              until=until, limit=limit)
+            if as_of is None and not self.lake.sql(f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1",
+                                                   commit.version, views).num_rows:
+                raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+        self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
+        return as_of, meds
+
     def patient_context(self, patient_id: str, *, since: Any = None, until: Any = None,
                         version: int | None = None) -> PatientContext:
         """One patient's timeline in a window (problems, medications, labs with trends,

@@ -57,7 +57,7 @@ from sagehealth.errors import (
 )
 from sagehealth.genai.base import Draft, DraftRequest, DraftSentence, Evidence, Provider
 from sagehealth.genai.text import sentences
-from sagehealth.retrieval.facts import named_tests
+from sagehealth.retrieval.facts import MEDICATIONS, named_tests
 
 if TYPE_CHECKING:
     from sagehealth.ecosystem import Ecosystem
@@ -87,6 +87,11 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
     if patient and is_general(question):
         return steps  # no record answers it: the agent declines (see answer)
     tests = named_tests(question) if patient and results else []
+    if patient and results and not tests and MEDICATIONS.search(question):
+        steps.append(PlanStep(tool="current_medications",
+                              arguments={"patient_id": patient, **({"until": until.isoformat()} if until else {})},
+                              why="the medications active at the end of the patient's record"))
+        return steps
     if tests:  # a question for a result ("latest Hgb?"): the results themselves, latest first
         for test in tests[:4]:
             steps.append(PlanStep(tool="lab_results", arguments={"patient_id": patient, "test": test.key,
@@ -136,6 +141,11 @@ def _as_evidence(step: PlanStep, result: Any, k: int) -> list[Evidence]:
                                 title=name, source_table=None, score=None, date=None,
                                 text=f"Patient {r['patient_id']} has {name}: {r['mentions']} affirmed "
                                      f"mention(s) in documents, {r['coded_rows']} coded row(s), first {first}."))
+    elif step.tool == "current_medications":
+        for m in result.medications:
+            out.append(Evidence(ref="", id=m.row_id, text=m.text, title="Medications", kind="medication",
+                                date=m.start.date().isoformat() if m.start else None,
+                                patient_id=result.patient_id, source_table="events", score=None))
     elif step.tool == "lab_results":
         for r in result.results:
             day = r.date.date().isoformat() if r.date else None
@@ -234,6 +244,7 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     scrubbed = injected_drafts = 0  # identifiers replaced in drafted sentences; drafted instructions
     labs = [st for st in steps if st.tool == "lab_results"] if any(e.kind == "lab" for e in evidence) else []
     asked_labs = [st for st in steps if st.tool == "lab_results"]
+    meds = [st for st in steps if st.tool == "current_medications"]
     if denied:
         reason = f"access denied: {denied}"
     elif patient and not steps:
@@ -243,12 +254,15 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
         names = " or ".join(t.label for t in named_tests(question)[:len(asked_labs)])
         reason = (f"no {names} result is recorded for this patient" + (" in this window" if since or until else "")
                   + ", and nothing else in the record mentions it")
+    elif meds and not evidence:
+        reason = "no medication is recorded as active at the end of the patient's record"
     elif not evidence:
         reason = "no evidence: nothing the asker may see matches the question"
     else:
         t = time.perf_counter()
         try:
             draft = (latest_results(evidence, trend=bool(TREND.search(question))) if labs else
+                     medication_list(evidence) if meds else
                      prov.draft(DraftRequest(question=question, evidence=tuple(evidence), max_sentences=max_sentences,
                                              patient_id=patient)))
         except ProviderError as exc:
@@ -361,6 +375,20 @@ def latest_results(evidence: list[Evidence], trend: bool = False) -> Draft:
             out.append(DraftSentence(text=f"Latest {e.text}.", citations=[e.id]))
         elif trend:
             out.append(DraftSentence(text=f"Before: {e.text}.", citations=[e.id]))
+    return Draft(sentences=out, model="facts", prompt_version="facts-v1", raw="\n".join(s.text for s in out),
+                 seconds=time.perf_counter() - t0)
+
+
+#: most medications one answer lists
+MAX_MEDICATIONS = 30
+
+
+def medication_list(evidence: list[Evidence]) -> Draft:
+    """The answer to a question for the medication list: each active medication as its row
+    says it, citing the row (latest first, at most :data:`MAX_MEDICATIONS`)."""
+    t0 = time.perf_counter()
+    out = [DraftSentence(text=f"{e.text}.", citations=[e.id]) for e in evidence
+           if e.kind == "medication"][:MAX_MEDICATIONS]
     return Draft(sentences=out, model="facts", prompt_version="facts-v1", raw="\n".join(s.text for s in out),
                  seconds=time.perf_counter() - t0)
 

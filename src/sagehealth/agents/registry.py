@@ -110,6 +110,7 @@ REGISTRY = Registry([
     Tool("search_evidence", t.search_evidence, t.SearchArgs, t.SearchResult),
     Tool("patient_context", t.patient_context, t.ContextArgs, t.ContextResult),
     Tool("lab_results", t.lab_results, t.LabArgs, t.LabResults),
+    Tool("current_medications", t.current_medications, t.MedicationsArgs, t.MedicationsResult),
     Tool("get_document", t.get_document, t.DocumentArgs, t.DocumentResult),
     Tool("lookup_concept", t.lookup_concept, t.ConceptArgs, t.ConceptResult),
     Tool("find_patients", t.find_patients, t.PatientsArgs, t.PatientsResult),

@@ -181,6 +181,38 @@ def lab_results(eco: Ecosystem, a: LabArgs) -> LabResults:
                   ref_low=r.ref_low, ref_high=r.ref_high, flag=r.flag, text=r.sentence()) for r in rows])
 
 
+class MedicationsArgs(Args):
+    patient_id: str = Field(min_length=1)
+    until: date | None = Field(None, description="the list as of this date (default: the end of the record)")
+    limit: int = Field(30, ge=1, le=500)
+
+
+class MedicationItem(Result):
+    row_id: str = Field(description="the medication row: cite this")
+    name: str
+    start: datetime | None
+    end: datetime | None
+    status: str | None
+    dose: str | None
+    text: str = Field(description="the medication as one line")
+
+
+class MedicationsResult(Result):
+    patient_id: str
+    as_of: datetime | None = Field(description="the date the list is for: the end of the record unless asked")
+    medications: list[MedicationItem]
+
+
+def current_medications(eco: Ecosystem, a: MedicationsArgs) -> MedicationsResult:
+    """The medications active at the end of one patient's record (the end of the latest
+    encounter) or at a given date: started by then, not ended before it by date or status;
+    latest first, each citing its row."""
+    as_of, meds = eco.current_medications(a.patient_id, until=a.until, limit=a.limit)
+    return MedicationsResult(patient_id=a.patient_id, as_of=as_of, medications=[
+        MedicationItem(row_id=m.row_id, name=m.name, start=m.start, end=m.end, status=m.status, dose=m.dose,
+                       text=m.sentence(as_of)) for m in meds])
+
+
 # -- documents -------------------------------------------------------------------------------
 class DocumentArgs(Args):
     document_id: str = Field(min_length=1, description="a document id, document row id or article id")

@@ -191,3 +191,65 @@ def results(run_sql: Callable[[str], pa.Table], patient_id: str, test: Test, *, 
         out.append(Result(r["row_id"], r["start"], r["name"], r["value_num"], r["value_text"], r["unit"],
                           r["ref_low"], r["ref_high"], flag))
     return out
+
+
+# -- medications --------------------------------------------------------------------------------
+#: a question for the medication list ("current meds?", "What medications is she on?")
+MEDICATIONS = re.compile(r"\b(?:medications?|meds|medicines?|prescriptions?|drug list|drugs)\b", re.IGNORECASE)
+#: statuses that end a medication whatever its dates say (FHIR MedicationRequest/Statement)
+ENDED = ("stopped", "completed", "cancelled", "entered-in-error", "not-taken", "ended", "inactive")
+
+
+@dataclass(frozen=True)
+class Medication:
+    """One medication row and whether it is active as of the list's date."""
+
+    row_id: str
+    name: str
+    start: datetime | None
+    end: datetime | None
+    status: str | None
+    dose: str | None
+
+    def sentence(self, as_of: datetime) -> str:
+        since = f" since {self.start:%Y-%m-%d}" if self.start else ""
+        until = f", ordered until {self.end:%Y-%m-%d %H:%M}" if self.end else ""
+        dose = f" {self.dose}" if self.dose else ""
+        return f"Medication active on {as_of:%Y-%m-%d}: {self.name}{dose}{since}{until}"
+
+
+def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
+                        until: datetime | None = None, limit: int = 30) -> tuple[datetime | None, list[Medication]]:
+    """The medications active at the end of the record (or at ``until``): started by then, not
+    ended before it by date or by status. The record's end is the end of the latest encounter
+    (a discharge), else the latest event. Returns (that date, the medications, latest first)."""
+    pid = lit(patient_id)
+    if until is None:
+        row = run_sql(f"""SELECT greatest(
+                              (SELECT max(coalesce("end", start)) FROM encounters WHERE patient_id = {pid}),
+                              (SELECT max(start) FROM events WHERE patient_id = {pid} AND kind = 'medication'))
+                          AS as_of""").to_pylist()
+        until = row[0]["as_of"] if row else None
+    if until is None:
+        return None, []
+    at = lit(until.isoformat())
+    ended = in_list(list(ENDED))
+    rows = run_sql(f"""SELECT row_id, coalesce(code.display, code.code) AS name, start, "end", status,
+                              value_num, value_text, unit
+                       FROM events WHERE patient_id = {pid} AND kind = 'medication'
+                            AND (start IS NULL OR start <= {at}::TIMESTAMPTZ)
+                            AND ("end" IS NULL OR "end" >= {at}::TIMESTAMPTZ)
+                            AND (status IS NULL OR lower(status) NOT IN ({ended}))
+                       ORDER BY start DESC NULLS LAST, row_id LIMIT {int(limit)}""").to_pylist()
+    out, seen = [], set()
+    for r in rows:
+        key = (r["name"] or "").lower()
+        if key in seen:  # the same drug ordered twice at once: the latest order speaks
+            continue
+        seen.add(key)
+        dose = None
+        if r["value_num"] is not None or r["value_text"]:
+            dose = (_num(r["value_num"]) if r["value_num"] is not None else r["value_text"]) + (
+                f" {r['unit']}" if r["unit"] else "")
+        out.append(Medication(r["row_id"], r["name"] or "medication", r["start"], r["end"], r["status"], dose))
+    return until, out
