@@ -240,9 +240,11 @@ def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
                             AND (start IS NULL OR start <= {at}::TIMESTAMPTZ)
                             AND ("end" IS NULL OR "end" >= {at}::TIMESTAMPTZ)
                             AND (status IS NULL OR lower(status) NOT IN ({ended}))
-                       ORDER BY start DESC NULLS LAST, row_id LIMIT {int(limit)}""").to_pylist()
+                       ORDER BY start DESC NULLS LAST, row_id""").to_pylist()
     out, seen = [], set()
     for r in rows:
+        if len(out) >= limit:
+            break
         key = (r["name"] or "").lower()
         if key in seen:  # the same drug ordered twice at once: the latest order speaks
             continue
