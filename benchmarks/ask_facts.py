@@ -14,8 +14,8 @@ through the store):
 - **medication lists** ("What medications is the patient on?", "current meds?", ...): gold =
   the drugs of the ``prescriptions`` rows active at the end of the record (the latest encounter
   end or prescription start in the raw admissions, transfers, ICU stays and prescriptions);
-  scored as the set of drug names cited (exact set, recall, precision); no active drug: the
-  right answer is an abstention.
+  scored as the set of drug names the answer says are active (exact set, recall, precision);
+  with no active drug, the answer must claim none (it lists the latest that ended instead).
 - **out-of-scope questions** about the patient that the store cannot answer (general medical
   knowledge, other topics): the right answer is an abstention. ``OUT_OF_SCOPE`` and
   ``OUT_OF_SCOPE_SEEN`` were seen while the agent's decline rule for general questions was
@@ -238,8 +238,10 @@ def main() -> None:
         t = time.perf_counter()
         a = doctor.ask(row["question"], patient=row["patient"])
         lat.append(time.perf_counter() - t)
-        got = {(display[c] or {}).get("display", "").strip().lower() for s in a.sentences for c in s.citations}
-        row.update(abstained=a.abstained, got=got, exact=(got == row["gold"]) if row["gold"] else a.abstained,
+        # the drugs the answer says are active (with none active, it lists the latest that ended)
+        got = {(display[c] or {}).get("display", "").strip().lower() for s in a.sentences
+               if s.text.startswith("Medication active") for c in s.citations}
+        row.update(abstained=a.abstained, got=got, exact=got == row["gold"],
                    recall=len(got & row["gold"]) / len(row["gold"]) if row["gold"] else None,
                    precision=len(got & row["gold"]) / len(got) if got else None)
     for row in rows:
@@ -291,7 +293,8 @@ def main() -> None:
         "medication_list_exact": round(sum(r["exact"] for r in med_rows) / max(1, len(med_rows)), 4),
         "medication_recall": round(statistics.mean([r["recall"] for r in med_rows if r["recall"] is not None] or [0]), 4),
         "medication_precision": round(statistics.mean([r["precision"] for r in med_rows if r["precision"] is not None] or [0]), 4),
-        "medication_none_active_abstained": round(statistics.mean([r["abstained"] for r in med_rows if not r["gold"]] or [0]), 4),
+        "medication_none_active_questions": sum(not r["gold"] for r in med_rows),
+        "medication_none_active_correct": round(statistics.mean([not r["got"] for r in med_rows if not r["gold"]] or [0]), 4),
         "latency_p50_s": round(statistics.median(lat), 4),
         "latency_p95_s": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 4),
         "per_test": per_test,

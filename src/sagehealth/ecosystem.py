@@ -656,11 +656,12 @@ class Ecosystem:
         return found[0], rows
 
     def current_medications(self, patient_id: str, *, until: Any = None, limit: int = 30,
-                            version: int | None = None) -> tuple[Any, list[Any]]:
+                            inactive: bool = False, version: int | None = None) -> tuple[Any, list[Any]]:
         """The medications active at the end of one patient's record (the end of the latest
         encounter, else the latest order) or at ``until``: started by then and not ended before
         it, by date or by status. Returns (that date, the medications, latest first), each
-        citing its row. Clinicians: own patients; researchers: pseudonyms."""
+        citing its row (``inactive``: the others, ended by date or status). Clinicians: own
+        patients; researchers: pseudonyms."""
         from sagehealth.retrieval.facts import current_medications
         from sagehealth.retrieval.search import check_date
 
@@ -670,7 +671,7 @@ class Ecosystem:
         commit = self.lake.resolve(version)
         with self._failures(p, action, resource):
             as_of, meds = current_medications(lambda q: self.lake.sql(q, commit.version, views), patient_id,
-                                              until=until, limit=limit)
+                                              until=until, limit=limit, inactive=inactive)
             if as_of is None and not self.lake.sql(f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1",
                                                    commit.version, views).num_rows:
                 raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))

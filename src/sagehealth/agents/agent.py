@@ -142,7 +142,8 @@ def _as_evidence(step: PlanStep, result: Any, k: int) -> list[Evidence]:
                                 text=f"Patient {r['patient_id']} has {name}: {r['mentions']} affirmed "
                                      f"mention(s) in documents, {r['coded_rows']} coded row(s), first {first}."))
     elif step.tool == "current_medications":
-        for m in result.medications:
+        # none active: the latest that ended say so ("not active on …: X (stopped)")
+        for m in result.medications or result.recently_ended:
             out.append(Evidence(ref="", id=m.row_id, text=m.text, title="Medications", kind="medication",
                                 date=m.start.date().isoformat() if m.start else None,
                                 patient_id=result.patient_id, source_table="events", score=None))

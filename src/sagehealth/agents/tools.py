@@ -201,6 +201,8 @@ class MedicationsResult(Result):
     patient_id: str
     as_of: datetime | None = Field(description="the date the list is for: the end of the record unless asked")
     medications: list[MedicationItem]
+    recently_ended: list[MedicationItem] = Field(
+        default_factory=list, description="when none is active: the latest ones that ended (by date or status)")
 
 
 def current_medications(eco: Ecosystem, a: MedicationsArgs) -> MedicationsResult:
@@ -208,9 +210,14 @@ def current_medications(eco: Ecosystem, a: MedicationsArgs) -> MedicationsResult
     encounter) or at a given date: started by then, not ended before it by date or status;
     latest first, each citing its row."""
     as_of, meds = eco.current_medications(a.patient_id, until=a.until, limit=a.limit)
-    return MedicationsResult(patient_id=a.patient_id, as_of=as_of, medications=[
-        MedicationItem(row_id=m.row_id, name=m.name, start=m.start, end=m.end, status=m.status, dose=m.dose,
-                       text=m.sentence(as_of)) for m in meds])
+    ended = eco.current_medications(a.patient_id, until=as_of, limit=5, inactive=True)[1] if as_of and not meds else []
+
+    def item(m: Any) -> MedicationItem:
+        return MedicationItem(row_id=m.row_id, name=m.name, start=m.start, end=m.end, status=m.status, dose=m.dose,
+                              text=m.sentence(as_of))
+
+    return MedicationsResult(patient_id=a.patient_id, as_of=as_of, medications=[item(m) for m in meds],
+                             recently_ended=[item(m) for m in ended])
 
 
 # -- documents -------------------------------------------------------------------------------

@@ -211,18 +211,24 @@ class Medication:
     status: str | None
     dose: str | None
 
+    active: bool = True
+
     def sentence(self, as_of: datetime) -> str:
         since = f" since {self.start:%Y-%m-%d}" if self.start else ""
         until = f", ordered until {self.end:%Y-%m-%d %H:%M}" if self.end else ""
         dose = f" {self.dose}" if self.dose else ""
-        return f"Medication active on {as_of:%Y-%m-%d}: {self.name}{dose}{since}{until}"
+        state = "active" if self.active else "not active"
+        status = f" ({self.status})" if self.status and not self.active else ""
+        return f"Medication {state} on {as_of:%Y-%m-%d}: {self.name}{dose}{since}{until}{status}"
 
 
 def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
-                        until: datetime | None = None, limit: int = 30) -> tuple[datetime | None, list[Medication]]:
+                        until: datetime | None = None, limit: int = 30,
+                        inactive: bool = False) -> tuple[datetime | None, list[Medication]]:
     """The medications active at the end of the record (or at ``until``): started by then, not
     ended before it by date or by status. The record's end is the end of the latest encounter
-    (a discharge), else the latest event. Returns (that date, the medications, latest first)."""
+    (a discharge), else the latest event. Returns (that date, the medications, latest first).
+    ``inactive``: the others instead (ended by date or status), latest first."""
     pid = lit(patient_id)
     if until is None:
         row = run_sql(f"""SELECT greatest(
@@ -234,12 +240,14 @@ def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
         return None, []
     at = lit(until.isoformat())
     ended = in_list(list(ENDED))
+    active = f"""(start IS NULL OR start <= {at}::TIMESTAMPTZ)
+                  AND ("end" IS NULL OR "end" >= {at}::TIMESTAMPTZ)
+                  AND (status IS NULL OR lower(status) NOT IN ({ended}))"""
     rows = run_sql(f"""SELECT row_id, coalesce(code.display, code.code) AS name, start, "end", status,
                               value_num, value_text, unit
                        FROM events WHERE patient_id = {pid} AND kind = 'medication'
-                            AND (start IS NULL OR start <= {at}::TIMESTAMPTZ)
-                            AND ("end" IS NULL OR "end" >= {at}::TIMESTAMPTZ)
-                            AND (status IS NULL OR lower(status) NOT IN ({ended}))
+                            AND {'NOT ' if inactive else ''}({active})
+                            {f'AND (start IS NULL OR start <= {at}::TIMESTAMPTZ)' if inactive else ''}
                        ORDER BY start DESC NULLS LAST, row_id""").to_pylist()
     out, seen = [], set()
     for r in rows:
@@ -253,5 +261,6 @@ def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
         if r["value_num"] is not None or r["value_text"]:
             dose = (_num(r["value_num"]) if r["value_num"] is not None else r["value_text"]) + (
                 f" {r['unit']}" if r["unit"] else "")
-        out.append(Medication(r["row_id"], r["name"] or "medication", r["start"], r["end"], r["status"], dose))
+        out.append(Medication(r["row_id"], r["name"] or "medication", r["start"], r["end"], r["status"], dose,
+                              active=not inactive))
     return until, out
