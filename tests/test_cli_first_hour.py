@@ -125,3 +125,36 @@ def test_stewards_find_patient_ids_without_names_or_national_ids(tmp_path):
 
     entries = [e for e in AuditLog(Path(home) / "audit").entries() if e.resource.startswith("patient directory")]
     assert any(e.allowed for e in entries) and any(not e.allowed for e in entries)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_embedding_keeps_the_committed_version_and_says_how_to_go_on(tmp_path, shared):
+    """Ctrl-C (SIGINT) during a real ingest's embedding stage: exit 130 with one line saying what
+    is committed, the data searchable by BM25, and `status` showing the chunks left to embed."""
+    import signal
+    import time
+
+    notes = shared / "notes" / "mtsamples.csv.gz"
+    home = str(tmp_path / "h")
+    env = {**os.environ, "SAGEHEALTH_INDEX": "1", "SAGEHEALTH_ROLE": "steward"}
+    env.pop("SAGEHEALTH_DEID_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sagehealth.cli", "ingest", str(notes), "--home", home, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    deadline = time.monotonic() + 240
+    for line in proc.stderr:  # plain progress lines: stderr is not a terminal
+        seen.append(line)
+        if line.startswith("embedding chunks:"):
+            time.sleep(2)
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "sagehealth index" in rest
+    r = run("--role", "steward", "status", "--home", home, "--json")
+    st = json.loads(r.stdout)
+    assert r.returncode == 0 and st["index"]["chunks"]["chunks"] > 0
+    assert st["index"]["chunks"]["pending"] > 0 and st["index"]["chunks"]["unindexed"] == 0
+    r = run("--role", "auditor", "audit", "verify", "--home", home)
+    assert r.returncode == 0, r.stdout + r.stderr
