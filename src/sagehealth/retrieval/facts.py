@@ -258,7 +258,7 @@ def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
             continue
         seen.add(key)
         dose = None
-        if r["value_num"] is not None or r["value_text"]:
+        if r["value_num"] or r["value_text"]:  # (a 0 dose is a source's placeholder, not a dose)
             dose = (_num(r["value_num"]) if r["value_num"] is not None else r["value_text"]) + (
                 f" {r['unit']}" if r["unit"] else "")
         out.append(Medication(r["row_id"], r["name"] or "medication", r["start"], r["end"], r["status"], dose,
