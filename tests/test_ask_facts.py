@@ -114,3 +114,19 @@ def test_current_medications_are_those_active_at_the_end_of_the_record(doctor):
     # as of a date before the aspirin order: nothing was active yet
     as_of, meds = doctor.current_medications(PID, until="2150-04-30")
     assert meds == []
+
+
+def test_a_question_for_a_part_of_the_record_gets_that_part_whole(doctor):
+    """"What problems does she have?" is answered with the problem list as the rows say it,
+    whatever else the record holds (the context used to offer 40 items in section order, so a
+    later part could be cut off); "allergies?" with none recorded is an abstention that says so."""
+    for q in ("What problems does the patient have?", "diagnoses?", "past medical history?"):
+        a = doctor.ask(q, patient=PID)
+        assert not a.abstained and a.provider == "facts", (q, a.reason)
+        assert "Non-ST elevation (NSTEMI) myocardial infarction" in a.answer
+        assert "Unspecified essential hypertension" in a.answer
+        assert all(s.text.startswith("Problems:") for s in a.sentences)
+    a = doctor.ask("Any allergies?", patient=PID)
+    assert a.abstained and "no allergies are recorded" in a.reason
+    out = REGISTRY.call(doctor, "patient_context", {"patient_id": PID, "sections": ["Problems"]})
+    assert out.items and {i.section for i in out.items} == {"Problems"}

@@ -48,7 +48,7 @@ from sagehealth.agents.checks import (
     strip_instructions,
     support,
 )
-from sagehealth.agents.questions import is_general
+from sagehealth.agents.questions import is_general, section_asked
 from sagehealth.errors import (
     AccessDenied,
     ProviderError,
@@ -87,6 +87,11 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
     if patient and is_general(question):
         return steps  # no record answers it: the agent declines (see answer)
     tests = named_tests(question) if patient and results else []
+    part = section_asked(question) if patient and results and not tests else None
+    if part:  # "What problems does she have?", "allergies?": that part of the record, whole
+        steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, "sections": [part], **window},
+                              why=f"the patient's {part.lower()}"))
+        return steps
     if patient and results and not tests and MEDICATIONS.search(question):
         steps.append(PlanStep(tool="current_medications",
                               arguments={"patient_id": patient, **({"until": until.isoformat()} if until else {})},
@@ -195,7 +200,11 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     seen_ids: set[str] = set()
     denied: str | None = None
     t = time.perf_counter()
-    labs_only = bool(steps) and all(st.tool == "lab_results" for st in steps)
+    # a plan of structured facts only (results, medications, one part of the record): when it
+    # finds nothing, a note may still say it ("A1c 7.2%", "NKDA"): the usual plan runs after it
+    labs_only = bool(steps) and all(st.tool in ("lab_results", "current_medications") or (
+        st.tool == "patient_context" and st.arguments.get("sections")) for st in steps)
+    fell_back = False
     queue = list(steps)
     while queue:
         step = queue.pop(0)
@@ -215,8 +224,7 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                 seen_ids.add(e.id)
                 evidence.append(e)
         if labs_only and not queue and not evidence:
-            # no result row: a note may still say it ("A1c 7.2% at her last visit")
-            labs_only = False
+            labs_only, fell_back = False, True
             more = plan(question, patient=patient, since=since_d, until=until_d, k=k, results=False)
             steps += more
             queue += more
@@ -245,7 +253,9 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     scrubbed = injected_drafts = 0  # identifiers replaced in drafted sentences; drafted instructions
     labs = [st for st in steps if st.tool == "lab_results"] if any(e.kind == "lab" for e in evidence) else []
     asked_labs = [st for st in steps if st.tool == "lab_results"]
-    meds = [st for st in steps if st.tool == "current_medications"]
+    meds = [st for st in steps if st.tool == "current_medications"] if not fell_back else []
+    parts = [p for st in steps if st.tool == "patient_context" for p in st.arguments.get("sections") or []]
+    asked_parts, parts = parts, parts if not fell_back else []
     if denied:
         reason = f"access denied: {denied}"
     elif patient and not steps:
@@ -257,6 +267,8 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                   + ", and nothing else in the record mentions it")
     elif meds and not evidence:
         reason = "no medication is recorded as active at the end of the patient's record"
+    elif parts and not evidence:
+        reason = f"no {parts[0].lower()} are recorded for this patient" + (" in this window" if since or until else "")
     elif not evidence:
         reason = "no evidence: nothing the asker may see matches the question"
     else:
@@ -264,6 +276,7 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
         try:
             draft = (latest_results(evidence, trend=bool(TREND.search(question))) if labs else
                      medication_list(evidence) if meds else
+                     medication_list(evidence, kind="context") if parts else
                      prov.draft(DraftRequest(question=question, evidence=tuple(evidence), max_sentences=max_sentences,
                                              patient_id=patient)))
         except ProviderError as exc:
@@ -323,6 +336,9 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
         if not kept and reason is None and asked_labs and not labs:
             names = " or ".join(t.label for t in named_tests(question)[:len(asked_labs)])
             reason = f"no {names} result is recorded for this patient, and nothing else in the record answers it"
+        elif not kept and reason is None and asked_parts and fell_back:
+            reason = (f"no {asked_parts[0].lower()} are recorded for this patient, and nothing else in the record "
+                      "answers it")
         if not kept and reason is None:
             reason = ("the evidence does not answer the question" if not draft.sentences else
                       "no drafted sentence was supported by the evidence it cited")
@@ -384,12 +400,12 @@ def latest_results(evidence: list[Evidence], trend: bool = False) -> Draft:
 MAX_MEDICATIONS = 30
 
 
-def medication_list(evidence: list[Evidence]) -> Draft:
-    """The answer to a question for the medication list: each active medication as its row
-    says it, citing the row (latest first, at most :data:`MAX_MEDICATIONS`)."""
+def medication_list(evidence: list[Evidence], kind: str = "medication") -> Draft:
+    """The answer to a question for a list (the medications, the problems, the allergies): each
+    item as its row says it, citing the row (latest first, at most :data:`MAX_MEDICATIONS`)."""
     t0 = time.perf_counter()
     out = [DraftSentence(text=f"{e.text}.", citations=[e.id]) for e in evidence
-           if e.kind == "medication"][:MAX_MEDICATIONS]
+           if e.kind == kind][:MAX_MEDICATIONS]
     return Draft(sentences=out, model="facts", prompt_version="facts-v1", raw="\n".join(s.text for s in out),
                  seconds=time.perf_counter() - t0)
 

@@ -36,3 +36,19 @@ ABOUT_PATIENT = re.compile(
 def is_general(question: str) -> bool:
     """A general medical question that does not point at the patient (see the module docstring)."""
     return bool(GENERAL.search(question)) and not ABOUT_PATIENT.search(question)
+
+
+#: questions for one part of a patient's record, answered with that part as its rows say it
+SECTIONS = {
+    "Problems": re.compile(r"\b(?:problems?|problem list|conditions?|diagnos[ie]s|medical history|pmh|"
+                           r"comorbidit(?:y|ies)|active issues)\b", re.IGNORECASE),
+    "Allergies": re.compile(r"\b(?:allerg\w*|adverse (?:drug )?reactions?|intoleran\w*)\b", re.IGNORECASE),
+}
+
+
+def section_asked(question: str) -> str | None:
+    """The part of the record a question asks for as a list ("Problems", "Allergies"), or None."""
+    for name, rx in SECTIONS.items():
+        if rx.search(question):
+            return name
+    return None

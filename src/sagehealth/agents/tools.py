@@ -112,6 +112,9 @@ class ContextArgs(Args):
     patient_id: str = Field(min_length=1)
     since: date | None = None
     until: date | None = None
+    sections: list[Literal["Problems", "Medications", "Recent labs and vitals", "Allergies", "Procedures",
+                           "Immunizations", "Encounters", "Prior reports"]] | None = Field(
+        None, description="only these parts of the timeline (default: all)")
 
 
 class ContextItem(Result):
@@ -135,7 +138,7 @@ def patient_context(eco: Ecosystem, a: ContextArgs) -> ContextResult:
     trends, allergies, procedures, encounters and prior reports, each item citing its row."""
     ctx = eco.patient_context(a.patient_id, since=a.since, until=a.until)
     items = [ContextItem(section=title, row_id=i.row_id, date=i.date, text=i.text)
-             for title, part in ctx._parts().items() for i in part]
+             for title, part in ctx._parts().items() if not a.sections or title in a.sections for i in part]
     return ContextResult(patient_id=ctx.patient_id, since=ctx.since, until=ctx.until,
                          demographics=ctx.demographics, items=items, prompt=ctx.to_prompt())
 
