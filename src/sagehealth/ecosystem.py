@@ -628,6 +628,13 @@ class Ecosystem:
                                   if "patient_id" in ALL_SCHEMAS[stored].names else flt)
                            for name, (stored, flt) in views.items()}
 
+    def _must_exist(self, p: Principal, patient_id: str, version: int | None, views: Views) -> None:
+        """An empty answer about a patient the principal's tables do not hold is a
+        :class:`RowNotFound` (the same for another's patient and a missing one)."""
+        if not self.lake.sql(f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1",
+                             version, views).num_rows:
+            raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+
     def lab_results(self, patient_id: str, test: str, *, since: Any = None, until: Any = None,
                     limit: int = 20, version: int | None = None) -> tuple[Any, list[Any]]:
         """One patient's results of one lab test or vital sign, latest first: ``test`` is any
@@ -649,9 +656,8 @@ class Ecosystem:
         with self._failures(p, action, resource):
             rows = results(lambda q: self.lake.sql(q, commit.version, views), patient_id, found[0],
                            since=since, until=until, limit=limit)
-            if not rows and not self.lake.sql(f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1",
-                                              commit.version, views).num_rows:
-                raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+            if not rows:
+                self._must_exist(p, patient_id, commit.version, views)
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
         return found[0], rows
 
@@ -672,9 +678,8 @@ class Ecosystem:
         with self._failures(p, action, resource):
             as_of, meds = current_medications(lambda q: self.lake.sql(q, commit.version, views), patient_id,
                                               until=until, limit=limit, inactive=inactive)
-            if as_of is None and not self.lake.sql(f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1",
-                                                   commit.version, views).num_rows:
-                raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+            if as_of is None:
+                self._must_exist(p, patient_id, commit.version, views)
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
         return as_of, meds
 
@@ -698,9 +703,8 @@ class Ecosystem:
 
         with self._failures(p, action, resource):
             ctx = self.lake.memo(key, build).copy()
-            if not ctx.demographics and not ctx.citations() and not self.lake.sql(
-                    f"SELECT 1 FROM patients WHERE patient_id = {_lit(patient_id)} LIMIT 1", version, views).num_rows:
-                raise RowNotFound(f"no patient {patient_id!r}" + (" in the research zone" if p.role == "researcher" else ""))
+            if not ctx.demographics and not ctx.citations():
+                self._must_exist(p, patient_id, version, views)
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])
         return ctx
 

@@ -202,8 +202,14 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     t = time.perf_counter()
     # a plan of structured facts only (results, medications, one part of the record): when it
     # finds nothing, a note may still say it ("A1c 7.2%", "NKDA"): the usual plan runs after it
-    labs_only = bool(steps) and all(st.tool in ("lab_results", "current_medications") or (
+    structured = bool(steps) and all(st.tool in ("lab_results", "current_medications") or (
         st.tool == "patient_context" and st.arguments.get("sections")) for st in steps)
+    # what the structured plan asked for, to say it is missing ("no Troponin result")
+    missing = None
+    if structured and steps[0].tool == "lab_results":
+        missing = f"no {' or '.join(t.label for t in named_tests(question)[:len(steps)])} result is recorded"
+    elif structured and steps[0].tool == "patient_context":
+        missing = f"no {steps[0].arguments['sections'][0].lower()} are recorded"
     fell_back = False
     queue = list(steps)
     while queue:
@@ -223,8 +229,8 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
             if e.id not in seen_ids:
                 seen_ids.add(e.id)
                 evidence.append(e)
-        if labs_only and not queue and not evidence:
-            labs_only, fell_back = False, True
+        if structured and not fell_back and not queue and not evidence:
+            fell_back = True
             more = plan(question, patient=patient, since=since_d, until=until_d, k=k, results=False)
             steps += more
             queue += more
@@ -251,32 +257,25 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     removed: list[AnswerSentence] = []
     draft_model, prompt_version, reason = prov.name, "", None
     scrubbed = injected_drafts = 0  # identifiers replaced in drafted sentences; drafted instructions
-    labs = [st for st in steps if st.tool == "lab_results"] if any(e.kind == "lab" for e in evidence) else []
-    asked_labs = [st for st in steps if st.tool == "lab_results"]
-    meds = [st for st in steps if st.tool == "current_medications"] if not fell_back else []
-    parts = [p for st in steps if st.tool == "patient_context" for p in st.arguments.get("sections") or []]
-    asked_parts, parts = parts, parts if not fell_back else []
+    # a structured plan that found its facts is answered from them, word for word
+    facts = None if fell_back or not structured else {
+        "lab_results": "lab", "current_medications": "medication", "patient_context": "context"}[steps[0].tool]
+    if missing:
+        missing = f"{missing} for this patient" + (" in this window" if since or until else "")
     if denied:
         reason = f"access denied: {denied}"
     elif patient and not steps:
         reason = ("a general medical question: the patient's record does not answer it "
                   "(ask it without a patient to search the literature)")
-    elif asked_labs and not labs and not evidence:
-        names = " or ".join(t.label for t in named_tests(question)[:len(asked_labs)])
-        reason = (f"no {names} result is recorded for this patient" + (" in this window" if since or until else "")
-                  + ", and nothing else in the record mentions it")
-    elif meds and not evidence:
-        reason = "no medication is recorded as active at the end of the patient's record"
-    elif parts and not evidence:
-        reason = f"no {parts[0].lower()} are recorded for this patient" + (" in this window" if since or until else "")
+    elif missing and not evidence:
+        reason = f"{missing}, and nothing else in the record answers it"
     elif not evidence:
         reason = "no evidence: nothing the asker may see matches the question"
     else:
         t = time.perf_counter()
         try:
-            draft = (latest_results(evidence, trend=bool(TREND.search(question))) if labs else
-                     medication_list(evidence) if meds else
-                     medication_list(evidence, kind="context") if parts else
+            draft = (latest_results(evidence, trend=bool(TREND.search(question))) if facts == "lab" else
+                     fact_list(evidence, facts) if facts else
                      prov.draft(DraftRequest(question=question, evidence=tuple(evidence), max_sentences=max_sentences,
                                              patient_id=patient)))
         except ProviderError as exc:
@@ -333,12 +332,8 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                       f"{'; '.join(dict.fromkeys(_why(why) for _, why in flagged))})" if flagged else "")
                    + f"; {injected_drafts} drafted sentence(s) removed as instructions"))
         timings["check"] = time.perf_counter() - t
-        if not kept and reason is None and asked_labs and not labs:
-            names = " or ".join(t.label for t in named_tests(question)[:len(asked_labs)])
-            reason = f"no {names} result is recorded for this patient, and nothing else in the record answers it"
-        elif not kept and reason is None and asked_parts and fell_back:
-            reason = (f"no {asked_parts[0].lower()} are recorded for this patient, and nothing else in the record "
-                      "answers it")
+        if not kept and reason is None and missing and fell_back:
+            reason = f"{missing}, and nothing else in the record answers it"
         if not kept and reason is None:
             reason = ("the evidence does not answer the question" if not draft.sentences else
                       "no drafted sentence was supported by the evidence it cited")
@@ -396,16 +391,16 @@ def latest_results(evidence: list[Evidence], trend: bool = False) -> Draft:
                  seconds=time.perf_counter() - t0)
 
 
-#: most medications one answer lists
-MAX_MEDICATIONS = 30
+#: most items one list answer gives
+MAX_LIST_ITEMS = 30
 
 
-def medication_list(evidence: list[Evidence], kind: str = "medication") -> Draft:
+def fact_list(evidence: list[Evidence], kind: str) -> Draft:
     """The answer to a question for a list (the medications, the problems, the allergies): each
-    item as its row says it, citing the row (latest first, at most :data:`MAX_MEDICATIONS`)."""
+    evidence item of ``kind`` as its row says it, citing the row (at most :data:`MAX_LIST_ITEMS`)."""
     t0 = time.perf_counter()
     out = [DraftSentence(text=f"{e.text}.", citations=[e.id]) for e in evidence
-           if e.kind == kind][:MAX_MEDICATIONS]
+           if e.kind == kind][:MAX_LIST_ITEMS]
     return Draft(sentences=out, model="facts", prompt_version="facts-v1", raw="\n".join(s.text for s in out),
                  seconds=time.perf_counter() - t0)
 
