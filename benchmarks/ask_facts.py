@@ -17,10 +17,19 @@ through the store):
   scored as the set of drug names the answer says are active (exact set, recall, precision);
   with no active drug, the answer must claim none (it lists the latest that ended instead).
 - **out-of-scope questions** about the patient that the store cannot answer (general medical
-  knowledge, other topics): the right answer is an abstention. ``OUT_OF_SCOPE`` and
-  ``OUT_OF_SCOPE_SEEN`` were seen while the agent's decline rule for general questions was
-  written (tuned-on); ``OUT_OF_SCOPE_HELD_OUT`` was written after the rule was final and is
-  reported apart.
+  knowledge, other topics): the right answer is an abstention. ``OUT_OF_SCOPE``,
+  ``OUT_OF_SCOPE_SEEN`` and ``OUT_OF_SCOPE_SEEN_2`` were seen while the agent's decline rules
+  were written (tuned-on).
+- **held out** (``tests/data/ask_questions_held_out.json``, written by a session that did not
+  read the agent's code, after the rules were final, reported apart as ``held_out``): lab
+  questions in 25 other phrasings (4 drawn for each patient and test), medication lists (15
+  phrasings), problem lists (12; gold = the patient's ``diagnoses_icd`` codes: every cited
+  problem row must be one of them, and coverage = distinct gold codes cited / min(gold, 30)),
+  allergies (8; the MIMIC-IV demo has no allergy table, so gold = an abstention that says none
+  is recorded), "is the patient on X?" (10 templates; X = the first word of a drug active at the
+  end of the record, of one prescribed but ended, and of one never prescribed to the patient:
+  correct = says active, citing a row of it, for the first; never claims it active for the
+  others) and 60 out-of-scope questions.
 
 Each question is asked as a clinician whose care team is the sampled patients, through
 ``Ecosystem.ask`` (the path of ``sagehealth ask`` and the ``answer_question`` tool), offline
@@ -95,9 +104,9 @@ OUT_OF_SCOPE_SEEN = [
     "Who discovered penicillin?",
     "How long does influenza usually last?",
 ]
-#: written after the decline rule was final, run once, never used to change it: the
-#: out-of-scope number that is not tuned on
-OUT_OF_SCOPE_HELD_OUT = [
+#: written after the first decline rule was final and run once (0.892); its failures were then
+#: seen while the second rule (``off_record``) was written: tuned-on since
+OUT_OF_SCOPE_SEEN_2 = [
     "Is hydrochlorothiazide better than chlorthalidone?",
     "What vaccines do adults over 65 need?",
     "How does insulin glargine differ from insulin lispro?",
@@ -111,6 +120,9 @@ OUT_OF_SCOPE_HELD_OUT = [
     "Tell me a joke.",
     "What year did the Affordable Care Act pass?",
 ]
+#: the held-out set: written by a helper session that did not read the agent's code, after the
+#: rules were final; never used to change them (phrasings of each question kind, templates)
+HELD_OUT = json.loads((ROOT / "tests" / "data" / "ask_questions_held_out.json").read_text())
 
 
 def gold_latest(patients: set[str]) -> dict[tuple[str, str], dict]:
@@ -167,6 +179,127 @@ def gold_medications(subjects: set[str]) -> dict[str, set[str]]:
     return out
 
 
+def gold_prescriptions(subjects: set[str]) -> dict[str, set[str]]:
+    """subject_id -> every drug name (lower case) ever prescribed, from the raw CSV."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in _rows(MIMIC / "hosp" / "prescriptions.csv.gz", subjects):
+        out[r["subject_id"]].add(r["drug"].strip().lower())
+    return out
+
+
+def gold_diagnoses(subjects: set[str]) -> dict[str, set[str]]:
+    """subject_id -> ICD codes (without dots, upper case) of all the patient's diagnoses_icd rows."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in _rows(MIMIC / "hosp" / "diagnoses_icd.csv.gz", subjects):
+        out[r["subject_id"]].add(r["icd_code"].strip().upper())
+    return out
+
+
+def _term(drug: str) -> str | None:
+    """How a question names a drug: its first word, when that is a word (not "0.9%", "sw")."""
+    w = drug.split()[0] if drug.split() else ""
+    return w if w.isalpha() and len(w) >= 4 else None
+
+
+def held_out_rows(sample: list[str], gold: dict, seed: int) -> list[dict]:
+    """The held-out questions for each sampled patient (see the module docstring)."""
+    rng = random.Random(seed + 1)
+    subjects = {p.removeprefix("mimic-") for p in sample}
+    active, ever = gold_medications(subjects), gold_prescriptions(subjects)
+    every_term = sorted({t for names in ever.values() for n in names if (t := _term(n))})
+    rows = []
+    for pid in sample:
+        subject = pid.removeprefix("mimic-")
+        for test, (_, names) in GOLD_TESTS.items():
+            for shape in rng.sample(HELD_OUT["lab_shapes"], 4):
+                rows.append({"kind": "lab", "patient": pid, "test": test, "gold": gold.get((subject, test)),
+                             "question": shape.format(test=rng.choice(names))})
+        for kind in ("medication_list", "problem_list", "allergies", "out_of_scope"):
+            rows += [{"kind": kind, "patient": pid, "question": q} for q in HELD_OUT[kind]]
+        on = sorted({t for n in active.get(subject, ()) if (t := _term(n))})
+        had = sorted({t for n in ever.get(subject, ()) if (t := _term(n))})
+        ended = [t for t in had if not any(t in n for n in active.get(subject, ()))]
+        never = [t for t in every_term if not any(t in n for n in ever.get(subject, ()))]
+        for status, terms in (("active", on), ("ended", ended), ("never", never)):
+            if terms:
+                drug = rng.choice(terms)
+                rows += [{"kind": "on_drug", "status": status, "drug": drug, "patient": pid,
+                          "question": t.format(drug=drug)} for t in HELD_OUT["on_drug"]]
+    return rows
+
+
+def score_held_out(doctor, rows: list[dict], lab_of_row: dict, display: dict, med_gold: dict,
+                   lat: list[float]) -> dict:
+    """Ask every held-out question and score it by its kind (see the module docstring)."""
+    subjects = {r["patient"].removeprefix("mimic-") for r in rows}
+    dx = gold_diagnoses(subjects)
+    for row in rows:
+        t = time.perf_counter()
+        a = doctor.ask(row["question"], patient=row["patient"])
+        lat.append(time.perf_counter() - t)
+        subject = row["patient"].removeprefix("mimic-")
+        row.update(abstained=a.abstained, answer=a.answer[:200])
+        kind = row["kind"]
+        if kind == "lab":
+            first = a.sentences[0] if a.sentences else None
+            cited = [lab_of_row.get(c) for c in (first.citations if first else [])]
+            g = row["gold"]
+            row["citation_ok"] = bool(g and cited and cited[0] in g["ids"])
+            row["ok"] = (bool(not a.abstained and row["citation_ok"] and _fmt(g["ids"][cited[0]]) in first.text)
+                         if g else a.abstained)
+        elif kind == "medication_list":
+            got = {(display[c] or {}).get("display", "").strip().lower() for s in a.sentences
+                   if s.text.startswith("Medication active") for c in s.citations}
+            row["ok"] = got == med_gold.get(subject, set()) and (bool(got) or not a.abstained)
+        elif kind == "problem_list":
+            codes = [((display.get(c) or {}).get("code") or "").replace(".", "").upper()
+                     for s in a.sentences for c in s.citations]
+            gold = dx.get(subject, set())
+            row["precision"] = sum(c in gold for c in codes) / len(codes) if codes else 0.0
+            row["coverage"] = len(set(codes) & gold) / min(len(gold), 30) if gold else None
+            row["ok"] = not a.abstained and row["precision"] == 1.0
+        elif kind == "allergies":
+            row["ok"] = a.abstained and "no allergies are recorded" in (a.reason or "")
+        elif kind == "on_drug":
+            said = [s for s in a.sentences if s.text.startswith("Medication active") and row["drug"] in s.text.lower()]
+            row["ok"] = bool(said) if row["status"] == "active" else not said
+        else:
+            row["ok"] = a.abstained
+    out: dict = {"questions": len(rows)}
+    for kind in ("lab", "medication_list", "problem_list", "allergies", "on_drug", "out_of_scope"):
+        rs = [r for r in rows if r["kind"] == kind]
+        out[kind] = {"questions": len(rs), "correct": round(sum(r["ok"] for r in rs) / max(1, len(rs)), 4)}
+        if kind == "lab":
+            ans = [r for r in rs if r["gold"]]
+            out[kind].update(answerable=len(ans),
+                             exact_answer_accuracy=round(sum(r["ok"] for r in ans) / max(1, len(ans)), 4),
+                             abstention_accuracy_unanswerable=round(
+                                 sum(r["ok"] for r in rs if not r["gold"]) / max(1, len(rs) - len(ans)), 4))
+            out[kind]["per_shape"] = {
+                shape: round(statistics.mean(r["ok"] for r in ans if _shaped(r["question"], shape)), 4)
+                for shape in HELD_OUT["lab_shapes"] if any(_shaped(r["question"], shape) for r in ans)}
+        if kind == "problem_list":
+            out[kind]["cited_precision"] = round(statistics.mean(r["precision"] for r in rs), 4)
+            out[kind]["coverage"] = round(statistics.mean(r["coverage"] for r in rs if r["coverage"] is not None), 4)
+        if kind == "on_drug":
+            for status in ("active", "ended", "never"):
+                ss = [r for r in rs if r["status"] == status]
+                out[kind][status] = round(sum(r["ok"] for r in ss) / max(1, len(ss)), 4)
+            out[kind]["per_template"] = {
+                t: round(statistics.mean(r["ok"] for r in rs if r["question"] == t.format(drug=r["drug"])), 4)
+                for t in HELD_OUT["on_drug"]}
+        out[f"wrong_{kind}"] = [{k: r.get(k) for k in ("question", "answer", "abstained")}
+                                for r in rs if not r["ok"]][:12]
+    abst = [r for r in rows if r["kind"] in ("out_of_scope", "allergies") or (r["kind"] == "lab" and not r["gold"])]
+    out["abstention_accuracy"] = round(sum(r["ok"] for r in abst) / max(1, len(abst)), 4)
+    return out
+
+
+def _shaped(question: str, shape: str) -> bool:
+    a, _, b = shape.partition("{test}")
+    return question.startswith(a) and question.endswith(b)
+
+
 def check_items() -> list[str]:
     """The gold item ids, as d_labitems names them (printed for the reader to check)."""
     names = {}
@@ -220,10 +353,9 @@ def main() -> None:
             for name in names:
                 for shape in SHAPES:
                     rows.append({"patient": pid, "test": test, "question": shape.format(n=name), "gold": g})
-        for q in OUT_OF_SCOPE + OUT_OF_SCOPE_SEEN:
+        for q in OUT_OF_SCOPE + OUT_OF_SCOPE_SEEN + OUT_OF_SCOPE_SEEN_2:
             rows.append({"patient": pid, "test": None, "question": q, "gold": None, "out_of_scope": True})
-        for q in OUT_OF_SCOPE_HELD_OUT:
-            rows.append({"patient": pid, "test": None, "question": q, "gold": None, "held_out": True})
+    held = held_out_rows(sample, gold, args.seed)
 
     med_gold = gold_medications(subjects)
     display = dict(zip(ev.column("row_id").to_pylist(),
@@ -260,7 +392,6 @@ def main() -> None:
     lab = [r for r in rows if r["test"] and r["gold"]]
     unanswerable = [r for r in rows if r["test"] and not r["gold"]]
     oos = [r for r in rows if r.get("out_of_scope")]
-    oos_held = [r for r in rows if r.get("held_out")]
     answered = [r for r in lab if not r["abstained"]]
     per_test = {}
     for test in GOLD_TESTS:
@@ -287,8 +418,6 @@ def main() -> None:
         "out_of_scope_questions": len(oos),
         "abstention_accuracy_out_of_scope": round(sum(r["abstained"] for r in oos) / max(1, len(oos)), 4),
         "abstention_accuracy": round(sum(r["abstained"] for r in unanswerable + oos) / max(1, len(unanswerable + oos)), 4),
-        "out_of_scope_held_out_questions": len(oos_held),
-        "abstention_accuracy_out_of_scope_held_out": round(sum(r["abstained"] for r in oos_held) / max(1, len(oos_held)), 4),
         "medication_questions": len(med_rows),
         "medication_list_exact": round(sum(r["exact"] for r in med_rows) / max(1, len(med_rows)), 4),
         "medication_recall": round(statistics.mean([r["recall"] for r in med_rows if r["recall"] is not None] or [0]), 4),
@@ -302,14 +431,17 @@ def main() -> None:
         "wrong_examples": [{k: r[k] for k in ("test", "question", "answer", "abstained")}
                            for r in lab if not r["exact"]][:15],
         "answered_out_of_scope": [{k: r[k] for k in ("question", "answer")} for r in oos if not r["abstained"]][:20],
-        "answered_out_of_scope_held_out": [{k: r[k] for k in ("question", "answer")} for r in oos_held
-                                           if not r["abstained"]][:20],
     }
+    report["held_out"] = score_held_out(doctor, held, lab_of_row, display, med_gold, lat_held := [])
+    report["held_out"]["latency_p50_s"] = round(statistics.median(lat_held), 4)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     for k, v in report.items():
-        if k not in ("wrong_examples", "answered_out_of_scope", "gold_items"):
+        if k not in ("wrong_examples", "answered_out_of_scope", "gold_items", "held_out"):
             print(f"{k}: {v}")
+    for k, v in report["held_out"].items():
+        if not k.startswith("wrong"):
+            print(f"held_out.{k}: {v}")
     print(f"wrote {RESULTS}")
 
 

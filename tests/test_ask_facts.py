@@ -52,10 +52,45 @@ def test_a_test_never_done_is_an_abstention_that_names_it(doctor):
 def test_a_general_question_about_a_patient_is_declined_not_answered_from_the_record(doctor):
     for q in ("What is the first-line treatment for type 2 diabetes?", "How should vancomycin be dosed in renal failure?"):
         a = doctor.ask(q, patient=PID)
-        assert a.abstained and "general medical question" in a.reason, (q, a.answer)
+        assert a.abstained and "not a question about the patient's record" in a.reason, (q, a.answer)
     # pointing at the patient makes it a question about the record again (not declined as general)
     a = doctor.ask("What is the first-line treatment for her kidney disease?", patient=PID)
-    assert "general medical question" not in (a.reason or "")
+    assert "not a question about the patient's record" not in (a.reason or "")
+
+
+@pytest.mark.parametrize("question", [
+    "What foods are high in creatinine?",  # names a test the patient has, asks about food
+    "What is a normal creatinine?", "What are normal creatinine levels?",
+    "What are the symptoms of a heart attack?", "Is aspirin better than clopidogrel?",
+    "What is the half-life of oxycodone?", "What is the target creatinine for people with kidney disease?",
+    "Tell me a joke.", "What year did the Affordable Care Act pass?", "Can beta blockers be given in asthma?",
+])
+def test_a_question_the_record_cannot_answer_is_declined_even_when_it_names_what_the_record_holds(doctor, question):
+    a = doctor.ask(question, patient=PID)
+    assert a.abstained and "not a question about the patient's record" in a.reason, (question, a.answer)
+    assert a.plan == []  # nothing of the patient's was read for it
+
+
+@pytest.mark.parametrize("question", [
+    "creatinine?", "What is the creatinine?", "Is the creatinine normal?", "cr today", "Creatinine value please",
+])
+def test_asking_only_for_a_value_is_still_a_question_for_the_result(doctor, question):
+    a = doctor.ask(question, patient=PID)
+    assert not a.abstained and "1.4 mg/dL" in a.sentences[0].text, (question, a.reason)
+
+
+def test_is_the_patient_on_a_drug(doctor):
+    """"Is she on aspirin?" is answered from that drug's orders: active at the end of the record
+    (cited), ended, or none recorded (then the notes are searched and the abstention says so)."""
+    for q in ("Is the patient on aspirin?", "Is she taking aspirin?", "does he take aspirin now?"):
+        a = doctor.ask(q, patient=PID)
+        assert not a.abstained and a.provider == "facts", (q, a.reason)
+        assert a.sentences[0].text.startswith("Medication active on 2150-05-06: Aspirin 81 mg")
+        assert len(a.sentences) == 1 and a.plan[0].arguments["name"] == "aspirin"
+    a = doctor.ask("Is she on warfarin?", patient=PID)
+    assert a.abstained and "no warfarin order is recorded" in a.reason
+    out = REGISTRY.call(doctor, "current_medications", {"patient_id": PID, "name": "oxycod"})
+    assert [m.name for m in out.medications] == ["Oxycodone"]
 
 
 def test_question_names_of_tests():

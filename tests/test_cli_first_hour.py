@@ -158,3 +158,18 @@ def test_ctrl_c_while_embedding_keeps_the_committed_version_and_says_how_to_go_o
     assert st["index"]["chunks"]["pending"] > 0 and st["index"]["chunks"]["unindexed"] == 0
     r = run("--role", "auditor", "audit", "verify", "--home", home)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_simple_reads_do_not_load_lancedb(store):
+    """Opening a local store and reading it (status, SQL, the patient directory, audit verify)
+    goes through Lance and DuckDB: LanceDB (about a second to import, most of it its REST
+    namespace client) loads only for writes and indexes. Checked by what is imported."""
+    for role, *args in (["steward", "status"], ["steward", "sql", "SELECT count(*) AS n FROM sources"],
+                        ["steward", "patients"], ["auditor", "audit", "verify"]):
+        argv = ["sagehealth", "--role", role, *args, "--home", str(store)]
+        code = (f"import sys; sys.argv = {argv!r}; from sagehealth.cli import main\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print('lancedb loaded:', 'lancedb' in sys.modules)")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (args, r.stderr)
+        assert r.stdout.strip().splitlines()[-1] == "lancedb loaded: False", (args, r.stdout[-500:])

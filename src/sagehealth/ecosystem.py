@@ -662,12 +662,13 @@ class Ecosystem:
         return found[0], rows
 
     def current_medications(self, patient_id: str, *, until: Any = None, limit: int = 30,
-                            inactive: bool = False, version: int | None = None) -> tuple[Any, list[Any]]:
+                            inactive: bool = False, name: str | None = None,
+                            version: int | None = None) -> tuple[Any, list[Any]]:
         """The medications active at the end of one patient's record (the end of the latest
         encounter, else the latest order) or at ``until``: started by then and not ended before
         it, by date or by status. Returns (that date, the medications, latest first), each
-        citing its row (``inactive``: the others, ended by date or status). Clinicians: own
-        patients; researchers: pseudonyms."""
+        citing its row (``inactive``: the others, ended by date or status; ``name``: only those
+        whose name contains it). Clinicians: own patients; researchers: pseudonyms."""
         from sagehealth.retrieval.facts import current_medications
         from sagehealth.retrieval.search import check_date
 
@@ -677,7 +678,7 @@ class Ecosystem:
         commit = self.lake.resolve(version)
         with self._failures(p, action, resource):
             as_of, meds = current_medications(lambda q: self.lake.sql(q, commit.version, views), patient_id,
-                                              until=until, limit=limit, inactive=inactive)
+                                              until=until, limit=limit, inactive=inactive, name=name)
             if as_of is None:
                 self._must_exist(p, patient_id, commit.version, views)
         self._log(p, action, resource, [patient_id] if p.role == "clinician" else [])

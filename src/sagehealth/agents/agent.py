@@ -48,7 +48,7 @@ from sagehealth.agents.checks import (
     strip_instructions,
     support,
 )
-from sagehealth.agents.questions import is_general, section_asked
+from sagehealth.agents.questions import drug_asked, is_general, off_record, section_asked
 from sagehealth.errors import (
     AccessDenied,
     ProviderError,
@@ -57,7 +57,7 @@ from sagehealth.errors import (
 )
 from sagehealth.genai.base import Draft, DraftRequest, DraftSentence, Evidence, Provider
 from sagehealth.genai.text import sentences
-from sagehealth.retrieval.facts import MEDICATIONS, named_tests
+from sagehealth.retrieval.facts import MEDICATIONS, named_test_spans, named_tests
 
 if TYPE_CHECKING:
     from sagehealth.ecosystem import Ecosystem
@@ -84,9 +84,10 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
             steps.append(PlanStep(tool="find_patients", arguments={"concept": cid},
                                   why=f"the patients with {cid} or a narrower concept (knowledge graph)"))
     window = {key: v.isoformat() for key, v in (("since", since), ("until", until)) if v}
-    if patient and is_general(question):
+    spans = named_test_spans(question) if patient else []
+    if patient and off_record(question, [(s, e) for s, e, _ in spans]):
         return steps  # no record answers it: the agent declines (see answer)
-    tests = named_tests(question) if patient and results else []
+    tests = list(dict.fromkeys(t for _, _, t in spans)) if results else []
     part = section_asked(question) if patient and results and not tests else None
     if part:  # "What problems does she have?", "allergies?": that part of the record, whole
         steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, "sections": [part], **window},
@@ -96,6 +97,13 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
         steps.append(PlanStep(tool="current_medications",
                               arguments={"patient_id": patient, **({"until": until.isoformat()} if until else {})},
                               why="the medications active at the end of the patient's record"))
+        return steps
+    drug = drug_asked(question) if patient and results and not tests else None
+    if drug:  # "Is she on warfarin?": that drug's orders, active (else the latest that ended)
+        steps.append(PlanStep(tool="current_medications",
+                              arguments={"patient_id": patient, "name": drug,
+                                         **({"until": until.isoformat()} if until else {})},
+                              why=f"whether {drug} is among the medications active at the end of the record"))
         return steps
     if tests:  # a question for a result ("latest Hgb?"): the results themselves, latest first
         for test in tests[:4]:
@@ -208,6 +216,8 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     missing = None
     if structured and steps[0].tool == "lab_results":
         missing = f"no {' or '.join(t.label for t in named_tests(question)[:len(steps)])} result is recorded"
+    elif structured and steps[0].arguments.get("name"):
+        missing = f"no {steps[0].arguments['name']} order is recorded"
     elif structured and steps[0].tool == "patient_context":
         missing = f"no {steps[0].arguments['sections'][0].lower()} are recorded"
     fell_back = False
@@ -265,8 +275,8 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
     if denied:
         reason = f"access denied: {denied}"
     elif patient and not steps:
-        reason = ("a general medical question: the patient's record does not answer it "
-                  "(ask it without a patient to search the literature)")
+        reason = ("not a question about the patient's record (a general medical question, or another "
+                  "topic): the record does not answer it (ask it without a patient to search the literature)")
     elif missing and not evidence:
         reason = f"{missing}, and nothing else in the record answers it"
     elif not evidence:

@@ -3,9 +3,13 @@ general medical question that no patient record answers.
 
 A general question ("What is the first-line treatment for type 2 diabetes?", "How should
 vancomycin be dosed in renal failure?") asked about a patient must not be answered with that
-patient's problem list: the record holds facts about the patient, not medical knowledge. Such a
-question is one that uses the forms of general knowledge (:data:`GENERAL`) and does not point at
-the patient (:data:`ABOUT_PATIENT`).
+patient's problem list: the record holds facts about the patient, not medical knowledge.
+:func:`is_general` knows the forms of general knowledge (:data:`GENERAL`) in a question that does
+not point at the patient (:data:`ABOUT_PATIENT`); with a patient named, :func:`off_record` also
+declines any question (or request) that neither points at the patient, nor uses a word of the
+record (:data:`RECORD`: a time, an event, a part of the chart), nor consists only of what the
+record holds (a test, a part of the record, a request for its value): "What foods are high in
+potassium?" names a test, but "foods" is not something a record holds.
 """
 
 from __future__ import annotations
@@ -27,15 +31,88 @@ GENERAL = re.compile(r"""\b(?:
     who\ (?:discovered|invented|won|wrote) | capital\ of
 )\b""", re.IGNORECASE | re.VERBOSE)
 
+#: forms of knowledge about a disease, drug or test in general, asked with a patient named:
+#: its signs, causes, normal values, comparisons, the people it applies to
+KNOWLEDGE = re.compile(r"""\b(?:
+    (?:signs?|symptoms?|causes?|complications?|treatments?|management|half[- ]?life|duration|
+       normal\ (?:range|values?|levels?)|reference\ range|target|goal)\ (?:of|for|in)\ (?!(?:the\ |this\ )?pat) |
+    half[- ]?life | normal\ (?:range|values?|levels?) | what(?:'s|\ is|\ are)\ (?:a\ )?normal |
+    what\ does\ .{1,50}?\ mean | meaning\ of | stands?\ for |
+    (?:for|in|among)\ (?:people|persons|adults|children|kids|infants|women|men|elderly|older\ adults|pregnan\w*|
+       athletes|smokers|diabetics|patients\ with) |
+    better\ than | worse\ than | compared\ (?:to|with) | versus | vs\.? | safest | safer |
+    how\ (?:do|does|is|are|can)\ .{1,60}?\ (?:work|differ|measured|calculated|tested|checked|spread|caught|cured|
+       prevented|treated|diagnosed|reversed|monitored|metabolized|metabolised|excreted) |
+    is\ there\ a\ cure | can\ you\ (?:die|get|catch)
+)""", re.IGNORECASE | re.VERBOSE)
+
+#: words of an event in a record: its time, or something done ("was ... given", "were ... drawn")
+EVENT = re.compile(r"""\b(?:
+    latest | last | most\ recent | recent(?:ly)? | current(?:ly)? | today | tonight | yesterday | overnight |
+    this\ (?:morning|evening|admission|visit|stay|encounter) | on\ admission | at\ discharge | so\ far | anymore |
+    still | admitted | admission | discharged? |
+    (?:was|were|been|being|got|get)\ (?:[\w-]+\ ){0,3}?(?:given|ordered|received|started|stopped|held|discontinued|
+       administered|performed|done|checked|drawn|documented|noted|recorded|found|shown|prescribed|treated|seen)
+)\b""", re.IGNORECASE | re.VERBOSE)
+
+#: parts of a chart and records of care
+RECORD = re.compile(r"""\b(?:
+    chart | record | notes? | reports? | imaging | scans? | x-?rays? | cxr | ct | cta | mri | ultrasound | echo\w* |
+    ekg | ecg | labs? | vitals? | results? | values? | levels? | readings? | trends? | trending | plan | code\ status |
+    hx | follow[- ]?up | consult\w* | procedures? | surger(?:y|ies) | operations? | pcp | attending | meds |
+    medications? | stay | visits? | encounters? | course | history | showed | revealed | taking
+)\b""", re.IGNORECASE | re.VERBOSE)
+
+#: a question or request (not a bare fragment of the record such as "hgb" or "cxr findings")
+_ASKING = re.compile(r"^\W*(?:what|which|who|whom|whose|when|where|why|how|is|are|was|were|can|could|should|would|"
+                     r"will|does|do|did|has|have|tell|explain|describe|give|list|name|define|compare|write|"
+                     r"recommend|suggest|help|please)\b", re.IGNORECASE)
+
+#: words that only ask for a value (removed before asking whether anything else is left)
+_REQUEST = frozenset("""what what's whats is was are were the of for me show tell give pull up check
+    can could you please value values level levels result results reading number it its any
+    today now current latest last most recent how high low normal abnormal ok okay""".split())
+
+#: "What is the ejection fraction?": one definite thing, no complement: the patient's
+_DEFINITE = re.compile(r"^\W*(?:what|how)(?:'s|\s+(?:is|was|are|were))\s+the\s+(?:[\w-]+\s*){1,4}\W*$", re.IGNORECASE)
+_COMPLEMENT = re.compile(r"\b(?:of|for|in|between|with|to|from|per|by)\b", re.IGNORECASE)
+
 #: words that point at the patient the question is asked about
 ABOUT_PATIENT = re.compile(
-    r"\b(?:the\ patient|this\ patient|patient's|pt|pt's|her|his|she|he|him|my\ patient|our\ patient)\b",
+    r"\b(?:the\ patient|this\ patient|patient's|pt|pt's|her|his|she|he|him|my\ patient|our\ patient|we)\b",
     re.IGNORECASE | re.VERBOSE)
 
 
 def is_general(question: str) -> bool:
     """A general medical question that does not point at the patient (see the module docstring)."""
     return bool(GENERAL.search(question)) and not ABOUT_PATIENT.search(question)
+
+
+def off_record(question: str, named: list[tuple[int, int]] = ()) -> bool:
+    """A question asked with a patient named that the record cannot answer. Not when it points
+    at the patient; else when it has a :data:`GENERAL` form; else not when it names an
+    :data:`EVENT` of the record; else when it has a :data:`KNOWLEDGE` form; else not when it names a part of the record
+    (:data:`RECORD`, :func:`section_asked`), is one definite thing ("What is the heart rate?"),
+    or says nothing but the things ``named`` (character spans of the tests it names) and words
+    that ask for their value; else when it is a question or request at all."""
+    if ABOUT_PATIENT.search(question):
+        return False
+    if GENERAL.search(question):
+        return True
+    if EVENT.search(question):
+        return False
+    if KNOWLEDGE.search(question):
+        return True
+    if RECORD.search(question) or section_asked(question):
+        return False
+    if _DEFINITE.match(question) and not _COMPLEMENT.search(question):
+        return False
+    rest = question
+    for s, e in sorted(named, reverse=True):
+        rest = rest[:s] + " " + rest[e:]
+    if not [w for w in re.findall(r"[a-z0-9']+", rest.lower()) if w not in _REQUEST]:
+        return False  # "potassium?", "What is the Hgb value?"
+    return bool(_ASKING.match(question))
 
 
 #: questions for one part of a patient's record, answered with that part as its rows say it
@@ -52,3 +129,18 @@ def section_asked(question: str) -> str | None:
         if rx.search(question):
             return name
     return None
+
+
+#: "Is she on warfarin?", "Does the patient take metformin?", "Was he started on heparin?"
+_ON_DRUG = re.compile(
+    r"^\W*(?:is|are|was|were|does|do|did|has|have)\b.{0,40}?\b(?:on|taking|takes|take|receiving|receives|getting|gets|"
+    r"prescribed|using|uses|started\ on|still\ on)\s+(?:any\s+|a\s+|an\s+|the\s+)?"
+    r"(?P<drug>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}?)"
+    r"(?:\s+(?:now|currently|still|anymore|at\ home|today|right\ now|at\ the\ moment))?\W*$", re.IGNORECASE)
+
+
+def drug_asked(question: str) -> str | None:
+    """The drug a question asks whether the patient is on ("Is she on warfarin?" -> "warfarin"),
+    or None."""
+    m = _ON_DRUG.match(question)
+    return m.group("drug").lower() if m else None

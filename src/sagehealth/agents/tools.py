@@ -188,6 +188,8 @@ class MedicationsArgs(Args):
     patient_id: str = Field(min_length=1)
     until: date | None = Field(None, description="the list as of this date (default: the end of the record)")
     limit: int = Field(30, ge=1, le=500)
+    name: str | None = Field(None, min_length=2, max_length=100,
+                             description="only the medications whose name contains this (is the patient on X?)")
 
 
 class MedicationItem(Result):
@@ -211,9 +213,11 @@ class MedicationsResult(Result):
 def current_medications(eco: Ecosystem, a: MedicationsArgs) -> MedicationsResult:
     """The medications active at the end of one patient's record (the end of the latest
     encounter) or at a given date: started by then, not ended before it by date or status;
-    latest first, each citing its row."""
-    as_of, meds = eco.current_medications(a.patient_id, until=a.until, limit=a.limit)
-    ended = eco.current_medications(a.patient_id, until=as_of, limit=5, inactive=True)[1] if as_of and not meds else []
+    latest first, each citing its row; with ``name``, only that drug's (when none is active,
+    the latest that ended)."""
+    as_of, meds = eco.current_medications(a.patient_id, until=a.until, limit=a.limit, name=a.name)
+    ended = (eco.current_medications(a.patient_id, until=as_of, limit=5, inactive=True, name=a.name)[1]
+             if as_of and not meds else [])
 
     def item(m: Any) -> MedicationItem:
         return MedicationItem(row_id=m.row_id, name=m.name, start=m.start, end=m.end, status=m.status, dose=m.dose,

@@ -27,7 +27,6 @@ from typing import Any
 
 import duckdb
 import lance
-import lancedb
 import pyarrow as pa
 
 from sagehealth.config import is_local, sql_memory_limit
@@ -62,10 +61,7 @@ class Lakehouse:
         if is_local(uri):
             _private(Path(uri))
             Path(self._lake_uri).mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = lancedb.connect(self._lake_uri)
-        except Exception as exc:
-            raise StoreError(f"cannot open the store at {uri}: {exc}") from exc
+        self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._commits: tuple[tuple[int, int], list[Commit]] | None = None  # (stamp, commits)
         self._datasets: dict[tuple[str, int], lance.LanceDataset] = {}
@@ -77,10 +73,28 @@ class Lakehouse:
         self._ensure_tables()
 
     # -- tables ---------------------------------------------------------------------------
+    @property
+    def db(self) -> Any:
+        """The LanceDB connection (for writes and indexes; connected on first use: importing
+        LanceDB takes about a second, which reads through Lance and DuckDB do not need)."""
+        if self._db is None:
+            import lancedb
+
+            try:
+                self._db = lancedb.connect(self._lake_uri)
+            except Exception as exc:
+                raise StoreError(f"cannot open the store at {self.uri}: {exc}") from exc
+        return self._db
+
+    def _has_tables(self) -> bool:
+        if is_local(self.uri):  # a directory per table: no connection needed to see them
+            return all(Path(self.table_uri(name)).is_dir() for name in ALL_SCHEMAS)
+        return set(ALL_SCHEMAS) <= set(self.db.list_tables().tables)
+
     def _ensure_tables(self) -> None:
         """Create the tables a new (or older) store lacks, under the write lock: a second
         process opening a store while the first creates it waits instead of colliding."""
-        if set(ALL_SCHEMAS) <= set(self.db.list_tables().tables) and self.commits():
+        if self._has_tables() and self.commits():
             return
         with self.write_lock(wait=120.0):
             existing = set(self.db.list_tables().tables)

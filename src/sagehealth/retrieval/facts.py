@@ -105,9 +105,18 @@ _SHORT = re.compile(r"\b(?:latest|last|most recent|recent|current|level|levels|v
 
 
 def named_tests(question: str) -> list[Test]:
-    """The tests a question names, in the order it names them (a longer name wins: "hemoglobin
-    A1c" is HbA1c, not hemoglobin). Ambiguous short names ("K", "Na", "Cr", "HR") count only
-    in a question that asks for a result."""
+    """The tests a question names, in the order it names them (see :func:`named_test_spans`)."""
+    out: list[Test] = []
+    for _, _, t in named_test_spans(question):
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def named_test_spans(question: str) -> list[tuple[int, int, Test]]:
+    """Where a question names tests: (start, end, test) in order (a longer name wins: "hemoglobin
+    A1c" is HbA1c, not hemoglobin). Ambiguous short names ("K", "Na", "Cr", "HR") count only in a
+    question that asks for a result."""
     taken: list[tuple[int, int, Test]] = []
     spans: list[tuple[int, int, Test, str]] = []
     for t, rx in _ASKED:
@@ -121,11 +130,7 @@ def named_tests(question: str) -> list[Test]:
         if len(text) <= 3 and text.isalpha() and not resultish:
             continue
         taken.append((s, e, t))
-    out: list[Test] = []
-    for _, _, t in sorted(taken, key=lambda x: x[0]):
-        if t not in out:
-            out.append(t)
-    return out
+    return sorted(taken, key=lambda x: x[0])
 
 
 @dataclass(frozen=True)
@@ -223,12 +228,13 @@ class Medication:
 
 
 def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
-                        until: datetime | None = None, limit: int = 30,
-                        inactive: bool = False) -> tuple[datetime | None, list[Medication]]:
+                        until: datetime | None = None, limit: int = 30, inactive: bool = False,
+                        name: str | None = None) -> tuple[datetime | None, list[Medication]]:
     """The medications active at the end of the record (or at ``until``): started by then, not
     ended before it by date or by status. The record's end is the end of the latest encounter
     (a discharge), else the latest event. Returns (that date, the medications, latest first).
-    ``inactive``: the others instead (ended by date or status), latest first."""
+    ``inactive``: the others instead (ended by date or status), latest first. ``name``: only
+    the medications whose name contains it (case-insensitive: "warfarin" finds "Warfarin Sodium")."""
     pid = lit(patient_id)
     if until is None:
         row = run_sql(f"""SELECT greatest(
@@ -240,6 +246,7 @@ def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
         return None, []
     at = lit(until.isoformat())
     ended = in_list(list(ENDED))
+    named = f"AND strpos(lower(coalesce(code.display, code.code, '')), {lit(name.lower())}) > 0" if name else ""
     active = f"""(start IS NULL OR start <= {at}::TIMESTAMPTZ)
                   AND ("end" IS NULL OR "end" >= {at}::TIMESTAMPTZ)
                   AND (status IS NULL OR lower(status) NOT IN ({ended}))"""
@@ -248,6 +255,7 @@ def current_medications(run_sql: Callable[[str], pa.Table], patient_id: str, *,
                        FROM events WHERE patient_id = {pid} AND kind = 'medication'
                             AND {'NOT ' if inactive else ''}({active})
                             {f'AND (start IS NULL OR start <= {at}::TIMESTAMPTZ)' if inactive else ''}
+                            {named}
                        ORDER BY start DESC NULLS LAST, row_id""").to_pylist()
     out, seen = [], set()
     for r in rows:
