@@ -20,8 +20,10 @@ through the store):
   knowledge, other topics): the right answer is an abstention. ``OUT_OF_SCOPE``,
   ``OUT_OF_SCOPE_SEEN`` and ``OUT_OF_SCOPE_SEEN_2`` were seen while the agent's decline rules
   were written (tuned-on).
-- **held out** (``tests/data/ask_questions_held_out.json``, written by a session that did not
-  read the agent's code, after the rules were final, reported apart as ``held_out``): lab
+- **held out** (``tests/data/ask_questions_held_out*.json``, each written by a session that did
+  not read the agent's code, after the rules of the time were final; reported apart as
+  ``held_out`` (run once, then its failures fixed: tuned-on since) and ``held_out_2`` (written
+  after those fixes, run once)): lab
   questions in 25 other phrasings (4 drawn for each patient and test), medication lists (15
   phrasings), problem lists (12; gold = the patient's ``diagnoses_icd`` codes: every cited
   problem row must be one of them, and coverage = distinct gold codes cited / min(gold, 30)),
@@ -120,9 +122,12 @@ OUT_OF_SCOPE_SEEN_2 = [
     "Tell me a joke.",
     "What year did the Affordable Care Act pass?",
 ]
-#: the held-out set: written by a helper session that did not read the agent's code, after the
-#: rules were final; never used to change them (phrasings of each question kind, templates)
-HELD_OUT = json.loads((ROOT / "tests" / "data" / "ask_questions_held_out.json").read_text())
+#: held-out sets, each written by a helper session that did not read the agent's code, after the
+#: rules of the time were final (phrasings of each question kind, templates). The first was run
+#: once (benchmarks/results/ask_facts_held_out_first_run.json); its failures were then fixed, so
+#: it is tuned-on since; the second was written after those fixes and run once.
+HELD_OUT = {name: json.loads((ROOT / "tests" / "data" / f"ask_questions_{name}.json").read_text())
+            for name in ("held_out", "held_out_2")}
 
 
 def gold_latest(patients: set[str]) -> dict[tuple[str, str], dict]:
@@ -201,7 +206,7 @@ def _term(drug: str) -> str | None:
     return w if w.isalpha() and len(w) >= 4 else None
 
 
-def held_out_rows(sample: list[str], gold: dict, seed: int) -> list[dict]:
+def held_out_rows(sample: list[str], gold: dict, seed: int, questions: dict) -> list[dict]:
     """The held-out questions for each sampled patient (see the module docstring)."""
     rng = random.Random(seed + 1)
     subjects = {p.removeprefix("mimic-") for p in sample}
@@ -211,11 +216,11 @@ def held_out_rows(sample: list[str], gold: dict, seed: int) -> list[dict]:
     for pid in sample:
         subject = pid.removeprefix("mimic-")
         for test, (_, names) in GOLD_TESTS.items():
-            for shape in rng.sample(HELD_OUT["lab_shapes"], 4):
+            for shape in rng.sample(questions["lab_shapes"], 4):
                 rows.append({"kind": "lab", "patient": pid, "test": test, "gold": gold.get((subject, test)),
                              "question": shape.format(test=rng.choice(names))})
         for kind in ("medication_list", "problem_list", "allergies", "out_of_scope"):
-            rows += [{"kind": kind, "patient": pid, "question": q} for q in HELD_OUT[kind]]
+            rows += [{"kind": kind, "patient": pid, "question": q} for q in questions[kind]]
         on = sorted({t for n in active.get(subject, ()) if (t := _term(n))})
         had = sorted({t for n in ever.get(subject, ()) if (t := _term(n))})
         ended = [t for t in had if not any(t in n for n in active.get(subject, ()))]
@@ -224,12 +229,12 @@ def held_out_rows(sample: list[str], gold: dict, seed: int) -> list[dict]:
             if terms:
                 drug = rng.choice(terms)
                 rows += [{"kind": "on_drug", "status": status, "drug": drug, "patient": pid,
-                          "question": t.format(drug=drug)} for t in HELD_OUT["on_drug"]]
+                          "question": t.format(drug=drug)} for t in questions["on_drug"]]
     return rows
 
 
 def score_held_out(doctor, rows: list[dict], lab_of_row: dict, display: dict, med_gold: dict,
-                   lat: list[float]) -> dict:
+                   lat: list[float], questions: dict) -> dict:
     """Ask every held-out question and score it by its kind (see the module docstring)."""
     subjects = {r["patient"].removeprefix("mimic-") for r in rows}
     dx = gold_diagnoses(subjects)
@@ -277,7 +282,7 @@ def score_held_out(doctor, rows: list[dict], lab_of_row: dict, display: dict, me
                                  sum(r["ok"] for r in rs if not r["gold"]) / max(1, len(rs) - len(ans)), 4))
             out[kind]["per_shape"] = {
                 shape: round(statistics.mean(r["ok"] for r in ans if _shaped(r["question"], shape)), 4)
-                for shape in HELD_OUT["lab_shapes"] if any(_shaped(r["question"], shape) for r in ans)}
+                for shape in questions["lab_shapes"] if any(_shaped(r["question"], shape) for r in ans)}
         if kind == "problem_list":
             out[kind]["cited_precision"] = round(statistics.mean(r["precision"] for r in rs), 4)
             out[kind]["coverage"] = round(statistics.mean(r["coverage"] for r in rs if r["coverage"] is not None), 4)
@@ -287,7 +292,7 @@ def score_held_out(doctor, rows: list[dict], lab_of_row: dict, display: dict, me
                 out[kind][status] = round(sum(r["ok"] for r in ss) / max(1, len(ss)), 4)
             out[kind]["per_template"] = {
                 t: round(statistics.mean(r["ok"] for r in rs if r["question"] == t.format(drug=r["drug"])), 4)
-                for t in HELD_OUT["on_drug"]}
+                for t in questions["on_drug"]}
         out[f"wrong_{kind}"] = [{k: r.get(k) for k in ("question", "answer", "abstained")}
                                 for r in rs if not r["ok"]][:12]
     abst = [r for r in rows if r["kind"] in ("out_of_scope", "allergies") or (r["kind"] == "lab" and not r["gold"])]
@@ -355,7 +360,7 @@ def main() -> None:
                     rows.append({"patient": pid, "test": test, "question": shape.format(n=name), "gold": g})
         for q in OUT_OF_SCOPE + OUT_OF_SCOPE_SEEN + OUT_OF_SCOPE_SEEN_2:
             rows.append({"patient": pid, "test": None, "question": q, "gold": None, "out_of_scope": True})
-    held = held_out_rows(sample, gold, args.seed)
+    held = {name: held_out_rows(sample, gold, args.seed, qs) for name, qs in HELD_OUT.items()}
 
     med_gold = gold_medications(subjects)
     display = dict(zip(ev.column("row_id").to_pylist(),
@@ -432,16 +437,18 @@ def main() -> None:
                            for r in lab if not r["exact"]][:15],
         "answered_out_of_scope": [{k: r[k] for k in ("question", "answer")} for r in oos if not r["abstained"]][:20],
     }
-    report["held_out"] = score_held_out(doctor, held, lab_of_row, display, med_gold, lat_held := [])
-    report["held_out"]["latency_p50_s"] = round(statistics.median(lat_held), 4)
+    for name, rows_ in held.items():
+        report[name] = score_held_out(doctor, rows_, lab_of_row, display, med_gold, lat_held := [], HELD_OUT[name])
+        report[name]["latency_p50_s"] = round(statistics.median(lat_held), 4)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     for k, v in report.items():
-        if k not in ("wrong_examples", "answered_out_of_scope", "gold_items", "held_out"):
+        if k not in ("wrong_examples", "answered_out_of_scope", "gold_items", *HELD_OUT):
             print(f"{k}: {v}")
-    for k, v in report["held_out"].items():
-        if not k.startswith("wrong"):
-            print(f"held_out.{k}: {v}")
+    for name in HELD_OUT:
+        for k, v in report[name].items():
+            if not k.startswith("wrong"):
+                print(f"{name}.{k}: {v if not isinstance(v, dict) else {a: b for a, b in v.items() if 'per_' not in a}}")
     print(f"wrote {RESULTS}")
 
 

@@ -165,3 +165,29 @@ def test_a_question_for_a_part_of_the_record_gets_that_part_whole(doctor):
     assert a.abstained and "no allergies are recorded" in a.reason
     out = REGISTRY.call(doctor, "patient_context", {"patient_id": PID, "sections": ["Problems"]})
     assert out.items and {i.section for i in out.items} == {"Problems"}
+
+
+def test_forms_the_first_held_out_run_missed(doctor):
+    """Failures of the first held-out run (benchmarks/ask_facts.py, docs in the README), each
+    now a regression: "PT" is prothrombin time, not "pt" (the patient); a structured fact that
+    is missing falls back to the notes only (the timeline holds the same rows: it answered
+    "latest troponin?" with an unrelated lab); more names for the medication list, problems and
+    a drug's orders."""
+    a = doctor.ask("What is the difference between INR and PT?", patient=PID)
+    assert a.abstained and a.plan == []
+    for q in ("Show me this patient's most recent troponin result.", "tell me their latest troponin result"):
+        a = doctor.ask(q, patient=PID)
+        assert a.abstained and "no Troponin result" in a.reason, (q, a.answer)
+        assert [st.tool for st in a.plan] == ["lab_results", "search_evidence"]
+    a = doctor.ask("Show me the patient's allergy history", patient=PID)
+    assert a.abstained and "no allergies are recorded" in a.reason, a.answer
+    for q in ("Show me this patient's med list", "What is this patient taking at the moment?", "what is she on, med-wise"):
+        a = doctor.ask(q, patient=PID)
+        assert not a.abstained and len(a.sentences) == 3 and "Aspirin 81 mg" in a.answer, (q, a.reason)
+    a = doctor.ask("What has the patient been diagnosed with?", patient=PID)
+    assert "Unspecified essential hypertension" in a.answer
+    for q in ("pt on aspirin?", "on aspirin?", "Is aspirin on her med list?", "Are they receiving aspirin right now?",
+              "Does the patient have an active order for aspirin?", "Can you check whether he's still taking aspirin?"):
+        a = doctor.ask(q, patient=PID)
+        assert not a.abstained and a.plan[0].arguments.get("name") == "aspirin", (q, a.reason, a.plan)
+        assert a.sentences[0].text.startswith("Medication active on 2150-05-06: Aspirin")

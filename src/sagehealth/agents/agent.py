@@ -48,7 +48,7 @@ from sagehealth.agents.checks import (
     strip_instructions,
     support,
 )
-from sagehealth.agents.questions import drug_asked, is_general, off_record, section_asked
+from sagehealth.agents.questions import MEDICATION_LIST, drug_asked, is_general, off_record, section_asked
 from sagehealth.errors import (
     AccessDenied,
     ProviderError,
@@ -57,7 +57,7 @@ from sagehealth.errors import (
 )
 from sagehealth.genai.base import Draft, DraftRequest, DraftSentence, Evidence, Provider
 from sagehealth.genai.text import sentences
-from sagehealth.retrieval.facts import MEDICATIONS, named_test_spans, named_tests
+from sagehealth.retrieval.facts import named_test_spans, named_tests
 
 if TYPE_CHECKING:
     from sagehealth.ecosystem import Ecosystem
@@ -74,7 +74,7 @@ COHORT = re.compile(r"\b(?:which|what|how many|list|find|any|all)\b[^?]{0,60}\bp
 
 
 def plan(question: str, *, patient: str | None, since: date | None, until: date | None, k: int,
-         concepts: list[str] = (), results: bool = True) -> list[PlanStep]:
+         concepts: list[str] = ()) -> list[PlanStep]:
     """The tool calls for a question: fixed by the question's own arguments and the concepts it
     names (searches ask for 3k hits so that k remain once repeated text is dropped); a question
     about a group of patients that names a concept also asks the knowledge graph who has it."""
@@ -87,23 +87,23 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
     spans = named_test_spans(question) if patient else []
     if patient and off_record(question, [(s, e) for s, e, _ in spans]):
         return steps  # no record answers it: the agent declines (see answer)
-    tests = list(dict.fromkeys(t for _, _, t in spans)) if results else []
-    part = section_asked(question) if patient and results and not tests else None
+    tests = list(dict.fromkeys(t for _, _, t in spans))
+    part = section_asked(question) if patient and not tests else None
     if part:  # "What problems does she have?", "allergies?": that part of the record, whole
         steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, "sections": [part], **window},
                               why=f"the patient's {part.lower()}"))
         return steps
-    if patient and results and not tests and MEDICATIONS.search(question):
-        steps.append(PlanStep(tool="current_medications",
-                              arguments={"patient_id": patient, **({"until": until.isoformat()} if until else {})},
-                              why="the medications active at the end of the patient's record"))
-        return steps
-    drug = drug_asked(question) if patient and results and not tests else None
+    drug = drug_asked(question) if patient and not tests else None
     if drug:  # "Is she on warfarin?": that drug's orders, active (else the latest that ended)
         steps.append(PlanStep(tool="current_medications",
                               arguments={"patient_id": patient, "name": drug,
                                          **({"until": until.isoformat()} if until else {})},
                               why=f"whether {drug} is among the medications active at the end of the record"))
+        return steps
+    if patient and not tests and MEDICATION_LIST.search(question):
+        steps.append(PlanStep(tool="current_medications",
+                              arguments={"patient_id": patient, **({"until": until.isoformat()} if until else {})},
+                              why="the medications active at the end of the patient's record"))
         return steps
     if tests:  # a question for a result ("latest Hgb?"): the results themselves, latest first
         for test in tests[:4]:
@@ -114,9 +114,7 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
     if patient:
         steps.append(PlanStep(tool="patient_context", arguments={"patient_id": patient, **window},
                               why="the patient's problems, medications, labs and prior reports"))
-        steps.append(PlanStep(tool="search_evidence",
-                              arguments={"query": question, "k": min(3 * k, 100), "patient_id": patient, **window},
-                              why="passages of this patient's documents that match the question"))
+        steps.append(notes_search(question, patient, k, window))
     elif is_general(question):  # medical knowledge: from the literature, not from patients' notes
         steps.append(PlanStep(tool="search_evidence",
                               arguments={"query": question, "k": min(3 * k, 100), "per_document": True,
@@ -127,6 +125,13 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
                               arguments={"query": question, "k": min(3 * k, 100), "per_document": True, **window},
                               why="passages the asker may see (documents and literature) that match the question"))
     return steps
+
+
+def notes_search(question: str, patient: str, k: int, window: dict[str, str]) -> PlanStep:
+    """The search of one patient's documents for a question."""
+    return PlanStep(tool="search_evidence", arguments={"query": question, "k": min(3 * k, 100), "patient_id": patient,
+                                                       **window},
+                    why="passages of this patient's documents that match the question")
 
 
 def _as_evidence(step: PlanStep, result: Any, k: int) -> list[Evidence]:
@@ -241,9 +246,12 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
                 evidence.append(e)
         if structured and not fell_back and not queue and not evidence:
             fell_back = True
-            more = plan(question, patient=patient, since=since_d, until=until_d, k=k, results=False)
-            steps += more
-            queue += more
+            # the structured rows said nothing; the rest of the timeline holds the same rows, so
+            # only a note can still say it ("troponin negative", "NKDA")
+            more = notes_search(question, patient, k, {key: v.isoformat() for key, v in
+                                                       (("since", since_d), ("until", until_d)) if v})
+            steps.append(more)
+            queue.append(more)
     # passages that matched the question first, then the timeline (a model's window is finite)
     evidence.sort(key=lambda e: e.kind == "context")
     timings["retrieve"] = time.perf_counter() - t

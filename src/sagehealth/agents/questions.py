@@ -79,7 +79,7 @@ _COMPLEMENT = re.compile(r"\b(?:of|for|in|between|with|to|from|per|by)\b", re.IG
 
 #: words that point at the patient the question is asked about
 ABOUT_PATIENT = re.compile(
-    r"\b(?:the\ patient|this\ patient|patient's|pt|pt's|her|his|she|he|him|my\ patient|our\ patient|we)\b",
+    r"\b(?:the\ patient|this\ patient|patient's|(?-i:pt|Pt)(?:'s)?|her|his|she|he|him|my\ patient|our\ patient|we)\b",
     re.IGNORECASE | re.VERBOSE)
 
 
@@ -90,12 +90,12 @@ def is_general(question: str) -> bool:
 
 def off_record(question: str, named: list[tuple[int, int]] = ()) -> bool:
     """A question asked with a patient named that the record cannot answer. Not when it points
-    at the patient; else when it has a :data:`GENERAL` form; else not when it names an
+    at the patient or asks whether they are on a drug (:func:`drug_asked`); else when it has a :data:`GENERAL` form; else not when it names an
     :data:`EVENT` of the record; else when it has a :data:`KNOWLEDGE` form; else not when it names a part of the record
     (:data:`RECORD`, :func:`section_asked`), is one definite thing ("What is the heart rate?"),
     or says nothing but the things ``named`` (character spans of the tests it names) and words
     that ask for their value; else when it is a question or request at all."""
-    if ABOUT_PATIENT.search(question):
+    if ABOUT_PATIENT.search(question) or drug_asked(question):
         return False
     if GENERAL.search(question):
         return True
@@ -117,7 +117,7 @@ def off_record(question: str, named: list[tuple[int, int]] = ()) -> bool:
 
 #: questions for one part of a patient's record, answered with that part as its rows say it
 SECTIONS = {
-    "Problems": re.compile(r"\b(?:problems?|problem list|conditions?|diagnos[ie]s|medical history|pmh|"
+    "Problems": re.compile(r"\b(?:problems?|problem list|conditions?|diagnos[ie]s|diagnosed|medical history|pmh|"
                            r"comorbidit(?:y|ies)|active issues)\b", re.IGNORECASE),
     "Allergies": re.compile(r"\b(?:allerg\w*|adverse (?:drug )?reactions?|intoleran\w*)\b", re.IGNORECASE),
 }
@@ -131,16 +131,39 @@ def section_asked(question: str) -> str | None:
     return None
 
 
-#: "Is she on warfarin?", "Does the patient take metformin?", "Was he started on heparin?"
-_ON_DRUG = re.compile(
-    r"^\W*(?:is|are|was|were|does|do|did|has|have)\b.{0,40}?\b(?:on|taking|takes|take|receiving|receives|getting|gets|"
-    r"prescribed|using|uses|started\ on|still\ on)\s+(?:any\s+|a\s+|an\s+|the\s+)?"
-    r"(?P<drug>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}?)"
-    r"(?:\s+(?:now|currently|still|anymore|at\ home|today|right\ now|at\ the\ moment))?\W*$", re.IGNORECASE)
+_DRUG = r"(?P<drug>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2}?)"
+_NOW = r"(?:\s+(?:now|currently|still|anymore|at\ home|today|right\ now|at\ the\ moment|these\ days))?\W*$"
+#: "Is she on warfarin?", "pt on heparin?", "Are they receiving insulin right now?", "Is aspirin on
+#: her med list?", "Does the patient have an active order for metformin?"
+_ON_DRUG = (
+    re.compile(r"(?:^\W*(?:is|are|was|were|does|do|did|has|have|pt|patient|on|still|any)\b.{0,40}?|\b(?:whether|if)\b.{0,30}?)"
+               r"\b(?:on|taking|takes|take|receiving|receives|getting|gets|prescribed|using|uses|started\ on)\s+"
+               r"(?:any\s+|a\s+|an\s+|the\s+)?" + _DRUG + _NOW, re.IGNORECASE | re.VERBOSE),
+    re.compile(r"^\W*(?:is|are)\s+" + _DRUG + r"\s+(?:on|in|one\ of|among|part\ of)\s+(?:the\s+|this\s+|her\s+|his\s+|"
+               r"their\s+)?(?:patient's\s+|pt's\s+)?(?:active\s+|current\s+|home\s+)?(?:med(?:ication)?s?|prescriptions?|"
+               r"orders?|drugs?)\b", re.IGNORECASE | re.VERBOSE),
+    re.compile(r"\b(?:order|prescription|rx)\s+for\s+" + _DRUG + _NOW, re.IGNORECASE | re.VERBOSE),
+    re.compile(r"^\W*(?:still\s+)?(?:on|taking)\s+" + _DRUG + _NOW, re.IGNORECASE | re.VERBOSE),
+)
+#: words that cannot begin a drug's name in those forms ("on admission", "taking at the moment")
+_NOT_DRUG = frozenset("""at the this that these those her his their it its for with right now currently today
+    admission discharge arrival presentation exam examination day days night floor ward call time
+    what which anything something medications medication meds med drugs drug medicines medicine
+    prescriptions treatment therapy""".split())
 
 
 def drug_asked(question: str) -> str | None:
     """The drug a question asks whether the patient is on ("Is she on warfarin?" -> "warfarin"),
     or None."""
-    m = _ON_DRUG.match(question)
-    return m.group("drug").lower() if m else None
+    for rx in _ON_DRUG:
+        m = rx.search(question)
+        if m and m.group("drug").split()[0].lower() not in _NOT_DRUG:
+            return m.group("drug").lower()
+    return None
+
+
+#: "What is she taking?", "What is this patient on at the moment?": the medication list
+MEDICATION_LIST = re.compile(
+    r"\b(?:medications?|meds?|medicines?|prescriptions?|drug\ list|drugs|regimen)\b|"
+    r"^\W*what(?:'s|\s+(?:is|are))\s+(?:the\s+|this\s+)?(?:patient|pt|she|he|they|him|her)\s+"
+    r"(?:currently\s+|still\s+|now\s+)?(?:taking|on)\b(?!\s+(?:for|with|about))", re.IGNORECASE | re.VERBOSE)

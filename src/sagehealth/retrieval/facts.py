@@ -199,8 +199,6 @@ def results(run_sql: Callable[[str], pa.Table], patient_id: str, test: Test, *, 
 
 
 # -- medications --------------------------------------------------------------------------------
-#: a question for the medication list ("current meds?", "What medications is she on?")
-MEDICATIONS = re.compile(r"\b(?:medications?|meds|medicines?|prescriptions?|drug list|drugs)\b", re.IGNORECASE)
 #: statuses that end a medication whatever its dates say (FHIR MedicationRequest/Statement)
 ENDED = ("stopped", "completed", "cancelled", "entered-in-error", "not-taken", "ended", "inactive")
 
