@@ -83,7 +83,7 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
         for cid in concepts[:3]:
             steps.append(PlanStep(tool="find_patients", arguments={"concept": cid},
                                   why=f"the patients with {cid} or a narrower concept (knowledge graph)"))
-    window = {key: v.isoformat() for key, v in (("since", since), ("until", until)) if v}
+    window = _window(since, until)
     spans = named_test_spans(question) if patient else []
     if patient and off_record(question, [(s, e) for s, e, _ in spans]):
         return steps  # no record answers it: the agent declines (see answer)
@@ -125,6 +125,11 @@ def plan(question: str, *, patient: str | None, since: date | None, until: date 
                               arguments={"query": question, "k": min(3 * k, 100), "per_document": True, **window},
                               why="passages the asker may see (documents and literature) that match the question"))
     return steps
+
+
+def _window(since: date | None, until: date | None) -> dict[str, str]:
+    """The ``since``/``until`` arguments of a tool call (only those given)."""
+    return {key: v.isoformat() for key, v in (("since", since), ("until", until)) if v}
 
 
 def notes_search(question: str, patient: str, k: int, window: dict[str, str]) -> PlanStep:
@@ -248,8 +253,7 @@ def answer(eco: Ecosystem, question: str, *, patient: str | None = None, since: 
             fell_back = True
             # the structured rows said nothing; the rest of the timeline holds the same rows, so
             # only a note can still say it ("troponin negative", "NKDA")
-            more = notes_search(question, patient, k, {key: v.isoformat() for key, v in
-                                                       (("since", since_d), ("until", until_d)) if v})
+            more = notes_search(question, patient, k, _window(since_d, until_d))
             steps.append(more)
             queue.append(more)
     # passages that matched the question first, then the timeline (a model's window is finite)

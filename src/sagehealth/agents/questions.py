@@ -90,11 +90,12 @@ def is_general(question: str) -> bool:
 
 def off_record(question: str, named: list[tuple[int, int]] = ()) -> bool:
     """A question asked with a patient named that the record cannot answer. Not when it points
-    at the patient or asks whether they are on a drug (:func:`drug_asked`); else when it has a :data:`GENERAL` form; else not when it names an
-    :data:`EVENT` of the record; else when it has a :data:`KNOWLEDGE` form; else not when it names a part of the record
-    (:data:`RECORD`, :func:`section_asked`), is one definite thing ("What is the heart rate?"),
-    or says nothing but the things ``named`` (character spans of the tests it names) and words
-    that ask for their value; else when it is a question or request at all."""
+    at the patient or asks whether they are on a drug (:func:`drug_asked`); else when it has a
+    :data:`GENERAL` form; else not when it names an :data:`EVENT` of the record; else when it
+    has a :data:`KNOWLEDGE` form; else not when it names a part of the record (:data:`RECORD`,
+    :func:`section_asked`), is one definite thing ("What is the heart rate?"), or says nothing
+    but the things ``named`` (character spans of the tests it names) and words that ask for
+    their value; else when it is a question or request at all."""
     if ABOUT_PATIENT.search(question) or drug_asked(question):
         return False
     if GENERAL.search(question):

@@ -61,7 +61,7 @@ def spec() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def _compiled() -> tuple[tuple[Concept, ...], ContextRules]:
+def _compiled() -> tuple[dict[str, Concept], ContextRules]:
     data = spec()
     concepts = tuple(
         Concept(c["id"], c["label"], bool(c.get("critical")), int(c.get("weight", 9)),
@@ -73,7 +73,7 @@ def _compiled() -> tuple[tuple[Concept, ...], ContextRules]:
         for direction, phrases in by_dir.items():
             have = base["triggers"].setdefault(category, {}).setdefault(direction, [])
             have.extend(p for p in phrases if p not in have)
-    return concepts, ContextRules(base)
+    return {c.id: c for c in concepts}, ContextRules(base)
 
 
 _LIST_NUMBER = re.compile(r"(?:(?<=[.\s])|^)\d{1,2}[.)]\s+(?=[A-Za-z])")
@@ -94,7 +94,7 @@ def find(text: str) -> list[Finding]:
     out: list[Finding] = []
     for i, sentence in enumerate(split_sentences(text)):
         spans: list[tuple[int, int, str, str]] = []
-        for c in concepts:
+        for c in concepts.values():
             if c.needs is not None and not c.needs.search(sentence):
                 continue
             for rx in c.patterns:
@@ -104,9 +104,8 @@ def find(text: str) -> list[Finding]:
         for s in spans:  # longest first at each start; no overlaps
             if not kept or s[0] >= kept[-1][1]:
                 kept.append(s)
-        by_id = {c.id: c for c in concepts}
         for m in context.assert_mentions(sentence + ".", kept):
-            c = by_id[m.concept_id]
+            c = concepts[m.concept_id]
             out.append(Finding(c.id, c.label, i, m.text, m.negated, m.hypothetical and not m.negated,
                                c.critical, c.weight))
     return out
