@@ -835,7 +835,7 @@ def vocab_show(
             print_rows(c[key], title=key)
 
 
-eval_app = typer.Typer(help="Evaluate the search or the concept linking on a judged set.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate the search, the concept linking or the radiology drafts on a judged set.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
@@ -986,6 +986,7 @@ def audit_show(
 
 
 import sagehealth.cli_agents  # noqa: E402,F401  (registers ask, tools, mcp, serve, token, feedback, traces)
+import sagehealth.cli_radiology  # noqa: E402,F401  (registers radiology and eval radiology)
 
 
 def main() -> None:

@@ -1072,6 +1072,145 @@ class Ecosystem:
         self._log(p, "export", f"feedback exported to {out}: {result['rows']} rows ({result['withdrawn']} withheld)")
         return result
 
+    # -- radiology reporting (sagehealth.radiology.workflow) ------------------------------
+    def _radiologist(self, resource: str, patients: Iterable[str] = ()) -> Principal:
+        """A clinician acting for ``patients`` (all on the care team); anyone else is refused."""
+        who = self._principal
+        if who is not None and who.role != "clinician":
+            self._deny(who, READ_ACTION.get(who.role, "read_clinical"), resource,
+                       f"{who.user} ({who.role}) may not draft or sign radiology reports: clinicians do")
+        return self._allow("read_clinical", resource, [p for p in patients if p] if who else None)
+
+    def worklist(self, *, modality: str | None = None, priority: str | None = None, patient: str | None = None,
+                 body_part: str | None = None, include_signed: bool = False, limit: int = 200) -> list[Any]:
+        """Studies waiting for a signed report (imaging studies and preliminary reports) of the
+        clinician's care team: patient, modality, body part, indication, priority (stat, urgent,
+        routine), time waiting; most urgent and longest waiting first."""
+        from sagehealth.radiology.workflow import studies
+
+        p = self._radiologist("radiology worklist")
+        team = set(p.patients) if patient is None else ({patient} & set(p.patients))
+        if patient is not None and patient not in p.patients:
+            self._deny(p, "read_clinical", f"radiology worklist of {patient}", f"{p.user} (clinician) is not on "
+                       "the care team of the patient asked for", [patient])
+        with self._failures(p, "read_clinical", "radiology worklist"):
+            rows = studies(self.lake, self.ledger, patients=team, include_signed=include_signed)
+        rows = [s for s in rows if (modality is None or (s.modality or "").upper() == modality.upper())
+                and (priority is None or s.priority == priority)
+                and (body_part is None or (s.body_part or "").upper() == body_part.upper())][:limit]
+        self._log(p, "read_clinical", f"radiology worklist: {len(rows)} studies", sorted({s.patient_id for s in rows
+                                                                                       if s.patient_id}))
+        return rows
+
+    def study(self, study_id: str) -> Any:
+        """One study of the care team (signed or not), with its priors."""
+        from sagehealth.radiology.workflow import studies
+
+        found = studies(self.lake, self.ledger, include_signed=True, study_id=study_id)
+        resource = f"radiology study {study_id}"
+        if not found:
+            p = self._radiologist(resource)
+            self._audit.record(p, "read_clinical", resource, allowed=True, reason="failed: no such study")
+            raise RowNotFound(f"no study {study_id!r} (an imaging study uid or a preliminary report's document id)")
+        s = found[0]
+        p = self._radiologist(resource, [s.patient_id] if s.patient_id else [])
+        self._log(p, "read_clinical", resource, [s.patient_id] if s.patient_id else [])
+        return s
+
+    def draft_report(self, study_id: str | None = None, *, indication: str | None = None,
+                     comparison: str | None = None, findings: str | None = None, patient: str | None = None) -> Any:
+        """Draft a report's IMPRESSION for a study of the care team, or from the given texts
+        (``patient``: whose study it is, for priors): every sentence cites the findings sentence,
+        similar case (de-identified research zone only) or prior it rests on; checks with their
+        reasons (critical results, normal vs abnormal, laterality, missing prior, omitted
+        finding). The draft is stored as a trace; sign it with :meth:`sign_report`."""
+        from sagehealth.radiology.workflow import draft
+
+        resource = f"draft radiology report{f' for {study_id}' if study_id else ''}"
+        s = self.study(study_id) if study_id else None
+        patient_id = s.patient_id if s is not None else patient
+        p = self._radiologist(resource, [patient_id] if patient_id else [])
+        with self._failures(p, "read_clinical", resource):
+            out = draft(self, p, study=s, indication=indication if indication is not None else (s.indication if s else ""),
+                        comparison=comparison if comparison is not None else (s.comparison if s else ""),
+                        findings=findings if findings is not None else (s.findings if s else ""), patient_id=patient_id)
+        self._log(p, "read_clinical", f"{resource}: {out.draft_id}", [patient_id] if patient_id else [])
+        return out
+
+    def sign_report(self, draft_id: str, impression: str, *, findings: str | None = None, reason: str = "") -> Any:
+        """Sign a draft (one's own, of a patient on the care team) with the impression as edited:
+        the signed report becomes a new version of the store (a document of the clinical zone
+        with provenance to the draft; its de-identified copy in the research zone, a similar
+        case for the next draft at once); the edit becomes feedback (edit class, word diff,
+        edit distance, time to sign) and training/preference pairs. Signing a study again
+        makes an addendum."""
+        from sagehealth.radiology.workflow import load_draft, sign
+
+        resource = f"sign radiology report {draft_id}"
+        p = self._radiologist(resource)
+        trace = load_draft(self.ledger, draft_id) if draft_id.startswith("drf_") else None
+        if trace is None:
+            self._audit.record(p, "read_clinical", resource, allowed=True, reason="failed: no such draft")
+            raise RowNotFound(f"no radiology draft {draft_id!r}")
+        patient = trace.get("patient_id")
+        p = self._radiologist(resource, [patient] if patient else [])
+        if trace["user"] != p.user:
+            self._deny(p, "read_clinical", resource, f"{p.user} may not sign a draft made by another user: "
+                       "draft the study again and sign your own draft", [patient] if patient else [])
+        with self._failures(p, "read_clinical", resource):
+            out = sign(self, p, trace, impression=impression, findings=findings, reason=reason)
+        self._log(p, "read_clinical", f"{resource}: {out.document_id} ({out.edit_class} edit), version "
+                  f"{out.store_version}", [patient] if patient else [])
+        return out
+
+    def report_statistics(self, *, by: str = "week") -> list[dict[str, Any]]:
+        """Edit statistics of radiology sign-offs (acceptance rate, edit classes, edit distance,
+        time to sign) per period, provider and prompt version: counts only, no text. Data
+        stewards and researchers see all sign-offs, a clinician their own."""
+        from sagehealth.radiology.workflow import statistics
+
+        who = self._principal
+        resource = "radiology edit statistics"
+        if who is not None and who.role == "steward":
+            p = self._allow("read_system", resource)
+        elif who is not None and who.role == "researcher":
+            p = self._allow("read_research", resource)
+        else:
+            p = self._radiologist(resource)
+        if by not in ("week", "day", "all"):
+            raise QueryError(f"by must be week, day or all (got {by!r})")
+        rows = self.ledger.read("signoffs")
+        if p.role == "clinician":
+            rows = [r for r in rows if r["user"] == p.user]
+        out = statistics(rows, by=by)
+        self._log(p, {"steward": "read_system", "researcher": "read_research"}.get(p.role, "read_clinical"), resource)
+        return out
+
+    def report_pairs(self, *, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """De-identified training (findings -> signed impression) and preference (draft
+        rejected, signed chosen) pairs from sign-offs, for researchers and data stewards;
+        patients who withdrew research consent are left out."""
+        who = self._principal
+        resource = f"radiology report pairs{f' ({kind})' if kind else ''}"
+        p = self._allow("read_system" if who is not None and who.role == "steward" else "read_research", resource)
+        if kind not in (None, "training", "preference"):
+            raise QueryError(f"kind must be training or preference (got {kind!r})")
+        from sagehealth.privacy.research import withdrawn_patients
+        from sagehealth.radiology.cases import _withdrawn_pseudonyms
+
+        gone = set(_withdrawn_pseudonyms(self.lake))
+        if withdrawn_patients(self.lake):
+            from sagehealth.privacy.structured import RowDeidentifier
+
+            with contextlib.suppress(Exception):
+                deid = RowDeidentifier()
+                gone |= {deid.pseudonym(x) for x in withdrawn_patients(self.lake)}
+        rows = [r for r in self.ledger.read("report_pairs", where={"kind": kind} if kind else None)
+                if not (r["patient"] and r["patient"] in gone)]
+        rows = rows[:limit] if limit is not None else rows
+        self._log(p, p.role == "steward" and "read_system" or "read_research", f"{resource}: {len(rows)} rows")
+        return rows
+
     # -- tokens for the network doors -----------------------------------------------------
     def issue_token(self, principal: Principal, *, label: str = "") -> str:
         """A bearer token for ``principal`` (REST and MCP over HTTP), shown once; only its hash is

@@ -7,6 +7,7 @@
     │   ├── RowNotFound             a row id that no table holds
     │   └── StoreLocked             another process is writing to the same store
     ├── QueryError                  SQL that DuckDB rejects (message says where)
+    │   └── ReportError             a radiology draft or sign-off with bad input (says what)
     ├── AccessDenied                a principal may not do this (the audit log records it)
     ├── AuditError                  the audit log cannot be written or read
     ├── ToolError                   an agent tool call that cannot run
@@ -62,6 +63,11 @@ class QueryError(SageHealthError):
 class ReadOnlyViolation(QueryError):
     """A statement that would write (or run anything but SELECT) sent through a read-only door;
     audited as a denial."""
+
+
+class ReportError(QueryError):
+    """A radiology draft or sign-off that cannot be made from what was given (empty findings
+    or impression, an oversized text, a draft that was already signed by its draft id)."""
 
 
 class AccessDenied(SageHealthError):
@@ -132,6 +138,7 @@ __all__ = [
     "RowNotFound",
     "StoreLocked",
     "QueryError",
+    "ReportError",
     "AccessDenied",
     "AuditError",
     "ToolError",

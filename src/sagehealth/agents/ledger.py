@@ -72,7 +72,51 @@ FEEDBACK_SCHEMA = pa.schema([
     ("patients", pa.list_(pa.string())),  # the trace's patients: withdrawal and export filter on them
 ])
 
-TABLES = {"traces": TRACE_SCHEMA, "feedback": FEEDBACK_SCHEMA}
+#: radiology sign-offs (issue 17): one row per signature (a second one on a study is an addendum)
+SIGNOFF_SCHEMA = pa.schema([
+    ("signoff_id", pa.string()),
+    ("draft_id", pa.string()),  # the draft's trace id
+    ("study_id", pa.string()),
+    ("document_id", pa.string()),  # the signed report in the clinical zone
+    ("report_version", pa.int32()),  # 1 = first signature, 2.. = addenda
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("drafted_at", pa.timestamp("us", tz="UTC")),
+    ("seconds_to_sign", pa.float64()),
+    ("user", pa.string()),
+    ("role", pa.string()),
+    ("patient_id", pa.string()),
+    ("provider", pa.string()),
+    ("prompt_version", pa.string()),
+    ("draft_text", pa.string()),
+    ("signed_text", pa.string()),
+    ("edit_class", pa.string()),  # none | style | minor | major
+    ("edit_distance", pa.int32()),  # words
+    ("word_diff", pa.string()),  # JSON: [{op, from, to}]
+    ("clinical_changes", pa.string()),  # JSON: {added, removed, flipped}
+    ("flags", pa.string()),  # JSON: the checks on the signed report
+    ("store_version", pa.int64()),
+    ("research", pa.string()),  # copied | withdrawn | no key | no patient consent needed
+    ("patients", pa.list_(pa.string())),
+])
+
+#: de-identified training pairs from sign-offs (the research side of the loop): findings ->
+#: signed impression (``training``), and the draft rejected for the signed text (``preference``)
+PAIR_SCHEMA = pa.schema([
+    ("pair_id", pa.string()),
+    ("kind", pa.string()),  # training | preference
+    ("signoff_id", pa.string()),  # keyed
+    ("patient", pa.string()),  # research pseudonym (null: a report of no patient)
+    ("year", pa.int32()),
+    ("prompt", pa.string()),  # de-identified indication + findings
+    ("chosen", pa.string()),  # de-identified signed impression
+    ("rejected", pa.string()),  # de-identified draft (preference pairs)
+    ("edit_class", pa.string()),
+    ("provider", pa.string()),
+    ("prompt_version", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+TABLES = {"traces": TRACE_SCHEMA, "feedback": FEEDBACK_SCHEMA, "signoffs": SIGNOFF_SCHEMA, "report_pairs": PAIR_SCHEMA}
 _LOCK = threading.Lock()
 
 

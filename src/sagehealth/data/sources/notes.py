@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ REPORT_PARTS: tuple[tuple[str, str], ...] = (
     ("findings", "FINDINGS"),
     ("impression", "IMPRESSION"),
 )
+#: label columns of a report-part CSV (IU X-ray: MeSH terms, then problems), kept in ``code``
+LABEL_COLUMNS = ("mesh", "problems")
 #: a CSV without a text column is a report-part CSV when it has one of these
 PART_TRIGGERS = frozenset({"findings", "impression"})
 #: documents.kind by category/specialty value (lower-cased, stripped); anything else: "note"
@@ -178,6 +180,7 @@ class NotesReader(Reader):
                 date=_pick(cols, DATE_COLUMNS),
                 author=_pick(cols, AUTHOR_COLUMNS),
                 patient=_patient_column(cols, opts),
+                labels=[c for name in LABEL_COLUMNS if (c := _pick(cols, (name,))) is not None],
             )
             if opts.get("patient_column") and plan.patient is None:
                 yield from reject_rows(reader, f"missing patient column {opts['patient_column']}", header)
@@ -215,6 +218,7 @@ class _Plan:
     date: Col | None
     author: Col | None
     patient: Col | None
+    labels: list[Col] = field(default_factory=list)  # MeSH / Problems of a report-part CSV
 
     def record(self, n: int, values: list[str], ctx: ReadContext) -> Item:
         loc = f"row:{n}"
@@ -248,6 +252,16 @@ class _Plan:
         if category:
             system = f"{self.dataset}:{self.category[0]}"  # type: ignore[index]
             row["code"] = {"system": system, "code": category, "display": category}
+        if self.parts:
+            # a report whose impression is not written yet is preliminary (on the worklist);
+            # its labels (IU X-ray MeSH / Problems) are kept as data, never used to draft
+            has_impression = any(name == "impression" and i < len(values) and values[i].strip()
+                                 for name, i, _h in self.parts)
+            row["status"] = "final" if has_impression else "preliminary"
+            labels = [get(c) for c in self.labels]
+            if any(labels):
+                row["code"] = {"system": f"{self.dataset}:labels", "code": labels[0] or None,
+                               "display": labels[1] if len(labels) > 1 and labels[1] else None}
         row["date"] = date
         row["author"] = get(self.author) or None
         requires: tuple[str, ...] = ()
