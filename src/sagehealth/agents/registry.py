@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from sagehealth.agents import report_tools as r
 from sagehealth.agents import tools as t
 from sagehealth.agents.answer import Answer
 from sagehealth.errors import ToolArgumentError, UnknownTool
@@ -118,4 +119,8 @@ REGISTRY = Registry([
     Tool("similar_cases", t.similar_cases, t.SimilarArgs, t.SearchResult),
     Tool("record_feedback", t.record_feedback, t.FeedbackArgs, t.FeedbackResult, writes=True),
     Tool("answer_question", t.answer_question, t.AskArgs, Answer, writes=True),
+    Tool("worklist", r.worklist, r.WorklistArgs, r.WorklistResult),
+    Tool("draft_report", r.draft_report, r.DraftArgs, r.DraftResult, writes=True),
+    Tool("sign_report", r.sign_report, r.SignArgs, r.SignResult, writes=True),
+    Tool("report_feedback", r.report_feedback, r.ReportFeedbackArgs, r.ReportFeedbackResult),
 ])

@@ -323,7 +323,7 @@ def classify_edit(draft_text: str, signed_text: str) -> tuple[str, dict[str, lis
                "flipped": sorted(c for c in a.keys() & b.keys() if a[c] != b[c])}
     if any(changes.values()):
         return "major", changes
-    wa, wb = words(draft_text), words(signed_text)
+    wa, wb = (words(" ".join(fx.split_sentences(t))) for t in (draft_text, signed_text))  # list numbers out
     if draft_text.strip() == signed_text.strip():
         return "none", changes
     if wa == wb:
