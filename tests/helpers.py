@@ -156,3 +156,34 @@ def note_file(folder: Path, doc_id: str, patient: str, text: str, *, date: str =
     path = folder / f"DocumentReference.{doc_id}.ndjson"
     path.write_text(json.dumps(doc) + "\n")
     return path
+
+
+#: the two Synthea patients of the bundled sample data the radiology tests use
+ABDUL = "018f428e-34f6-4707-8009-5ad742f901e7"
+ALBERTO = "4e8ed886-fd5f-40bb-8feb-f339b04d853a"
+
+
+def radiology_store(home: Path):  # noqa: ANN201 - test helper
+    """A store with two patients, the 32 synthetic signed reports (patient-less) and four
+    preliminary studies (findings dictated, no impression): three of Abdul's, one of Alberto's.
+    The research zone needs $SAGEHEALTH_DEID_KEY set by the caller."""
+    from sagehealth import Ecosystem
+    from sagehealth.demo import sample_root
+
+    root = sample_root()
+    eco = Ecosystem.open(home, STEWARD)
+    fhir = root / "fhir"
+    eco.ingest([fhir / "Abdul_Koepp_e925b0f3-8006-43f6-aa31-94bd215e55e7.json",
+                fhir / "Alberto_Atencio_fc712d1f-5a2e-4407-9c55-a2a2bad623c2.json"], options={"embed": False})
+    eco.ingest([root / "radiology" / "reports.csv"], options={"index": True, "embed": False})
+    prelim = Path(home).parent / "preliminary.csv"
+    with open(root / "radiology" / "preliminary.csv", newline="") as src, open(prelim, "w", newline="") as dst:
+        rows = list(csv.DictReader(src))
+        for row, who in zip(rows, [ABDUL, ABDUL, ALBERTO, ABDUL]):
+            row["patient_id"] = who
+        w = csv.DictWriter(dst, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    s = eco.ingest([prelim], options={"index": True, "embed": False, "patient_column": "patient_id"})
+    assert s.quarantined == 0
+    return eco

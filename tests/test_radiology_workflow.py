@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import STEWARD
+from helpers import ABDUL, ALBERTO, STEWARD, radiology_store
 
 from sagehealth import Ecosystem
 from sagehealth.agents import REGISTRY
@@ -22,33 +22,13 @@ from sagehealth.radiology.checks import check_report
 from sagehealth.radiology.workflow import classify_edit
 
 KEY = "radiology-test-key-0123456789"
-ABDUL = "018f428e-34f6-4707-8009-5ad742f901e7"
-ALBERTO = "4e8ed886-fd5f-40bb-8feb-f339b04d853a"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, samples_root):
-    """A store with two patients, the 32 synthetic signed reports (patient-less) and four
-    preliminary studies: three of Abdul's, one of Alberto's."""
+def store(tmp_path_factory):
     old = os.environ.get("SAGEHEALTH_DEID_KEY")
     os.environ["SAGEHEALTH_DEID_KEY"] = KEY
-    home = tmp_path_factory.mktemp("rad") / "store"
-    eco = Ecosystem.open(home, STEWARD)
-    fhir = samples_root / "fhir"
-    eco.ingest([fhir / "Abdul_Koepp_e925b0f3-8006-43f6-aa31-94bd215e55e7.json",
-                fhir / "Alberto_Atencio_fc712d1f-5a2e-4407-9c55-a2a2bad623c2.json"], options={"embed": False})
-    eco.ingest([samples_root / "radiology" / "reports.csv"], options={"index": True, "embed": False})
-    prelim = home.parent / "preliminary.csv"
-    with open(samples_root / "radiology" / "preliminary.csv", newline="") as src, open(prelim, "w", newline="") as dst:
-        rows = list(csv.DictReader(src))
-        for row, who in zip(rows, [ABDUL, ABDUL, ALBERTO, ABDUL]):
-            row["patient_id"] = who
-        w = csv.DictWriter(dst, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    s = eco.ingest([prelim], options={"index": True, "embed": False, "patient_column": "patient_id"})
-    assert s.quarantined == 0
-    yield eco
+    yield radiology_store(tmp_path_factory.mktemp("rad") / "store")
     if old is None:
         os.environ.pop("SAGEHEALTH_DEID_KEY", None)
     else:

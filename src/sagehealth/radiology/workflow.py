@@ -218,8 +218,12 @@ def priors(lake: Any, patient_id: str | None, study: Study | None) -> list[dict[
     return out
 
 
+_NONE = re.compile(r"\s*(?:none|n/?a|no prior[\w\s]*|-)?\.?\s*", re.IGNORECASE)
+
+
 def comparison_line(given: str, prior: list[dict[str, Any]]) -> str:
-    if given.strip():
+    """The comparison as dictated, else the latest prior on record, else "None."."""
+    if not _NONE.fullmatch(given or ""):
         return given.strip()
     if not prior:
         return "None."

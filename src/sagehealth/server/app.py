@@ -115,6 +115,9 @@ def create_app(home: str | None = None) -> FastAPI:
 
     for tool in REGISTRY:
         _route(app, tool, caller)
+    from sagehealth.server.web import add_web
+
+    add_web(app, lake, tokens)
     # the catch-all above must come after the typed routes
     app.router.routes.append(app.router.routes.pop(next(i for i, r in enumerate(app.router.routes)
                                                         if getattr(r, "name", "") == "unknown_tool")))
