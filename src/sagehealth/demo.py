@@ -159,6 +159,7 @@ def run_demo(home: str | None, out: Console) -> Ecosystem:
     print_rows([{"locator": q["locator"], "file": q["source_uri"].rsplit("/", 1)[-1], "reason": q["reason"]}
                 for q in eco.quarantine(limit=10)], width=120)
     _agent(eco, doctor, out)
+    _radiology(eco, doctor, out, key)
     _privacy(eco, doctor, out, key)
     out.print(f"\nExplore it: [bold]sagehealth --role researcher sql \"SELECT * FROM patients\" --home {eco.home}[/bold]")
     return eco
@@ -246,6 +247,70 @@ def _agent(eco: Ecosystem, doctor: Ecosystem, out: Console) -> None:
             out.print(f"dr.ana edits the answer: feedback {fb['feedback_id']} stored, linked to {a.trace_id}")
     print_rows([{k: r[k] for k in ("trace_id", "user", "provider", "abstained", "question")}
                 for r in eco.traces(limit=3)], title="agent traces (as the steward sees them)", width=60)
+
+
+def _radiology(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:
+    """The reporting loop on synthetic chest radiographs: worklist, a draft whose sentences cite
+    their evidence (similar cases from the de-identified research zone only), checks, an edit
+    and a signature that becomes data, and the next draft drawing on it at once."""
+    import csv
+    import os
+    import tempfile
+
+    from rich.markup import escape
+
+    from sagehealth.cli import print_rows
+    from sagehealth.cli_radiology import print_draft
+
+    os.environ.setdefault("SAGEHEALTH_DEID_KEY", key)  # sign-offs refresh the research zone with it
+    root = sample_root() / "radiology"
+    _rule(out, "Radiology: 32 signed synthetic chest radiograph reports become similar cases (research zone)")
+    s = eco.ingest([root / "reports.csv"], format="notes", message="synthetic signed chest radiograph reports",
+                   options={"deid_key": key, "index": True})
+    out.print(f"v{s.version}: {s.ingested} reports ingested" if s.ingested else "reports already ingested")
+    patients = [r["patient_id"] for r in doctor.sql(
+        "SELECT patient_id FROM patients WHERE family_name IS NOT NULL ORDER BY patient_id LIMIT 2").to_pylist()]
+    if patients:
+        with tempfile.TemporaryDirectory() as tmp, open(root / "preliminary.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+            for n, row in enumerate(rows):
+                row["patient_id"] = patients[n % len(patients)]
+            path = Path(tmp) / "preliminary.csv"
+            with open(path, "w", newline="") as dst:
+                w = csv.DictWriter(dst, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+            eco.ingest([path], format="notes", message="preliminary chest radiographs (findings dictated)",
+                       options={"deid_key": key, "index": True, "patient_column": "patient_id"})
+    waiting = [x for x in doctor.worklist() if x.findings]
+    _rule(out, "Worklist as dr.ana: studies of her care team without a signed report")
+    print_rows([{"study": x.study_id, "patient": (x.patient_id or "")[:8] + "…", "modality": x.modality,
+                 "body part": x.body_part, "priority": x.priority, "indication": x.indication}
+                for x in waiting], width=50)
+    if not waiting:
+        return
+    study = next((x for x in waiting if "consolidation" in x.findings), waiting[0])
+    _rule(out, f"Draft of {study.study_id}: every sentence cites its evidence")
+    out.print(f"[dim]FINDINGS (dictated): {escape(study.findings)}[/dim]")
+    d = doctor.draft_report(study.study_id)
+    print_draft(d)
+    edited = "Right lower lobe consolidation, consistent with pneumonia. No pleural effusion."
+    signed = doctor.sign_report(d.draft_id, edited, reason="state the pertinent negative")
+    out.print(f"dr.ana edits and signs: [green]Signed[/green] {signed.document_id} in store version "
+              f"{signed.store_version}; {signed.edit_class} edit ({signed.edit_distance} words); research copy "
+              f"{signed.research}; training and preference pairs {', '.join(signed.pairs)}")
+    critical = next((x for x in waiting if "pneumothorax" in x.findings.lower() and x is not study), None)
+    if critical is not None:
+        _rule(out, f"Draft of {critical.study_id}: a critical result is flagged and always stated")
+        print_draft(doctor.draft_report(critical.study_id))
+    _rule(out, "The next similar study: the report signed a moment ago is already a similar case")
+    nxt = doctor.draft_report(indication="Cough and fever.", findings="Airspace consolidation in the right "
+                              "lower lobe. No pleural effusion. Heart size is normal.")
+    mine = [c for c in nxt.similar_cases if edited in c["impression"]]
+    out.print(f"draft: {escape(nxt.impression)}")
+    out.print(f"similar cases: {len(nxt.similar_cases)}; the signed report is "
+              + (f"case {mine[0]['case_id']} (de-identified)" if mine else "not among them"))
+    print_rows(eco.report_statistics(by="all"), title="edit statistics (as the steward sees them)")
 
 
 def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:

@@ -1118,13 +1118,16 @@ class Ecosystem:
         return s
 
     def draft_report(self, study_id: str | None = None, *, indication: str | None = None,
-                     comparison: str | None = None, findings: str | None = None, patient: str | None = None) -> Any:
+                     comparison: str | None = None, findings: str | None = None, patient: str | None = None,
+                     llm: str | None = None) -> Any:
         """Draft a report's IMPRESSION for a study of the care team, or from the given texts
         (``patient``: whose study it is, for priors): every sentence cites the findings sentence,
         similar case (de-identified research zone only) or prior it rests on; checks with their
         reasons (critical results, normal vs abnormal, laterality, missing prior, omitted
-        finding). The draft is stored as a trace; sign it with :meth:`sign_report`."""
-        from sagehealth.radiology.workflow import draft
+        finding). The draft is stored as a trace; sign it with :meth:`sign_report`. ``llm``: a
+        language model to draft with (``smollm2``, ``llama-cpp:PATH``, ``openai:MODEL@URL``; default
+        ``$SAGEHEALTH_RADIOLOGY_LLM``, else the offline drafter), guarded by the offline one."""
+        from sagehealth.radiology.workflow import draft, drafter_for
 
         resource = f"draft radiology report{f' for {study_id}' if study_id else ''}"
         s = self.study(study_id) if study_id else None
@@ -1133,7 +1136,8 @@ class Ecosystem:
         with self._failures(p, "read_clinical", resource):
             out = draft(self, p, study=s, indication=indication if indication is not None else (s.indication if s else ""),
                         comparison=comparison if comparison is not None else (s.comparison if s else ""),
-                        findings=findings if findings is not None else (s.findings if s else ""), patient_id=patient_id)
+                        findings=findings if findings is not None else (s.findings if s else ""), patient_id=patient_id,
+                        drafter=drafter_for(self, p, llm))
         self._log(p, "read_clinical", f"{resource}: {out.draft_id}", [patient_id] if patient_id else [])
         return out
 

@@ -75,8 +75,8 @@ def check_report(findings: str, impression: str, *, comparison: str = "", priors
         if f.critical and f.concept not in seen:
             seen.add(f.concept)
             how = "possible " if f.uncertain else ""
-            flags.append(Flag("critical_result", "critical", f"critical result: {how}{f.label} — communicate it to "
-                              "the referring clinician and document the communication", f.concept))
+            flags.append(Flag("critical_result", "critical", f"{how}{f.label}: communicate it to the referring "
+                              "clinician now and document the communication", f.concept))
     if findings.strip() and not in_impression:
         definite = [f for f in in_findings if not f.uncertain]
         if definite:

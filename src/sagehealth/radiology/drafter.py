@@ -105,6 +105,12 @@ def impression_style(sentence: str) -> str:
     return t[:1].upper() + t[1:] if t else t
 
 
+def tidy(text: str) -> str:
+    """One space between words, no empty sentences (". ." -> ".")."""
+    text = re.sub(r"\s+", " ", text or "").strip()
+    return re.sub(r"\.(?:\s*\.)+", ".", text)
+
+
 def compose(items: list[str], numbered: bool) -> str:
     items = [s.rstrip(". ") for s in items if s and s.strip(". ")]
     if numbered and len(items) > 1:
@@ -120,7 +126,7 @@ class OfflineDrafter:
     impression (chosen on the feedback slice of the dev split, docs/radiology.md);
     ``max_sentences``: findings sentences stated (critical results always are)."""
 
-    threshold: float = 0.35
+    threshold: float = 0.3
     max_sentences: int = 2
     reuse: bool = True  # state the kept findings in a similar case's words when one says exactly them
     name: str = "offline"
@@ -128,6 +134,13 @@ class OfflineDrafter:
 
     def draft(self, lake: Any, cases: CaseBase, *, indication: str, findings: str,
               exclude_patient: str | None = None) -> Drafted:
+        made = self._draft(lake, cases, indication=indication, findings=findings, exclude_patient=exclude_patient)
+        made.impression = tidy(made.impression)
+        made.sentences = [DraftSentence(tidy(s.text), s.citations, s.concepts) for s in made.sentences]
+        return made
+
+    def _draft(self, lake: Any, cases: CaseBase, *, indication: str, findings: str,
+               exclude_patient: str | None = None) -> Drafted:
         similar = cases.similar(lake, findings, indication, exclude_patient=exclude_patient)
         if not findings.strip():
             return self._without_findings(similar)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from sagehealth.errors import ReportError
+from sagehealth.errors import ProviderError, ReportError
 from sagehealth.radiology.findings import is_abnormal
 from sagehealth.radiology.text import rouge_l
 
@@ -77,9 +77,15 @@ def score(drafts: list[tuple[str, str]]) -> dict[str, float]:
 
 def evaluate(knowledge: str | os.PathLike[str], feedback: str | os.PathLike[str], test: str | os.PathLike[str], *,
              rounds: int = 4, out: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[str], None] | None = None,
+             on_round: Callable[[Any, int, list[dict[str, str]]], dict[str, Any]] | None = None,
+             llm: str | None = None) -> dict[str, Any]:
     """Run the evaluation; returns ``{"rounds": [...], "test_rows": n, ...}`` and writes one
-    JSON line per TEST row per round to ``out``."""
+    JSON line per TEST row per round to ``out``. ``on_round(lakehouse, round, test_rows)`` may
+    score something else on each round's store (a benchmark's baselines); what it returns is
+    kept in the round's result under ``extra``. ``llm``: draft the TEST rows with this model
+    (as ``draft_report`` takes it; the FEEDBACK drafts too); a draft the model fails is scored
+    empty and counted in ``refused``."""
     from sagehealth.data.lakehouse import Lakehouse
     from sagehealth.ecosystem import Ecosystem
     from sagehealth.governance.policy import Principal
@@ -114,8 +120,12 @@ def evaluate(knowledge: str | os.PathLike[str], feedback: str | os.PathLike[str]
                     for row in slices[r - 1]:
                         if not row["impression"] or not row["findings"]:
                             continue  # nothing a radiologist could sign
-                        d = doctor.draft_report(indication=row["indication"], comparison=row.get("comparison", ""),
-                                                findings=row["findings"])
+                        try:
+                            d = doctor.draft_report(indication=row["indication"], comparison=row.get("comparison", ""),
+                                                    findings=row["findings"], llm=llm)
+                        except ProviderError:  # the model failed this one: the radiologist drafts offline
+                            d = doctor.draft_report(indication=row["indication"], comparison=row.get("comparison", ""),
+                                                    findings=row["findings"])
                         doctor.sign_report(d.draft_id, row["impression"])
                         signed += 1
                     sign_s = time.perf_counter() - t0
@@ -125,10 +135,10 @@ def evaluate(knowledge: str | os.PathLike[str], feedback: str | os.PathLike[str]
                     t0 = time.perf_counter()
                     try:
                         d = doctor.draft_report(indication=row["indication"], comparison=row.get("comparison", ""),
-                                                findings=row["findings"])
+                                                findings=row["findings"], llm=llm)
                         line = {"impression": d.impression, "flags": d.flags,
                                 "citations": [s["citations"] for s in d.sentences]}
-                    except ReportError as exc:  # nothing to draft from: scored as an empty draft
+                    except (ReportError, ProviderError) as exc:  # nothing to draft from, or the model failed
                         refused += 1
                         line = {"impression": "", "flags": [{"check": "refused", "severity": "error",
                                                              "message": str(exc)}], "citations": []}
@@ -140,6 +150,8 @@ def evaluate(knowledge: str | os.PathLike[str], feedback: str | os.PathLike[str]
                           "draft_p50_ms": round(statistics.median(lat), 1),
                           "draft_p95_ms": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 1),
                           "sign_seconds": round(sign_s, 1)}
+                if on_round is not None:
+                    result["extra"] = on_round(lake, r, test_rows)
                 results.append(result)
                 say(f"round {r}: ROUGE-L {result['rouge_l']:.3f}, agreement {result['normal_abnormal_agreement']:.3f}, "
                     f"abnormal recall {result['abnormal_recall']:.3f}, {signed} feedback reports, "

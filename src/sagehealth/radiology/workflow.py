@@ -206,10 +206,16 @@ def priors(lake: Any, patient_id: str | None, study: Study | None) -> list[dict[
             continue
         out.append({"kind": "report", "id": r["document_id"], "date": r["date"], "title": r["title"],
                     "impression": parts.get("impression", "")[:500]})
+    parts = {r["study_uid"]: (r["body_part"] or "").upper() for r in lake.read(
+        "imaging_series", columns=["study_uid", "body_part"], filter=f"patient_id = {lit(patient_id)}").to_pylist()
+        if r["body_part"]}
     for r in lake.read("imaging_studies", columns=["study_uid", "date", "description", "modalities"],
                        filter=f"patient_id = {lit(patient_id)}").to_pylist():
         if study is not None and r["study_uid"] == study.study_id:
             continue
+        region = parts.get(r["study_uid"]) or body_part_of(r["description"])
+        if study is not None and study.body_part and region != study.body_part:
+            continue  # a prior of another region (or of one not known) is no comparison
         if before is not None and r["date"] is not None and r["date"] >= before:
             continue
         out.append({"kind": "study", "id": r["study_uid"], "date": r["date"], "title": r["description"],
@@ -240,8 +246,32 @@ def _clean(text: str | None, what: str) -> str:
     return text
 
 
+#: the drafting provider when none is named: offline, unless the server or user sets a model
+LLM_ENV = "SAGEHEALTH_RADIOLOGY_LLM"
+
+
+def drafter_for(eco: Any, principal: Any, spec: str | None) -> Any:
+    """The offline drafter, or a language model (``llama-cpp:PATH``, ``smollm2``,
+    ``openai:MODEL@URL``) guarded by it: ``spec``, else ``$SAGEHEALTH_RADIOLOGY_LLM``."""
+    import os
+
+    spec = (spec or os.environ.get(LLM_ENV) or "offline").strip()
+    if spec in ("offline", ""):
+        return OfflineDrafter()
+    from sagehealth.errors import ProviderError
+    from sagehealth.genai.base import ChatProvider
+    from sagehealth.genai.providers import get_provider
+    from sagehealth.radiology.llm import LlmDrafter, own_examples
+
+    provider = get_provider(spec)
+    if not isinstance(provider, ChatProvider):
+        raise ProviderError(f"{spec!r} is not a language model: use offline, smollm2, llama-cpp:PATH.gguf "
+                            "or openai:MODEL@URL")
+    return LlmDrafter(provider, own_examples(eco, principal.user))
+
+
 def draft(eco: Any, principal: Any, *, study: Study | None, indication: str, comparison: str, findings: str,
-          patient_id: str | None, drafter: OfflineDrafter | None = None) -> ReportDraft:
+          patient_id: str | None, drafter: Any = None) -> ReportDraft:
     """Draft the impression of a study or of the given texts (access already checked)."""
     started = time.perf_counter()
     lake = eco.lake
