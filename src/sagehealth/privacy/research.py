@@ -190,7 +190,8 @@ def refresh(lake: Any, key: str | bytes | None = None, *, run_id: str | None = N
         for table in RESEARCH_TABLES:
             name = f"research_{table}"
             target = lake.table(name)
-            added[name] += _refresh_table(lake, table, target, deid, withdrawn, run_id, pool, tick)
+            if run_id is None or expected is None or expected.get(table):  # a run that wrote none: nothing new
+                added[name] += _refresh_table(lake, table, target, deid, withdrawn, run_id, pool, tick)
             if gone and "patient_id" in ALL_SCHEMAS[name].names and target.count_rows():
                 ids = ", ".join("'" + g + "'" for g in gone)
                 before = target.count_rows()

@@ -126,7 +126,7 @@ class OfflineDrafter:
     impression (chosen on the feedback slice of the dev split, docs/radiology.md);
     ``max_sentences``: findings sentences stated (critical results always are)."""
 
-    threshold: float = 0.3
+    threshold: float = 0.35
     max_sentences: int = 2
     reuse: bool = True  # state the kept findings in a similar case's words when one says exactly them
     name: str = "offline"

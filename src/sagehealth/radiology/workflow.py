@@ -177,6 +177,14 @@ def studies(lake: Any, ledger: Any, *, patients: set[str] | None = None, include
         out.append(Study(r["document_id"], r["patient_id"], "XR" if body == "CHEST" else None, body, r["title"],
                          parts.get("indication", ""), parts.get("comparison", ""), parts.get("findings", ""),
                          r["date"], "documents"))
+    # a final DICOM SR (or report) stored as an instance of the study reports it too
+    finals = set(lake.read("documents", columns=["document_id"], filter=where(
+        scope, "kind IN ('imaging_report', 'radiology_report') AND status = 'final'")).column("document_id").to_pylist())
+    if finals and any(s.source == "imaging_studies" for s in out):
+        for r in lake.read("imaging_instances", columns=["sop_instance_uid", "study_uid"],
+                           filter=where(scope, f"study_uid = {lit(study_id)}" if study_id else None)).to_pylist():
+            if r["sop_instance_uid"] in finals:
+                signed.setdefault(r["study_uid"], r["sop_instance_uid"])
     for s in out:
         s.priority = priority_of(s.indication, s.description)
         s.waiting_seconds = (now - s.date).total_seconds() if s.date else None
@@ -467,14 +475,34 @@ def sign(eco: Any, principal: Any, trace: dict[str, Any], *, impression: str, fi
                 "store_version": store_version, "patients": [patient] if patient else []})
             for pair in pairs:
                 ledger.append("report_pairs", pair)
+            compacted = _compact(lake)
             commit = lake.commit(f"radiology report signed: {study_id}" + (f" (addendum {version - 1})" if version > 1 else ""),
                                  run_id=run_id, summary={"radiology": {"signoff": signoff_id, "document": document_id,
-                                                                       "research": refreshed, "index": index}})
+                                                                       "research": refreshed, "index": index},
+                                                         **({"optimize": compacted} if compacted else {})})
         except BaseException:
             lake.rollback_uncommitted()
             raise
+    if len(ledger.read("signoffs")) % LEDGER_COMPACT_EVERY == 0:
+        ledger.compact()
     return SignedReport(signoff_id, document_id, study_id, version, commit.version, edit_class, row["edit_distance"],
                         changes, row["flags"], research, feedback_id, [p["pair_id"] for p in pairs])
+
+
+#: tables a sign-off writes a fragment to; compacted in the sign-off's version once they hold
+#: more than ``COMPACT_FRAGMENTS`` small fragments (each sign-off adds one: scans and searches
+#: slow down with their number)
+SIGNOFF_TABLES = ("documents", "provenance", "research_documents", "chunks", "research_chunks", "mentions",
+                  "research_mentions")
+COMPACT_FRAGMENTS = 32
+#: the ledger's one-row appends are merged every this many sign-offs
+LEDGER_COMPACT_EVERY = 64
+
+
+def _compact(lake: Any) -> dict[str, int]:
+    from sagehealth.data.lakehouse import compact_fragments
+
+    return {name: n for name in SIGNOFF_TABLES if (n := compact_fragments(lake.table(name), small=COMPACT_FRAGMENTS))}
 
 
 def _index(lake: Any) -> dict[str, Any]:
