@@ -120,7 +120,13 @@ def add_web(app: FastAPI, lake: Lakehouse, tokens: TokenStore) -> None:
             ctx = eco.patient_context(s.patient_id)
             timeline = timeline_svg(ctx.problems, ctx.labs, ctx.reports)
         draft = extra.get("draft")
-        return {"study": s, "timeline": timeline, "findings_text": extra.pop("findings_text", None) or s.findings,
+        signed_text = None
+        if s.signed_document:
+            try:
+                signed_text = eco.document(s.signed_document)["row"].get("text")
+            except RowNotFound:  # a patient-less report the clinician's scope does not cover
+                signed_text = None
+        return {"study": s, "timeline": timeline, "signed_text": signed_text, "findings_text": extra.pop("findings_text", None) or s.findings,
                 "highlight_css": highlight_css(draft) if draft else "", **extra}
 
     @app.get("/studies/{study_id:path}", include_in_schema=False)
