@@ -319,3 +319,31 @@ def test_a_small_local_model_drafts_and_is_held_to_the_findings(store):
         assert "pneumothorax" in d.impression.lower()
     except ProviderResponseError as exc:
         assert "pneumothorax" in str(exc)
+
+
+def test_the_radiology_commands(store):
+    from typer.testing import CliRunner
+
+    from sagehealth.cli import app
+
+    runner = CliRunner()
+    home = store.home
+    me = ["--role", "clinician", "--user", "dr.cli", "--patients", ABDUL]
+    r = runner.invoke(app, [*me, "radiology", "worklist", "--home", home, "--json"])
+    assert r.exit_code == 0, r.output
+    studies = json.loads(r.stdout)
+    assert studies and all(s["patient_id"] == ABDUL for s in studies)
+    r = runner.invoke(app, [*me, "radiology", "draft", "--findings", "Small right pleural effusion.",
+                            "--indication", "Dyspnea.", "--patient", ABDUL, "--home", home, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert "effusion" in d["impression"].lower() and d["sentences"][0]["citations"]
+    r = runner.invoke(app, [*me, "radiology", "sign", d["draft_id"], "--home", home, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["edit_class"] == "none"  # signed as drafted
+    r = runner.invoke(app, ["--role", "steward", "radiology", "stats", "--by", "all", "--home", home, "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["signed"] >= 1
+    r = runner.invoke(app, ["--role", "researcher", "radiology", "pairs", "--kind", "training", "--home", home, "--json"])
+    assert r.exit_code == 0 and all(p["kind"] == "training" for p in json.loads(r.stdout))
+    r = runner.invoke(app, ["--role", "researcher", "radiology", "worklist", "--home", home])
+    assert r.exit_code == 1

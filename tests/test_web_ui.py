@@ -226,3 +226,23 @@ def test_a_bad_token_is_refused_on_the_sign_in_page(browser, site):
     assert info.value.status == 401
     assert "unknown or revoked" in page.get_by_role("alert").inner_text()
     ctx.close()
+
+
+def test_the_radiology_tools_over_rest_with_the_same_tokens(site):
+    """The REST door serves the same workflow (no browser needed for this one)."""
+    with httpx.Client(base_url=site["base"], timeout=60) as c:
+        auth = {"Authorization": f"Bearer {site['tokens']['doctor']}"}
+        wl = c.post("/v1/tools/worklist", json={}, headers=auth)
+        assert wl.status_code == 200 and all(s["patient_id"] == ABDUL for s in wl.json()["studies"])
+        d = c.post("/v1/tools/draft_report", json={"findings": "Large left pneumothorax.", "patient_id": ABDUL},
+                   headers=auth)
+        assert d.status_code == 200 and d.json()["flags"][0]["severity"] == "critical"
+        other = {"Authorization": f"Bearer {site['tokens']['other']}"}
+        denied = c.post("/v1/tools/draft_report", json={"study_id": "preliminary/pre001"}, headers=other)
+        assert denied.status_code == 403 and denied.json()["error"] == "AccessDenied"
+        stolen = c.post("/v1/tools/sign_report", json={"draft_id": d.json()["draft_id"], "impression": "x"},
+                        headers=other)
+        assert stolen.status_code == 403
+        bad = c.post("/v1/tools/draft_report", json={}, headers=auth)
+        assert bad.status_code == 422
+        assert c.post("/v1/tools/worklist", json={}).status_code == 401
