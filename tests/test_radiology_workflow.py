@@ -15,7 +15,7 @@ from helpers import ABDUL, ALBERTO, STEWARD, radiology_store
 
 from sagehealth import Ecosystem
 from sagehealth.agents import REGISTRY
-from sagehealth.errors import AccessDenied, ReportError, RowNotFound, ToolArgumentError
+from sagehealth.errors import AccessDenied, ReportError, ToolArgumentError
 from sagehealth.governance.policy import Principal
 from sagehealth.radiology import findings as fx
 from sagehealth.radiology.checks import check_report
@@ -106,12 +106,14 @@ def test_an_abnormal_study_is_never_drafted_normal_when_it_reports_a_critical_re
 
 
 def test_a_clinician_outside_the_care_team_cannot_draft_the_study(store):
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied) as other:
         doctor(store, "dr.other", (ALBERTO,)).draft_report("preliminary/pre001")
     last = last_entry(store)
-    assert last.user == "dr.other" and not last.allowed
-    with pytest.raises(RowNotFound):
-        doctor(store).draft_report("no-such-study")
+    assert last.user == "dr.other" and not last.allowed and last.patients == [ABDUL]
+    with pytest.raises(AccessDenied) as missing:  # the same answer: study ids cannot be probed
+        doctor(store, "dr.other", (ALBERTO,)).draft_report("preliminary/pre999")
+    assert str(other.value).replace("pre001", "X") == str(missing.value).replace("pre999", "X")
+    assert last_entry(store).reason == "no such study"
 
 
 def test_sign_off_makes_a_new_version_with_feedback_pairs_and_a_research_case(store):

@@ -1103,17 +1103,22 @@ class Ecosystem:
         return rows
 
     def study(self, study_id: str) -> Any:
-        """One study of the care team (signed or not), with its priors."""
+        """One study of the care team (signed or not). A study that does not exist and one of
+        another care team get the same refusal (no probing of study ids); the audit log
+        records which it was."""
         from sagehealth.radiology.workflow import studies
 
-        found = studies(self.lake, self.ledger, include_signed=True, study_id=study_id)
         resource = f"radiology study {study_id}"
-        if not found:
-            p = self._radiologist(resource)
-            self._audit.record(p, "read_clinical", resource, allowed=True, reason="failed: no such study")
-            raise RowNotFound(f"no study {study_id!r} (an imaging study uid or a preliminary report's document id)")
+        p = self._radiologist(resource)
+        found = studies(self.lake, self.ledger, include_signed=True, study_id=study_id)
+        same = f"{study_id!r} is not a study of {p.user}'s care team (or there is no such study)"
+        if not found or (found[0].patient_id and found[0].patient_id not in p.patients):
+            patients = [found[0].patient_id] if found and found[0].patient_id else []
+            self._audit.record(p, "read_clinical", resource, allowed=False, patients=patients,
+                               reason="no such study" if not found else
+                               f"{p.user} (clinician) is not on the care team of the study's patient")
+            raise AccessDenied(same)
         s = found[0]
-        p = self._radiologist(resource, [s.patient_id] if s.patient_id else [])
         self._log(p, "read_clinical", resource, [s.patient_id] if s.patient_id else [])
         return s
 
