@@ -220,6 +220,7 @@ def test_a_bad_token_is_refused_on_the_sign_in_page(browser, site):
     ctx = browser.new_context(base_url=site["base"])
     page = ctx.new_page()
     page.goto("/signin")
+    shot(page, site, "signin")
     page.get_by_role("textbox", name="Access token").fill("not-a-token")
     with page.expect_response(lambda r: r.url.endswith("/signin") and r.request.method == "POST") as info:
         page.get_by_role("button", name="Sign in").click()
