@@ -987,6 +987,7 @@ def audit_show(
 
 import sagehealth.cli_agents  # noqa: E402,F401  (registers ask, tools, mcp, serve, token, feedback, traces)
 import sagehealth.cli_radiology  # noqa: E402,F401  (registers radiology and eval radiology)
+import sagehealth.cli_training  # noqa: E402,F401  (registers export dataset)
 
 
 def main() -> None:

@@ -1220,6 +1220,28 @@ class Ecosystem:
         self._log(p, p.role == "steward" and "read_system" or "read_research", f"{resource}: {len(rows)} rows")
         return rows
 
+    # -- training data (sagehealth.training) ----------------------------------------------
+    def export_dataset(self, kind: str, out: str | os.PathLike[str], *, version: int | None = None,
+                       decontaminate: Iterable[str | os.PathLike[str]] = (), validation: float = 0.0,
+                       test: float = 0.0) -> Any:
+        """Write a curated training dataset of the research zone (``pretrain``, ``instruct``,
+        ``preference``) in the Hugging Face datasets layout (Parquet shards, dataset card,
+        provenance); researchers and data stewards, audited as an export."""
+        from sagehealth.training.export import export_dataset
+
+        resource = f"export {kind} dataset to {out}"
+        who = self._principal
+        action = "export" if who is not None and who.role == "steward" else "read_research"
+        if who is not None and who.role not in ("steward", "researcher"):
+            self._deny(who, "export", resource, f"{who.user} ({who.role}) may not export training data: "
+                       "researchers and data stewards do")
+        p = self._allow(action, resource)
+        with self._failures(p, action, resource):
+            result = export_dataset(self.lake, self.ledger, kind, out, version=version,
+                                    decontaminate=list(decontaminate), validation=validation, test=test)
+        self._log(p, action, f"{resource}: {sum(result.splits.values())} examples of version {result.store_version}")
+        return result
+
     # -- tokens for the network doors -----------------------------------------------------
     def issue_token(self, principal: Principal, *, label: str = "") -> str:
         """A bearer token for ``principal`` (REST and MCP over HTTP), shown once; only its hash is
