@@ -311,6 +311,32 @@ def _radiology(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> Non
     out.print(f"similar cases: {len(nxt.similar_cases)}; the signed report is "
               + (f"case {mine[0]['case_id']} (de-identified)" if mine else "not among them"))
     print_rows(eco.report_statistics(by="all"), title="edit statistics (as the steward sees them)")
+    _training(eco, out)
+
+
+def _training(eco: Ecosystem, out: Console) -> None:
+    """A curated instruction dataset (findings -> impression) out of the research zone, in the
+    Hugging Face layout, and the first lines of its card."""
+    import shutil
+
+    from sagehealth.cli import print_rows
+
+    folder = Path(eco.home) / "exports" / "instruct"
+    shutil.rmtree(folder, ignore_errors=True)
+    _rule(out, "Training data: a curated instruct dataset from the research zone (rita.research)")
+    r = eco.as_principal(RESEARCHER).export_dataset("instruct", folder, test=0.2)
+    out.print(f"{sum(r.splits.values())} examples of store version {r.store_version} in {folder} "
+              f"(splits by patient: {r.splits}); curation: {r.counts['seen']} looked at, removed {r.counts['removed']}")
+    import pyarrow.parquet as pq
+    from rich.markup import escape
+
+    card = (folder / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(card) if line.startswith("# "))
+    out.print("[dim]README.md (dataset card; YAML front matter above this):[/dim]")
+    out.print("[dim]" + escape("\n".join(card[start:start + 22])) + "\n...[/dim]", highlight=False)
+    print_rows([{k: (v[:70] + "…" if isinstance(v, str) and len(v) > 70 else v) for k, v in row.items()
+                 if k in ("input", "output", "source")}
+                for row in pq.read_table(folder / r.files[-1]).to_pylist()[:2]], title="two examples", width=72)
 
 
 def _privacy(eco: Ecosystem, doctor: Ecosystem, out: Console, key: str) -> None:

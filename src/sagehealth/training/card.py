@@ -9,8 +9,9 @@ TASKS = {"pretrain": ["text-generation"], "instruct": ["text-generation", "summa
          "preference": ["text-generation", "reinforcement-learning"]}
 #: where the research zone's rows came from, by source system, and the terms they carry
 LICENCES = {
-    "fhir": "the FHIR source's terms (Synthea: Apache-2.0)",
-    "notes": "the notes source's terms (MTSamples: CC0; IU X-ray: Open-i terms, not for redistribution)",
+    "fhir": "per source file (Synthea: Apache-2.0; SMART bulk sample: CC0)",
+    "notes": "per source file (MTSamples: CC0; SAGE-Health synthetic reports: CC0; IU X-ray: Open-i terms, "
+             "not for redistribution)",
     "dicom": "the DICOM source's terms",
     "mimic": "PhysioNet Credentialed Health Data License (MIMIC-IV): not for redistribution",
     "sagehealth-radiology": "reports signed in SAGE-Health: the institution's terms",
