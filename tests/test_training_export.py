@@ -184,3 +184,13 @@ def test_the_export_command(store, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["kind"] == "instruct" and sum(out["splits"].values()) == out["counts"]["kept"]
+
+
+def test_retrieval_pairs_have_a_mined_hard_negative(store, tmp_path):
+    r = store.as_principal(RESEARCHER).export_dataset("retrieval", tmp_path / "ds")
+    data = rows(tmp_path / "ds")
+    assert data and len(data) == sum(r.splits.values())
+    assert set(data[0]) == {"id", "query", "positive", "negative", "task", "kind", "source", "year"}
+    assert all(x["negative"] and x["negative"] != x["positive"] for x in data)
+    assert {x["task"] for x in data} == {"findings_to_impression"}  # this store holds no literature
+    assert "sentence-similarity" in (tmp_path / "ds" / "README.md").read_text()

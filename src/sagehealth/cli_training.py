@@ -15,7 +15,7 @@ app.add_typer(export_app, name="export")
 
 @export_app.command("dataset")
 def export_dataset(
-    kind: Annotated[str, typer.Argument(help="pretrain, instruct or preference.")],
+    kind: Annotated[str, typer.Argument(help="pretrain, instruct, preference or retrieval.")],
     out_dir: Annotated[str, typer.Option("--out", help="A new (or empty) folder to write the dataset to.")],
     version: Annotated[int | None, typer.Option("--version", "-v", help="Store version to export (latest when left out).")] = None,
     decontaminate: Annotated[list[str] | None, typer.Option(help="Evaluation file (CSV, JSONL or text): drop examples sharing a 13-word n-gram with it (repeat it).")] = None,

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 TASKS = {"pretrain": ["text-generation"], "instruct": ["text-generation", "summarization"],
-         "preference": ["text-generation", "reinforcement-learning"]}
+         "preference": ["text-generation", "reinforcement-learning"],
+         "retrieval": ["sentence-similarity", "text-retrieval"]}
 #: where the research zone's rows came from, by source system, and the terms they carry
 LICENCES = {
     "fhir": "per source file (Synthea: Apache-2.0; SMART bulk sample: CC0)",

@@ -30,12 +30,13 @@ import pyarrow.parquet as pq
 from sagehealth.errors import QueryError
 from sagehealth.training import curation as cur
 
-KINDS = ("pretrain", "instruct", "preference")
+KINDS = ("pretrain", "instruct", "preference", "retrieval")
 #: the text fields of each kind (de-identified and re-scanned), and the columns of its shards
 FIELDS: dict[str, tuple[str, ...]] = {
     "pretrain": ("text",),
     "instruct": ("instruction", "input", "output"),
     "preference": ("prompt", "chosen", "rejected"),
+    "retrieval": ("query", "positive", "negative"),
 }
 META = ("id", "task", "kind", "source", "year")
 SHARD_ROWS = 50_000
@@ -134,8 +135,47 @@ def examples(lake: Any, ledger: Any, kind: str, version: int) -> Iterator[Exampl
                 yield Example({"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]},
                               "draft_vs_signed", "radiology_report", p["provider"], p["year"], p["patient"],
                               "report_pairs", p["pair_id"])
+    elif kind == "retrieval":
+        yield from _retrieval(lake, version)
     else:
         raise QueryError(f"unknown dataset kind {kind!r}: use {', '.join(KINDS)}")
+
+
+def _retrieval(lake: Any, version: int) -> Iterator[Example]:
+    """Query -> positive passage pairs with a mined hard negative (the best BM25 passage of the
+    research zone that is not the positive): article title -> abstract, and report findings ->
+    the signed impression (negative: the impression of the most similar other report that says
+    something else)."""
+    from sagehealth.radiology.cases import CaseBase, report_parts
+    from sagehealth.radiology.text import words
+    from sagehealth.retrieval.search import search_chunks
+
+    chunks = lake.dataset("research_chunks", version)
+    for r in _rows(lake, "research_literature", version, ["row_id", "title", "text", "year", "collection"]):
+        if not (r["title"] and r["text"]):
+            continue
+        query = " ".join(words(r["title"]))
+        hits = search_chunks(chunks, query, embedder=None, k=10, mode="bm25",
+                             where="source_table = 'literature'") if query else []
+        negative = next((h.text for h in hits if h.source_row_id != r["row_id"]), None)
+        if negative:
+            yield Example({"query": r["title"], "positive": r["text"], "negative": negative}, "title_to_abstract",
+                          "article", r["collection"], r["year"], None, "research_literature", r["row_id"])
+    cases = CaseBase.load(lake) if version == lake.head().version else None
+    for r in _rows(lake, "research_documents", version, ["row_id", "patient_id", "date", "text", "source_system",
+                                                          "kind", "status"]):
+        if r["kind"] != "radiology_report" or r["status"] == "preliminary" or cases is None:
+            continue
+        parts = report_parts(r["text"])
+        if not (parts.get("findings") and parts.get("impression")):
+            continue
+        mine = " ".join(words(parts["impression"]))
+        negative = next((c.impression for c, _ in cases.similar(lake, parts["findings"], k=10)
+                         if c.row_id != r["row_id"] and " ".join(words(c.impression)) != mine), None)
+        if negative:
+            yield Example({"query": parts["findings"], "positive": parts["impression"], "negative": negative},
+                          "findings_to_impression", r["kind"], r["source_system"], _year(r["date"]), r["patient_id"],
+                          "research_documents", r["row_id"])
 
 
 def split_of(example: Example, validation: float, test: float) -> str:
