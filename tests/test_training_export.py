@@ -50,7 +50,7 @@ def test_instruct_export_in_the_hugging_face_layout(store, tmp_path):
     assert f"store version {r.store_version}" in card and "MinHash" in card
     data = rows(folder)
     assert len(data) == sum(r.splits.values()) == r.counts["kept"] and len({x["id"] for x in data}) == len(data)
-    assert {x["task"] for x in data} == {"findings_to_impression"}
+    assert "findings_to_impression" in {x["task"] for x in data}
     signed = [x for x in data if "interstitial edema and a small right effusion" in x["output"]]
     assert len(signed) == 1 and signed[0]["source"] == "sagehealth-radiology"
     prov = pq.read_table(folder / "provenance.parquet").to_pylist()
@@ -194,3 +194,25 @@ def test_retrieval_pairs_have_a_mined_hard_negative(store, tmp_path):
     assert all(x["negative"] and x["negative"] != x["positive"] for x in data)
     assert {x["task"] for x in data} == {"findings_to_impression"}  # this store holds no literature
     assert "sentence-similarity" in (tmp_path / "ds" / "README.md").read_text()
+
+
+def test_instruct_holds_note_sections_and_accepted_answers_tagged(store, tmp_path):
+    from sagehealth.demo import sample_root
+
+    store.ingest([sample_root() / "fhir" / "bulk"], options={"embed": False})  # Synthea notes with sections
+    doctor = store.as_principal(Principal("dr.t", "clinician", "treatment", frozenset({ABDUL})))
+    answer = doctor.ask("What medications has the patient been prescribed?", patient=ABDUL)
+    if answer.abstained:
+        pytest.skip("no answer to accept in this store")
+    patient = store.lake.read("patients", filter=f"patient_id = '{ABDUL}'").to_pylist()[0]
+    edited = f"{patient['given_names']} {patient['family_name']} takes {answer.sentences[0].text}"
+    doctor.record_feedback(answer.trace_id, "edit", edited_text=edited, reason="name the drug")
+    store.as_principal(RESEARCHER).export_dataset("instruct", tmp_path / "ds")
+    data = rows(tmp_path / "ds")
+    tasks = {x["task"] for x in data}
+    assert {"findings_to_impression", "hpi_to_assessment", "question_to_cited_answer"} <= tasks, tasks
+    qa = [x for x in data if x["task"] == "question_to_cited_answer"]
+    assert qa and all(patient["family_name"] not in x["output"] for x in qa)
+    assert any("[NAME]" in x["output"] for x in qa)  # the clinician's edit named the patient: tagged
+    hpi = next(x for x in data if x["task"] == "hpi_to_assessment")
+    assert not hpi["output"].startswith("#") and len(hpi["output"].split()) >= 2

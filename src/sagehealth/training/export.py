@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -42,6 +43,14 @@ META = ("id", "task", "kind", "source", "year")
 SHARD_ROWS = 50_000
 FINDINGS_INSTRUCTION = "Write the IMPRESSION of this chest radiograph report from its indication and findings."
 PROBLEMS_INSTRUCTION = "List the problems this clinical note affirms, one per line."
+#: section -> section tasks of clinical notes: (task, instruction, source sections, target sections)
+SECTION_TASKS = (
+    ("hpi_to_assessment", "Write the assessment and plan from this history of present illness.",
+     ("HISTORY OF PRESENT ILLNESS", "HPI", "SUBJECTIVE"), ("ASSESSMENT AND PLAN", "ASSESSMENT", "IMPRESSION")),
+    ("findings_to_diagnosis", "Write the postoperative diagnosis from the procedure description.",
+     ("PROCEDURE", "PROCEDURE DETAILS", "DESCRIPTION OF PROCEDURE"), ("POSTOPERATIVE DIAGNOSIS",)),
+)
+MIN_SECTION_WORDS = 5
 
 
 @dataclass
@@ -116,6 +125,19 @@ def examples(lake: Any, ledger: Any, kind: str, version: int) -> Iterator[Exampl
                 yield Example({"instruction": FINDINGS_INSTRUCTION, "input": prompt, "output": parts["impression"]},
                               "findings_to_impression", r["kind"], r["source_system"], _year(r["date"]),
                               r["patient_id"], "research_documents", r["row_id"])
+        for r in _rows(lake, "research_documents", version, ["row_id", "patient_id", "kind", "date", "text",
+                                                              "source_system", "sections"]):
+            if r["kind"] not in ("note", "discharge_summary") or not r["text"]:
+                continue
+            parts = {s["name"].upper(): r["text"][s["start"]:s["end"]] for s in r["sections"] or []}
+            for task, instruction, sources, targets in SECTION_TASKS:
+                src = next((_body(parts[n]) for n in sources if n in parts), "")
+                tgt = next((_body(parts[n]) for n in targets if n in parts), "")
+                if len(src.split()) >= MIN_SECTION_WORDS and len(tgt.split()) >= 2:
+                    yield Example({"instruction": instruction, "input": src, "output": tgt}, task, r["kind"],
+                                  r["source_system"], _year(r["date"]), r["patient_id"], "research_documents",
+                                  f"{r['row_id']}#{task}")
+        yield from _answers(ledger)
         problems: dict[str, list[str]] = {}
         for m in _rows(lake, "research_mentions", version,
                        ["source_row_id", "label", "concept_id", "negated", "historical", "family", "hypothetical"]):
@@ -178,6 +200,50 @@ def _retrieval(lake: Any, version: int) -> Iterator[Example]:
                           "research_documents", r["row_id"])
 
 
+ANSWER_INSTRUCTION = "Answer the question from the patient's record; cite the evidence of every sentence."
+
+
+def _answers(ledger: Any) -> Iterator[Example]:
+    """Question -> answer pairs from agent traces whose answer a person accepted (or edited: the
+    edited text is the answer). A clinician's trace is identified text: its patient becomes the
+    research pseudonym (no key: such traces are left out), and its texts are tagged and
+    re-scanned like every other field."""
+    from sagehealth.errors import ConfigError
+    from sagehealth.privacy.structured import RowDeidentifier
+
+    try:
+        deid: RowDeidentifier | None = RowDeidentifier()
+    except ConfigError:
+        deid = None
+    traces = {t["trace_id"]: t for t in ledger.read("traces")}
+    for fb in ledger.read("feedback"):
+        trace = traces.get(fb["trace_id"])
+        if trace is None or fb["target"] != "answer" or fb["verdict"] not in ("accept", "edit"):
+            continue
+        answer = fb["edited_text"] if fb["verdict"] == "edit" else trace["answer"]
+        if not (trace["question"] and answer) or trace.get("abstained"):
+            continue
+        patient = trace.get("patient_id")
+        if patient and trace["role"] != "researcher":
+            if deid is None:
+                continue
+            patient = deid.pseudonym(patient)
+        yield Example({"instruction": ANSWER_INSTRUCTION, "input": trace["question"], "output": answer},
+                      "question_to_cited_answer", "agent_answer", trace["provider"],
+                      fb["created_at"].year if fb.get("created_at") else None, patient, "feedback", fb["feedback_id"])
+
+
+def _body(section: str) -> str:
+    """A section's text without its heading ("# Plan", "PLAN:", "POSTOPERATIVE DIAGNOSIS (ES):")
+    and the stray commas of CSV exports."""
+    text = section.strip()
+    first, _, rest = text.partition("\n")
+    if first.lstrip().startswith("#") or (first.strip().isupper() and len(first.split()) <= 6):
+        text = rest
+    text = re.sub(r"^\s*[A-Z][A-Z0-9 ()/&-]{2,60}:\s*", "", text)
+    return text.strip(" \n\t,;:")
+
+
 def split_of(example: Example, validation: float, test: float) -> str:
     """train / validation / test by the patient (a hash of the pseudonym; an example of no
     patient by its own id): one patient's examples are all in one split."""
@@ -218,8 +284,10 @@ def export_dataset(lake: Any, ledger: Any, kind: str, out: str | os.PathLike[str
             continue
         public = ex.source_table == "research_literature"  # published articles: no patient's text
         tagged = ex.fields if public else {k: deidentify(v, mode="tags").text if v else v for k, v in ex.fields.items()}
-        # a real identifier in the research text itself is a de-identification miss: the example goes
-        if any(v and known.found(v) for v in ex.fields.values()) or \
+        # a real identifier in research-zone text is a de-identification miss: the example goes (agent
+        # answers come from the clinical zone's ledger: identified by nature, judged once tagged)
+        research = ex.source_table != "feedback"
+        if (research and any(v and known.found(v) for v in ex.fields.values())) or \
                 any(v and ((not public and detect(v)) or known.found(v)) for v in tagged.values()):
             counts.removed["phi_rescan"] += 1
             continue
