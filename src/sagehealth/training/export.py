@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ import pyarrow.parquet as pq
 
 from sagehealth.errors import QueryError
 from sagehealth.training import curation as cur
+from sagehealth.training.folders import atomic_folder, check_new
 
 KINDS = ("pretrain", "instruct", "preference", "retrieval")
 #: the text fields of each kind (de-identified and re-scanned), and the columns of its shards
@@ -264,9 +263,7 @@ def export_dataset(lake: Any, ledger: Any, kind: str, out: str | os.PathLike[str
         raise QueryError(f"unknown dataset kind {kind!r}: use {', '.join(KINDS)}")
     if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
         raise QueryError("validation and test are shares of the patients: each in [0, 1), together below 1")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise QueryError(f"{out} exists and is not empty: give a new folder")
+    out = check_new(out)
     commit = lake.resolve(version)
     if not lake.count("research_documents", commit.version) and not lake.count("research_literature", commit.version):
         raise QueryError(f"the research zone of version {commit.version} is empty: refresh it first "
@@ -318,20 +315,13 @@ def export_dataset(lake: Any, ledger: Any, kind: str, out: str | os.PathLike[str
     splits: dict[str, list[Example]] = {}
     for ex in unique:
         splits.setdefault(split_of(ex, validation, test), []).append(ex)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    (tmp / "data").mkdir(parents=True)
-    try:
+    with atomic_folder(out) as tmp:
+        (tmp / "data").mkdir()
         files = _write(tmp, kind, splits, commit.version)
         sources = Counter(ex.source or "unknown" for ex in unique)
         result = DatasetExport(str(out), kind, commit.version, counts.as_dict(),
                                {s: len(v) for s, v in sorted(splits.items())}, dict(sorted(sources.items())), files)
         (tmp / "README.md").write_text(dataset_card(result, lake, decontaminate), encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 
