@@ -1204,16 +1204,9 @@ class Ecosystem:
         p = self._allow("read_system" if who is not None and who.role == "steward" else "read_research", resource)
         if kind not in (None, "training", "preference"):
             raise QueryError(f"kind must be training or preference (got {kind!r})")
-        from sagehealth.privacy.research import withdrawn_patients
-        from sagehealth.radiology.cases import _withdrawn_pseudonyms
+        from sagehealth.privacy.research import withdrawn_pseudonyms
 
-        gone = set(_withdrawn_pseudonyms(self.lake))
-        if withdrawn_patients(self.lake):
-            from sagehealth.privacy.structured import RowDeidentifier
-
-            with contextlib.suppress(Exception):
-                deid = RowDeidentifier()
-                gone |= {deid.pseudonym(x) for x in withdrawn_patients(self.lake)}
+        gone = withdrawn_pseudonyms(self.lake)  # recorded by the refresh that removed them
         rows = [r for r in self.ledger.read("report_pairs", where={"kind": kind} if kind else None)
                 if not (r["patient"] and r["patient"] in gone)]
         rows = rows[:limit] if limit is not None else rows

@@ -56,6 +56,15 @@ def withdrawn_patients(lake: Any) -> set[str]:
     return {pid for pid, r in latest.items() if not r["research_allowed"]}
 
 
+def withdrawn_pseudonyms(lake: Any) -> frozenset[str]:
+    """Research pseudonyms of the patients who withdrew (recorded by the refresh that removed them)."""
+    try:
+        wd = lake.dataset("research_withdrawn")
+    except Exception:  # noqa: BLE001 - a store from before the table existed
+        return frozenset()
+    return frozenset(wd.to_table(columns=["patient_id"]).column("patient_id").to_pylist())
+
+
 def latest_dates(lake: Any) -> dict[str, Any]:
     """Patient id -> the latest date of the patient's own records (encounters, events,
     documents, death): the date a research-zone age is taken at (see ``RowDeidentifier``)."""

@@ -190,7 +190,9 @@ class CaseBase:
     def _build(cls, lake: Any, ds: Any) -> CaseBase:
         table = ds.to_table(columns=["row_id", "provenance_id", "patient_id", "text", "status"],
                             filter="kind = 'radiology_report' AND (status IS NULL OR status != 'preliminary')")
-        withdrawn = _withdrawn_pseudonyms(lake)
+        from sagehealth.privacy.research import withdrawn_pseudonyms
+
+        withdrawn = withdrawn_pseudonyms(lake)
         cases: dict[str, Case] = {}
         with _PARSED_LOCK:
             if len(_PARSED) > PARSED_MAX:
@@ -241,14 +243,6 @@ class CaseBase:
             out = sorted(((c, TEMPLATE_WEIGHT * similarity(q, words(c.findings)) + (1 - TEMPLATE_WEIGHT) * s / top)
                           for c, s in out), key=lambda x: -x[1])
         return out
-
-
-def _withdrawn_pseudonyms(lake: Any) -> frozenset[str]:
-    try:
-        wd = lake.dataset("research_withdrawn")
-    except Exception:  # noqa: BLE001 - a store from before the table existed
-        return frozenset()
-    return frozenset(wd.to_table(columns=["patient_id"]).column("patient_id").to_pylist())
 
 
 def carry_rates(neighbours: list[Case]) -> dict[str, tuple[float, int]]:

@@ -409,7 +409,8 @@ def sign(eco: Any, principal: Any, trace: dict[str, Any], *, impression: str, fi
         raise ReportError("the findings are empty: dictate them before signing")
     patient = trace.get("patient_id")
     study_id = plan.get("study_id") or trace["trace_id"]
-    earlier = [r for r in ledger.read("signoffs") if r["study_id"] == study_id]
+    signoffs = ledger.read("signoffs")
+    earlier = [r for r in signoffs if r["study_id"] == study_id]
     if any(r["draft_id"] == trace["trace_id"] for r in earlier):
         raise ReportError(f"draft {trace['trace_id']} is already signed; draft again to add an addendum")
     version = len(earlier) + 1
@@ -483,7 +484,7 @@ def sign(eco: Any, principal: Any, trace: dict[str, Any], *, impression: str, fi
         except BaseException:
             lake.rollback_uncommitted()
             raise
-    if len(ledger.read("signoffs")) % LEDGER_COMPACT_EVERY == 0:
+    if (len(signoffs) + 1) % LEDGER_COMPACT_EVERY == 0:
         ledger.compact()
     return SignedReport(signoff_id, document_id, study_id, version, commit.version, edit_class, row["edit_distance"],
                         changes, row["flags"], research, feedback_id, [p["pair_id"] for p in pairs])

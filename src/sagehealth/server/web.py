@@ -29,6 +29,7 @@ from sagehealth.ecosystem import Ecosystem
 from sagehealth.errors import AccessDenied, QueryError, RetrievalError, RowNotFound, SageHealthError
 from sagehealth.governance.policy import Principal
 from sagehealth.governance.tokens import TokenStore
+from sagehealth.radiology.findings import split_sentences
 
 COOKIE = "sagehealth_session"
 #: the page each role lands on after signing in
@@ -138,7 +139,7 @@ def add_web(app: FastAPI, lake: Lakehouse, tokens: TokenStore) -> None:
         def build(eco: Ecosystem) -> dict[str, Any]:
             d = eco.draft_report(study_id, findings=findings or None, indication=indication or None)
             return study_ctx(eco, study_id, draft=d, findings_text=d.findings,
-                             findings_sentences=_sentences(d.findings))
+                             findings_sentences=split_sentences(d.findings))
         return await page(request, "study.html", build, ("clinician",))
 
     @app.post("/studies/{study_id:path}/sign", include_in_schema=False)
@@ -179,15 +180,9 @@ def nav(p: Principal | None) -> list[tuple[str, str]]:
             "steward": [("/feedback", "Feedback")], "auditor": [("/audit", "Audit")]}[p.role]
 
 
-def _sentences(text: str) -> list[str]:
-    from sagehealth.radiology.findings import split_sentences
-
-    return split_sentences(text)
-
-
 def highlight_css(draft: Any) -> str:
     """CSS that highlights a citation's evidence while the citation is hovered or focused."""
-    refs = {c["ref"] if c["kind"] != "case" else c["ref"] for s in draft.sentences for c in s["citations"]}
+    refs = {c["ref"] for s in draft.sentences for c in s["citations"]}
     rules = [f'body:has(a.cite[data-ref="{anchor(r)}"]:is(:hover,:focus)) #{anchor(r)}'
              "{outline:3px solid #b35c00;background:#fff1d6}" for r in sorted(refs)]
     return "\n".join(rules)

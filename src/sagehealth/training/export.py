@@ -256,7 +256,7 @@ def export_dataset(lake: Any, ledger: Any, kind: str, out: str | os.PathLike[str
                    test: float = 0.0) -> DatasetExport:
     """Curate and write the ``kind`` dataset of store ``version`` (latest) to ``out``."""
     from sagehealth.privacy.deid import deidentify, detect
-    from sagehealth.radiology.cases import _withdrawn_pseudonyms
+    from sagehealth.privacy.research import withdrawn_pseudonyms
     from sagehealth.training.card import dataset_card
 
     if kind not in KINDS:
@@ -269,7 +269,7 @@ def export_dataset(lake: Any, ledger: Any, kind: str, out: str | os.PathLike[str
         raise QueryError(f"the research zone of version {commit.version} is empty: refresh it first "
                          "(sagehealth research refresh, with $SAGEHEALTH_DEID_KEY)")
     contaminated = cur.evaluation_ngrams(decontaminate) if decontaminate else set()
-    gone = _withdrawn_pseudonyms(lake)
+    gone = withdrawn_pseudonyms(lake)
     known = cur.KnownIdentifiers(lake.read("patients", columns=["given_names", "family_name", "identifiers",
                                                                   "telecom"]).to_pylist())
     counts = cur.Counts()
