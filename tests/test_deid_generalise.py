@@ -66,6 +66,21 @@ FOUND = [
 ]
 
 
+@pytest.mark.parametrize("text,name", [
+    ("Spoke with abdul koepp about the plan.", "abdul koepp"),
+    ("Family meeting held; spoke with dolores wexcombe, who agrees.", "dolores wexcombe"),
+])
+def test_lower_case_name_keeps_its_surname(text, name):
+    """A name written in lower case in a mixed-case note: every word of it is found."""
+    words = [t for t, kind in found(text) if kind == "NAME"]
+    assert words == name.split(), found(text)
+
+
+def test_lower_case_name_stops_at_a_word():
+    """The surname after a lower-case first name is a name-word, never a plain or misspelt word."""
+    assert [t for t, _ in found("Spoke with abdul re: plan, abdul nauseous today")] == ["abdul", "abdul"]
+
+
 @pytest.mark.parametrize("text,phi", FOUND)
 def test_found_whole(text, phi):
     assert covered(text, phi), found(text)

@@ -698,8 +698,10 @@ class Detector:
                     initial = len(tj) == 1 and text[toks[j][1]:toks[j][1] + 1] == "." and tj.isalpha()
                     if not NAME_GAP.match(gap(a, b)) or not (initial or (len(tj) > 1 and name_like(j, 1))):
                         break
-                    if not upper and not tj[0].isupper():
-                        break
+                    if not upper and not tj[0].isupper() and not (
+                            step == 1 and toks[i][2].islower() and kinds[j] in (NAME, UNKNOWN)
+                            and len(tj) > 2 and not lex.misspelling(lw[j])):
+                        break  # a lower-case name goes on only with a lower-case name-word
                     if step == -1 and kinds[j] == NAME_WORD and lw[j] in lex.frequent_words \
                             and lw[j] not in lex.first_names and _sentence_start(text, toks[j][0]):
                         break  # "Both Suzanne and ...": a frequent word starting the sentence
