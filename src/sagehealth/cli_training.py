@@ -1,5 +1,5 @@
 """CLI commands for training data (registered on the main app in ``cli.py``):
-``sagehealth export dataset KIND``, ``sagehealth adapt embedder|models``. Thin: they call the library."""
+``sagehealth export dataset KIND``, ``sagehealth adapt embedder|generator|models``. Thin: they call the library."""
 
 from __future__ import annotations
 
@@ -60,6 +60,40 @@ def adapt_embedder(
         return
     out.print(f"[green]adapted[/green] {info['base']} on {info['pairs']} pairs -> {info['path']} "
               f"(train loss {info['train_loss']}); use it as --embedder st:{info['path']}")
+
+
+@adapt_app.command("generator")
+def adapt_generator(
+    pairs: Annotated[str, typer.Option(help="An instruct export (sagehealth export dataset instruct --validation 0.1 --out DIR).")],
+    out_dir: Annotated[str, typer.Option("--out", help="A new folder for the adapter.")],
+    base: Annotated[str, typer.Option(help="Base model: smollm2 (bundled SmolLM2-135M-Instruct), a .gguf file or a transformers model folder.")] = "smollm2",
+    task: Annotated[str, typer.Option(help="The instruct task to learn.")] = "findings_to_impression",
+    epochs: Annotated[int, typer.Option(help="Passes over the examples.")] = 1,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
+    max_examples: Annotated[int | None, typer.Option(help="Train on the first N examples only.")] = None,
+    evaluate: Annotated[int, typer.Option(help="Validation examples to score before and after (0: none).")] = 50,
+    home: HomeOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Train a LoRA adapter (PEFT) for a small language model on exported instruction pairs,
+    score it against its base on the export's validation split, and register it; draft with it
+    via --llm hf:DIR (needs the adapt extra: torch, transformers, peft, gguf)."""
+    say = None if json else (lambda m: typer.echo(m, err=True))
+    info = _open(home).adapt_generator(pairs, out_dir, base=base, task=task, epochs=epochs, rank=rank,
+                                       learning_rate=learning_rate, batch_size=batch_size,
+                                       max_examples=max_examples, evaluate=evaluate, progress=say)
+    if json:
+        print_json(info)
+        return
+    out.print(f"[green]adapted[/green] {info['base']} on {info['examples']} {info['task']} examples -> {info['path']} "
+              f"(train loss {info['train_loss']}, {info['train_seconds']} s); draft with --llm hf:{info['path']}")
+    v = info.get("validation") or {}
+    if v.get("after"):
+        print_rows([{"model": name, **{k: v[name][k] for k in ("rouge_l", "normal_abnormal_agreement",
+                                                                  "abnormal_recall", "examples")}}
+                    for name in ("before", "after")], title="validation split (by patient)")
 
 
 @adapt_app.command("models")

@@ -1240,11 +1240,38 @@ class Ecosystem:
         """Fine-tune a retrieval embedder on exported ``retrieval`` pairs (contrastive, in-batch
         and mined hard negatives) and register it in the model registry; researchers and data
         stewards. Use it with ``index`` / ``search`` as ``st:<out>``."""
-        import uuid
-
         from sagehealth.training.adapt import adapt_embedder
 
-        resource = f"adapt an embedder from {pairs} to {out}"
+        return self._train_model(
+            f"adapt an embedder from {pairs} to {out}",
+            lambda user: adapt_embedder(pairs, out, base=base, epochs=epochs, batch_size=batch_size, user=user),
+            kind="embedder", adapter=False, count="pairs",
+            settings=("epochs", "batch_size", "learning_rate", "max_seq_length", "seed"), metrics=("train_loss",))
+
+    def adapt_generator(self, pairs: str | os.PathLike[str], out: str | os.PathLike[str], *, base: str = "smollm2",
+                        task: str = "findings_to_impression", epochs: int = 1, rank: int = 16,
+                        learning_rate: float = 2e-4, batch_size: int = 8, max_examples: int | None = None,
+                        evaluate: int = 50, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Train a LoRA adapter for a small causal LM on an ``instruct`` export's ``task`` pairs,
+        score base and adapter on its validation split, and register it; researchers and data
+        stewards. Draft with it as ``--llm hf:<out>``."""
+        from sagehealth.training.generator import adapt_generator
+
+        return self._train_model(
+            f"adapt a generator from {pairs} to {out}",
+            lambda user: adapt_generator(pairs, out, base=base, task=task, epochs=epochs, rank=rank,
+                                         learning_rate=learning_rate, batch_size=batch_size,
+                                         max_examples=max_examples, evaluate=evaluate, user=user, progress=progress),
+            kind="generator", adapter=True, count="examples",
+            settings=("task", "epochs", "rank", "alpha", "learning_rate", "batch_size", "max_tokens", "seed",
+                      "prompt_version"),
+            metrics=("train_loss", "validation", "train_seconds"))
+
+    def _train_model(self, resource: str, train: Callable[[str], dict[str, Any]], *, kind: str, adapter: bool,
+                     count: str, settings: tuple[str, ...], metrics: tuple[str, ...]) -> dict[str, Any]:
+        """Train a model (researchers and stewards), register it in the model registry, audit it."""
+        import uuid
+
         who = self._principal
         if who is not None and who.role not in ("steward", "researcher"):
             self._deny(who, "export", resource, f"{who.user} ({who.role}) may not train models: researchers and "
@@ -1252,14 +1279,14 @@ class Ecosystem:
         action = "configure" if who is not None and who.role == "steward" else "read_research"
         p = self._allow(action, resource)
         with self._failures(p, action, resource):
-            info = adapt_embedder(pairs, out, base=base, epochs=epochs, batch_size=batch_size, user=p.user)
+            info = train(p.user)
         self.ledger.append("models", {
-            "model_id": f"mdl_{uuid.uuid4().hex[:16]}", "kind": "embedder", "path": info["path"], "base": base,
-            "adapter": None, "dataset": info.get("dataset"), "store_version": info.get("store_version"),
-            "examples": info.get("pairs"), "settings": {k: info[k] for k in ("epochs", "batch_size", "learning_rate",
-                                                                              "max_seq_length", "seed")},
-            "metrics": {"train_loss": info.get("train_loss")}, "created_by": p.user})
-        self._log(p, action, f"{resource}: {info.get('pairs')} pairs, loss {info.get('train_loss')}")
+            "model_id": f"mdl_{uuid.uuid4().hex[:16]}", "kind": kind, "path": info["path"], "base": info.get("base"),
+            "adapter": info["path"] if adapter else None, "dataset": info.get("dataset"),
+            "store_version": info.get("store_version"), "examples": info.get(count),
+            "settings": {k: info.get(k) for k in settings}, "metrics": {k: info.get(k) for k in metrics},
+            "created_by": p.user})
+        self._log(p, action, f"{resource}: {info.get(count)} {count}, loss {info.get('train_loss')}")
         return info
 
     def models(self) -> list[dict[str, Any]]:

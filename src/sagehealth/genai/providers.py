@@ -10,6 +10,9 @@ Specs understood by :func:`get_provider` (else ``$SAGEHEALTH_LLM``, else ``extra
                                 any OpenAI-compatible /chat/completions endpoint (vLLM, llama.cpp,
                                 Ollama, OpenAI...); the key comes from $SAGEHEALTH_LLM_API_KEY,
                                 the per-request time limit from $SAGEHEALTH_LLM_TIMEOUT (s, 60)
+    hf:smollm2 | hf:/path/adapter | hf:/path/model
+                                a transformers model in-process, with a LoRA adapter written by
+                                ``sagehealth adapt generator`` (``genai/hf.py``)
 
 Every failure is a ``ProviderError``: ``ProviderUnavailable`` (endpoint down, model file missing
 or unreadable, llama-cpp-python not installed), ``ProviderTimeout`` and ``ProviderResponseError``
@@ -47,7 +50,7 @@ DEFAULT = "extractive"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LLAMA_INSTALL = "pip install 'llama-cpp-python>=0.3'"
 _SPECS = ("extractive, smollm2, llama-cpp:/path/model.gguf (or a path ending in .gguf), "
-          "openai:MODEL@http://host:port/v1")
+          "openai:MODEL@http://host:port/v1, hf:MODEL_OR_ADAPTER_DIR")
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -415,6 +418,10 @@ def get_provider(spec: str | None = None) -> Provider:
         if not path_text.strip():
             raise ProviderError(f"provider spec {spec!r} names no GGUF file: use llama-cpp:/path/model.gguf")
         return LlamaCppProvider(path_text.strip())
+    if spec.startswith("hf:"):
+        from sagehealth.genai.hf import HuggingFaceProvider
+
+        return HuggingFaceProvider(spec, timeout=_env_timeout())
     m = re.fullmatch(r"openai:(.+?)@(https?://\S+)", spec)
     if m:
         return OpenAICompatibleProvider(m.group(2), m.group(1), timeout=_env_timeout())

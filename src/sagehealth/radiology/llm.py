@@ -19,9 +19,10 @@ from sagehealth.errors import ProviderResponseError
 from sagehealth.radiology import findings as fx
 from sagehealth.radiology.cases import CaseBase
 from sagehealth.radiology.drafter import Citation, Drafted, DraftSentence, OfflineDrafter, tidy
-from sagehealth.radiology.text import words
+from sagehealth.radiology.text import similarity, words
 
-PROMPT_VERSION = "radiology-llm-1"
+#: 1: the radiologist's latest pairs; 2: their pairs most like this study's findings
+PROMPT_VERSION = "radiology-llm-2"
 SYSTEM = ("You are a radiologist writing the IMPRESSION of a chest radiograph report. Summarize the FINDINGS "
           "given: state every abnormal finding that matters, in the style of the examples, most important "
           "first; add nothing that the findings do not say; if the findings are normal, say so briefly. "
@@ -29,7 +30,11 @@ SYSTEM = ("You are a radiologist writing the IMPRESSION of a chest radiograph re
 #: examples in a prompt (similar cases first, then the radiologist's own)
 SHOTS = 4
 OWN_SHOTS = 2
+#: the radiologist's recent pairs the own examples are chosen from
+OWN_POOL = 40
 MAX_TOKENS = 160
+#: the task of an adapted model (``sagehealth adapt generator``) this drafter prompts zero-shot
+TRAINED_TASK = "findings_to_impression"
 
 
 @dataclass
@@ -40,6 +45,11 @@ class LlmDrafter:
     own_examples: list[tuple[str, str]]  # (findings, signed impression), de-identified
     offline: OfflineDrafter | None = None
     prompt_version: str = PROMPT_VERSION
+
+    def __post_init__(self) -> None:
+        trained = getattr(self.provider, "prompt_version", None)
+        if getattr(self.provider, "task", None) == TRAINED_TASK and trained:
+            self.prompt_version = str(trained)
 
     @property
     def name(self) -> str:
@@ -54,15 +64,32 @@ class LlmDrafter:
                      + f"FINDINGS: {findings}"})
         return msgs
 
-    def draft(self, lake: Any, cases: CaseBase, *, indication: str, findings: str,
-              exclude_patient: str | None = None) -> Drafted:
-        base = (self.offline or OfflineDrafter()).draft(lake, cases, indication=indication, findings=findings,
-                                                        exclude_patient=exclude_patient)
+    def prompt(self, base: Drafted, indication: str, findings: str) -> list[dict[str, str]]:
+        """The chat for this study: zero-shot as trained for an adapted model, else few-shot
+        from the similar cases (``base``: the offline draft) and the radiologist's own pairs."""
+        if getattr(self.provider, "task", None) == TRAINED_TASK and getattr(self.provider, "instruction", None):
+            from sagehealth.genai.hf import instruct_messages
+
+            prompt = (f"INDICATION: {indication}\n" if indication else "") + f"FINDINGS: {findings or '(not dictated)'}"
+            return instruct_messages(self.provider.instruction, prompt)
         shots = [(c.findings, c.impression) for c, _ in base.similar if c.findings][:SHOTS]
-        shots = self.own_examples[:OWN_SHOTS] + shots
-        result = self.provider.chat(self.messages(indication, findings or "(not dictated)", shots[:SHOTS + OWN_SHOTS]),
-                                    max_tokens=MAX_TOKENS, temperature=0.0)
-        text = tidy(result.text.replace("IMPRESSION:", " "))
+        shots = self.closest_own(findings) + shots
+        return self.messages(indication, findings or "(not dictated)", shots[:SHOTS + OWN_SHOTS])
+
+    def closest_own(self, findings: str, k: int = OWN_SHOTS) -> list[tuple[str, str]]:
+        """The radiologist's own signed pairs whose findings are most like ``findings`` (word
+        similarity; the latest first among equals): their wording for studies like this one."""
+        if not self.own_examples:
+            return []
+        target = words(findings)
+        ranked = sorted(range(len(self.own_examples)),
+                        key=lambda i: (-similarity(words(self.own_examples[i][0]), target), i))
+        return [self.own_examples[i] for i in ranked[:k]]
+
+    def guard(self, base: Drafted, answer: str) -> str:
+        """The model's impression, tidied; ``ProviderResponseError`` when it is unusable or
+        leaves out a finding the offline drafter states from the findings."""
+        text = tidy(answer.replace("IMPRESSION:", " "))
         if not words(text) or len(text) > 2000:
             raise ProviderResponseError(f"{self.name} answered no usable impression: {text[:120]!r}")
         must = {c for s in base.sentences for c in s.concepts if any(x.kind == "findings" for x in s.citations)}
@@ -71,6 +98,15 @@ class LlmDrafter:
             missing = ", ".join(sorted(must - said))
             raise ProviderResponseError(f"{self.name} left out what the findings report ({missing}); "
                                         "draft offline or with another model")
+        return text
+
+    def draft(self, lake: Any, cases: CaseBase, *, indication: str, findings: str,
+              exclude_patient: str | None = None) -> Drafted:
+        base = (self.offline or OfflineDrafter()).draft(lake, cases, indication=indication, findings=findings,
+                                                        exclude_patient=exclude_patient)
+        result = self.provider.chat(self.prompt(base, indication, findings), max_tokens=MAX_TOKENS, temperature=0.0)
+        text = self.guard(base, result.text)
+        said = {f.concept for f in fx.reported(text)}
         found = fx.reported(findings)
         sentences = fx.split_sentences(findings)
         cases_cited = [Citation("case", c.row_id, c.impression) for c, _ in base.similar[:2]]
@@ -84,9 +120,9 @@ class LlmDrafter:
         return Drafted(text, out, bool(said), base.similar, base.scores)
 
 
-def own_examples(eco: Any, user: str, limit: int = OWN_SHOTS) -> list[tuple[str, str]]:
+def own_examples(eco: Any, user: str, limit: int = OWN_POOL) -> list[tuple[str, str]]:
     """The radiologist's latest signed (findings, impression) pairs, de-identified (their
-    training pairs in the research side of the ledger)."""
+    training pairs in the research side of the ledger), newest first."""
     from sagehealth.privacy.structured import RowDeidentifier
 
     rows = [r for r in eco.ledger.read("signoffs") if r["user"] == user][:limit * 3]
