@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--balance", action="store_true", help="repeat the rarer of normal / abnormal impressions")
     ap.add_argument("--limit", type=int, default=None, help="draft only the first N slice reports")
     ap.add_argument("--adapter", default=None, help="reuse an adapter trained by an earlier run")
     ap.add_argument("--save", default=None, help="write the adapter here (a new folder) instead of a temporary one")
@@ -108,6 +109,7 @@ def main() -> None:
         if not args.adapter:
             info = eco.as_principal(RESEARCHER).adapt_generator(
                 home / "pairs", adapter, epochs=args.epochs, rank=args.rank, learning_rate=args.lr, evaluate=0,
+                balance=args.balance,
                 progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
         else:
             info = json.loads((adapter / "sagehealth-model.json").read_text())
@@ -139,7 +141,7 @@ def main() -> None:
                        "processor": platform.processor()},
            "store_build_seconds": round(build_s, 1),
            "adapter": {k: info.get(k) for k in ("base", "task", "examples", "too_long", "epochs", "rank", "alpha",
-                                                "learning_rate", "batch_size", "steps", "train_seconds",
+                                                "learning_rate", "batch_size", "balanced", "steps", "train_seconds",
                                                 "train_loss", "trainable_parameters", "store_version")},
            "systems": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -126,3 +126,17 @@ def test_adapter_trains_is_registered_and_drafts(store, tmp_path):
         assert isinstance(exc, ProviderResponseError) and "left out" in str(exc)
     else:
         assert d.prompt_version == "lora-findings_to_impression-1" and d.provider.startswith("hf:adapter+lora")
+
+
+def test_balance_repeats_the_rarer_class_to_parity():
+    import random
+
+    from sagehealth.training.generator import _balanced
+
+    examples = [{"output": "No acute cardiopulmonary abnormality."}] * 7 + \
+        [{"output": "Small right pleural effusion."}, {"output": "Cardiomegaly."}]
+    encoded = [([i], 0) for i in range(len(examples))]
+    out, counts = _balanced(encoded, examples, random.Random(0))
+    assert counts == {"abnormal": 2, "normal": 7, "repeated": 5}
+    abnormal = [e for e in out if e[0][0] >= 7]
+    assert len(out) == 14 and len(abnormal) == 7 and out[:9] == encoded

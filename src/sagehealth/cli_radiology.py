@@ -15,7 +15,8 @@ from sagehealth.cli import HomeOpt, JsonOpt, _open, app, err, eval_app, out, pri
 LlmOpt = Annotated[str | None, typer.Option(
     "--llm", envvar="SAGEHEALTH_RADIOLOGY_LLM", show_default=False,
     help="Draft with a language model, guarded by the offline drafter: smollm2 (bundled GGUF), "
-         "llama-cpp:PATH.gguf, openai:MODEL@URL (any OpenAI-compatible /v1 endpoint); default offline.")]
+         "llama-cpp:PATH.gguf, openai:MODEL@URL (any OpenAI-compatible /v1 endpoint), hf:ADAPTER_DIR "
+         "(sagehealth adapt generator); default offline.")]
 
 radiology_app = typer.Typer(help="Radiology reporting: worklist, evidence-cited drafts, sign-off, edit statistics.",
                             no_args_is_help=True)

@@ -74,6 +74,7 @@ def adapt_generator(
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
     max_examples: Annotated[int | None, typer.Option(help="Train on the first N examples only.")] = None,
     evaluate: Annotated[int, typer.Option(help="Validation examples to score before and after (0: none).")] = 50,
+    balance: Annotated[bool, typer.Option(help="Repeat the rarer of normal / abnormal impressions until both weigh the same.")] = False,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -83,7 +84,8 @@ def adapt_generator(
     say = None if json else (lambda m: typer.echo(m, err=True))
     info = _open(home).adapt_generator(pairs, out_dir, base=base, task=task, epochs=epochs, rank=rank,
                                        learning_rate=learning_rate, batch_size=batch_size,
-                                       max_examples=max_examples, evaluate=evaluate, progress=say)
+                                       max_examples=max_examples, evaluate=evaluate, balance=balance,
+                                       progress=say)
     if json:
         print_json(info)
         return

