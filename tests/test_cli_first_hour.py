@@ -138,7 +138,11 @@ def test_ctrl_c_while_embedding_keeps_the_committed_version_and_says_how_to_go_o
     home = str(tmp_path / "h")
     env = {**os.environ, "SAGEHEALTH_INDEX": "1", "SAGEHEALTH_ROLE": "steward"}
     env.pop("SAGEHEALTH_DEID_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "sagehealth.cli", "ingest", str(notes), "--home", home, "--json"],
+    # Ctrl-C as a user's terminal delivers it: a suite started in the background by a shell
+    # without job control inherits SIGINT ignored, and so would the child
+    cli = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "sys.argv = ['sagehealth'] + sys.argv[1:]; runpy.run_module('sagehealth.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", cli, "ingest", str(notes), "--home", home, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen = []
     deadline = time.monotonic() + 240

@@ -314,7 +314,7 @@ def test_a_small_local_model_drafts_and_is_held_to_the_findings(store):
     me = doctor(store)
     d = me.draft_report(indication="Preoperative.", findings="Heart size normal. The lungs are clear. No effusion.",
                         llm="smollm2")
-    assert d.provider.startswith("llama-cpp:") and d.impression and d.prompt_version == "radiology-llm-1"
+    assert d.provider.startswith("llama-cpp:") and d.impression and d.prompt_version == "radiology-llm-2"
     assert all(s["citations"] for s in d.sentences)
     try:  # a 135M model may or may not state the pneumothorax: either it does, or the draft is refused
         d = me.draft_report(findings="Large left pneumothorax.", llm="smollm2")
