@@ -103,7 +103,7 @@ def load_base(base: str) -> tuple[Any, Any]:
 def load(spec: str) -> tuple[Any, Any, dict[str, Any] | None]:
     """(model, tokenizer, adapter info) for an ``hf:`` spec, loaded once per process."""
     path = spec.removeprefix("hf:").strip()
-    info = adapter_info(path) if path and Path(path).expanduser().is_dir() else None
+    info = adapter_info(Path(path).expanduser()) if path else None
     key = str(Path(path).expanduser().resolve()) if info else path
     with _LOCK:
         if key not in _MODELS:
@@ -133,7 +133,8 @@ def generate(model: Any, tok: Any, messages: list[dict[str, str]], *, max_tokens
         out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                              **({"max_time": max_time} if max_time else {}))
     new = out[0][ids["input_ids"].shape[1]:]
-    stopped = bool(max_time) and time.monotonic() - t0 >= max_time and int(new[-1]) != tok.eos_token_id
+    stopped = bool(max_time) and time.monotonic() - t0 >= max_time and (
+        len(new) == 0 or int(new[-1]) != tok.eos_token_id)
     return tok.decode(new, skip_special_tokens=True).strip(), int(ids["input_ids"].shape[1]), len(new), stopped
 
 

@@ -19,7 +19,7 @@ from sagehealth.errors import ProviderResponseError
 from sagehealth.radiology import findings as fx
 from sagehealth.radiology.cases import CaseBase
 from sagehealth.radiology.drafter import Citation, Drafted, DraftSentence, OfflineDrafter, tidy
-from sagehealth.radiology.text import similarity, words
+from sagehealth.radiology.text import similarity, study_prompt, words
 
 #: 1: the radiologist's latest pairs; 2: their pairs most like this study's findings
 PROMPT_VERSION = "radiology-llm-2"
@@ -47,9 +47,14 @@ class LlmDrafter:
     prompt_version: str = PROMPT_VERSION
 
     def __post_init__(self) -> None:
-        trained = getattr(self.provider, "prompt_version", None)
-        if getattr(self.provider, "task", None) == TRAINED_TASK and trained:
-            self.prompt_version = str(trained)
+        if self.trained and getattr(self.provider, "prompt_version", None):
+            self.prompt_version = str(self.provider.prompt_version)
+
+    @property
+    def trained(self) -> bool:
+        """The provider is a model adapted on findings -> impression pairs, with its instruction."""
+        return (getattr(self.provider, "task", None) == TRAINED_TASK
+                and bool(getattr(self.provider, "instruction", None)))
 
     @property
     def name(self) -> str:
@@ -60,18 +65,16 @@ class LlmDrafter:
         for f, imp in shots:
             msgs.append({"role": "user", "content": f"FINDINGS: {f}"})
             msgs.append({"role": "assistant", "content": imp})
-        msgs.append({"role": "user", "content": (f"INDICATION: {indication}\n" if indication else "")
-                     + f"FINDINGS: {findings}"})
+        msgs.append({"role": "user", "content": study_prompt(indication, findings)})
         return msgs
 
     def prompt(self, base: Drafted, indication: str, findings: str) -> list[dict[str, str]]:
         """The chat for this study: zero-shot as trained for an adapted model, else few-shot
         from the similar cases (``base``: the offline draft) and the radiologist's own pairs."""
-        if getattr(self.provider, "task", None) == TRAINED_TASK and getattr(self.provider, "instruction", None):
+        if self.trained:
             from sagehealth.genai.hf import instruct_messages
 
-            prompt = (f"INDICATION: {indication}\n" if indication else "") + f"FINDINGS: {findings or '(not dictated)'}"
-            return instruct_messages(self.provider.instruction, prompt)
+            return instruct_messages(self.provider.instruction, study_prompt(indication, findings or "(not dictated)"))
         shots = [(c.findings, c.impression) for c, _ in base.similar if c.findings][:SHOTS]
         shots = self.closest_own(findings) + shots
         return self.messages(indication, findings or "(not dictated)", shots[:SHOTS + OWN_SHOTS])

@@ -47,6 +47,12 @@ def word_diff(a: str, b: str) -> list[dict[str, object]]:
     return out
 
 
+def study_prompt(indication: str | None, findings: str) -> str:
+    """A study as a model reads it: ``INDICATION: ...`` (when given), then ``FINDINGS: ...`` —
+    the same text in training pairs and in drafting prompts."""
+    return (f"INDICATION: {indication}\n" if indication else "") + f"FINDINGS: {findings}"
+
+
 def similarity(a: list[str], b: list[str]) -> float:
     """Normalized indel similarity of two word lists (0..1)."""
     return Indel.normalized_similarity(a, b)

@@ -99,6 +99,7 @@ def _rows(lake: Any, table: str, version: int, columns: list[str], where: str | 
 def examples(lake: Any, ledger: Any, kind: str, version: int) -> Iterator[Example]:
     """The raw examples of ``kind`` at store ``version`` (research zone and de-identified pairs)."""
     from sagehealth.radiology.cases import report_parts
+    from sagehealth.radiology.text import study_prompt
 
     if kind == "pretrain":
         for r in _rows(lake, "research_documents", version,
@@ -119,8 +120,7 @@ def examples(lake: Any, ledger: Any, kind: str, version: int) -> Iterator[Exampl
                 continue
             parts = report_parts(r["text"])
             if parts.get("findings") and parts.get("impression"):
-                prompt = (f"INDICATION: {parts['indication']}\n" if parts.get("indication") else "") + \
-                    f"FINDINGS: {parts['findings']}"
+                prompt = study_prompt(parts.get("indication"), parts["findings"])
                 yield Example({"instruction": FINDINGS_INSTRUCTION, "input": prompt, "output": parts["impression"]},
                               "findings_to_impression", r["kind"], r["source_system"], _year(r["date"]),
                               r["patient_id"], "research_documents", r["row_id"])

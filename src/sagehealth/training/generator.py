@@ -74,7 +74,7 @@ def _encode(tok: Any, ex: dict[str, str]) -> tuple[list[int], int]:
 
 
 def _ids(x: Any) -> list[int]:
-    return list(x["input_ids"] if isinstance(x, dict) or hasattr(x, "keys") else x)
+    return list(x["input_ids"] if hasattr(x, "keys") else x)
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -160,21 +160,21 @@ def adapt_generator(pairs: str | os.PathLike[str], out: str | os.PathLike[str], 
         raise ConfigError(f"generator adaptation needs torch, transformers, gguf and peft "
                           f"(pip install torch==2.13.0 'sagehealth[adapt]'): {exc}") from None
     from sagehealth.genai.hf import MODEL_INFO, load_base
+
     say = progress or (lambda _m: None)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     model, tok = load_base(base)
-    encoded = [_encode(tok, ex) for ex in train]
-    kept = [e for e in encoded if len(e[0]) <= max_tokens and e[1] < len(e[0])]
-    too_long = len(encoded) - len(kept)
+    fits = [(e, ex) for e, ex in ((_encode(tok, ex), ex) for ex in train) if e[1] < len(e[0]) <= max_tokens]
+    kept = [e for e, _ in fits]
+    too_long = len(train) - len(kept)
     if len(kept) < 2:
         raise QueryError(f"{pairs}: fewer than 2 examples fit in {max_tokens} tokens")
     unique, classes = len(kept), None
     if balance:
-        kept, classes = _balanced(kept, [ex for ex, e in zip(train, encoded) if len(e[0]) <= max_tokens
-                                         and e[1] < len(e[0])], rng)
+        kept, classes = _balanced(kept, [ex for _, ex in fits], rng)
     before = score_impressions(model, tok, valid) if valid else None
     if before:
         say(f"base model on {len(valid)} validation examples: ROUGE-L {before['rouge_l']}, "
