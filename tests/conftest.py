@@ -29,7 +29,8 @@ SHARED = Path(os.environ.get("SAGEHEALTH_SHARED_DATA", Path(__file__).resolve().
 #: `scripts/test.sh -m "not slow"`, leaves them out); and single slow tests elsewhere
 SLOW_MODULES = {"test_agent", "test_agent_guard", "test_agent_safety", "test_doors", "test_body_limit",
                 "test_rerank", "test_retrieval", "test_leak_scan", "test_concepts", "test_providers",
-                "test_integration_shared", "test_cli_deid_cv", "test_embed_stage", "test_web_ui"}
+                "test_integration_shared", "test_cli_deid_cv", "test_embed_stage", "test_web_ui",
+                "test_ray_engine"}
 SLOW_TESTS = {"test_demo_runs_end_to_end_then_ask_answers_with_citations", "test_cli_deid_eval_on_physionet_dev",
               "test_a_researchers_feedback_is_withheld_when_the_patient_withdraws",
               "test_shared_vocabularies_load_with_crosswalks", "test_kill_mid_ingest_then_rerun",

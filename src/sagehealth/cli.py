@@ -52,6 +52,16 @@ HomeOpt = Annotated[
                  "(default: $SAGEHEALTH_HOME, else ./sage-data).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="Where embedding runs: local (this process, default) or ray (Ray Data actors; needs pip install 'sagehealth[ray]'; also $SAGEHEALTH_ENGINE).")]
+RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="With --engine ray: an existing Ray cluster (also $SAGEHEALTH_RAY_ADDRESS; its workers must see the store's path); default a local Ray on 127.0.0.1 for the run.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="With --engine ray: embedding workers (default one per CPU of the cluster, or per GPU with --gpus-per-worker).")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", help="With --engine ray: GPUs each embedding worker holds (0: CPU workers).")]
+
+
+def _engine(engine: str | None, address: str | None, workers: int | None, gpus: float) -> Any:
+    from sagehealth.engine import choose
+
+    return choose(engine, address=address, workers=workers, gpus_per_worker=gpus)
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Read this store version (time travel).")]
 
 #: who runs this command (set by the top-level options / environment, read by ``_open``)
@@ -286,6 +296,10 @@ def ingest(
     validate: Annotated[str, typer.Option(help="FHIR validation: schema (every element's type, cardinality, required and choice rules, compiled from the R4 definitions), strict (full fhir.resources models, slower) or none (only the fields mapped).")] = "schema",
     text_column: Annotated[str | None, typer.Option(help="Notes CSV: the column holding the text.")] = None,
     embed: Annotated[bool, typer.Option("--embed/--no-embed", help="After the commit (data searchable by BM25 at once), embed the new chunks in committed rounds; --no-embed leaves that to 'sagehealth index'.")] = True,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -298,7 +312,8 @@ def ingest(
         raise typer.BadParameter("must be schema, strict or none", param_hint="--validate")
     eco = _open(home)
     progress = _RichProgress()
-    options: dict[str, Any] = {"validate": validate, "embed": embed}
+    options: dict[str, Any] = {"validate": validate, "embed": embed,
+                               "engine": _engine(engine, ray_address, workers, gpus_per_worker)}
     if text_column:
         options["text_column"] = text_column
     try:
@@ -721,6 +736,10 @@ def index(
     status: Annotated[bool, typer.Option("--status", help="Only show how many chunks have their vectors (and whether a process is embedding now).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="If another process is embedding, wait for it (with its progress), then embed what is left.")] = False,
     embed: Annotated[bool, typer.Option("--embed/--no-embed", help="Embed the pending chunks (default) or only chunk new documents for BM25.")] = True,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
     home: HomeOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -730,11 +749,12 @@ def index(
     if status:
         _index_status(eco.index_status(), json)
         return
+    chosen_engine = _engine(engine, ray_address, workers, gpus_per_worker)
     stages = _StageProgress(err.is_terminal)
     try:
         if wait and eco.lake.embedding_elsewhere():
             _follow(eco, stages)
-        result = eco.index(embedder=embedder, embed=embed, wait=wait, progress=stages)
+        result = eco.index(embedder=embedder, embed=embed, wait=wait, progress=stages, engine=chosen_engine)
     except KeyboardInterrupt:
         stages.stop()
         _interrupted(eco)

@@ -203,7 +203,7 @@ class Ecosystem:
             from sagehealth.retrieval.index import stored_embedder
 
             emb = chosen((options or {}).get("embedder"), stored_embedder(self.lake))
-            embedding = self._embed(p, emb, getattr(progress, "stage", None))
+            embedding = self._embed(p, emb, getattr(progress, "stage", None), engine=(options or {}).get("engine"))
             if summary.index or embedding:
                 summary.index["embedding"] = embedding
         return summary
@@ -282,12 +282,14 @@ class Ecosystem:
         return done
 
     def index(self, *, embedder: str | None = None, embed: bool = True, wait: bool = False,
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str, int, int], None] | None = None, engine: Any = None) -> dict[str, Any]:
         """Chunk every document and article not indexed yet (both zones) and commit them,
         searchable by BM25 at once; then (``embed``) fill in their vectors in committed rounds
         (:meth:`_embed`), so an interrupted run resumes where it stopped. When another process
         is embedding, returns after the BM25 step with ``embedding: {"elsewhere": ...}`` unless
-        ``wait``, which waits for it and then embeds what is left (data stewards)."""
+        ``wait``, which waits for it and then embeds what is left (data stewards). ``engine``
+        (an :class:`sagehealth.engine.Engine` or its name) embeds on Ray instead of in this
+        process."""
         from sagehealth.retrieval.embedders import chosen
         from sagehealth.retrieval.index import refresh_chunks, stored_embedder
 
@@ -304,7 +306,7 @@ class Ecosystem:
                 self.lake.commit(f"index documents for search ({emb.name})", run_id=None, summary={"index": result})
         self._log(p, "ingest", f"search index refreshed: {result}")
         if embed:
-            result["embedding"] = self._embed(p, emb, progress, wait=wait)
+            result["embedding"] = self._embed(p, emb, progress, wait=wait, engine=engine)
         return result
 
     def index_status(self) -> dict[str, dict[str, Any]]:
@@ -341,17 +343,21 @@ class Ecosystem:
     EMBED_ROUND_SECONDS = 30.0
 
     def _embed(self, p: Principal, emb: Any, progress: Callable[[str, int, int], None] | None, *,
-               wait: bool = False) -> dict[str, Any]:
+               wait: bool = False, engine: Any = None) -> dict[str, Any]:
         """The embedding stage: the pending chunks of each chunk table (clinical zone first)
-        are embedded outside the write lock; every :attr:`EMBED_ROUND_SECONDS` their vectors are
-        written and committed as a new version (under the write lock, waiting for another
-        writer), and the last round merges the indexes. A Ctrl-C loses at most one round."""
+        are embedded outside the write lock — in this process, or by Ray actors with the ray
+        engine (:mod:`sagehealth.retrieval.ray_embed`); every :attr:`EMBED_ROUND_SECONDS` their
+        vectors are written and committed as a new version (under the write lock, waiting for
+        another writer), and the last round merges the indexes. A Ctrl-C loses at most one round."""
         import time
+        from contextlib import ExitStack
 
         from sagehealth.data.model import CHUNK_TABLES
+        from sagehealth.engine import Engine, choose
         from sagehealth.errors import StoreLocked
         from sagehealth.retrieval.index import coverage, embed_rows, ensure_indexes, pending_rows, write_vectors
 
+        engine = engine if isinstance(engine, Engine) else choose(engine)
         out: dict[str, Any] = {}
         seen: dict[str, Any] = {}  # text hash -> vector, shared by the tables (see embed_rows)
         try:
@@ -359,6 +365,8 @@ class Ecosystem:
             lock.__enter__()
         except StoreLocked:
             return {"elsewhere": "another process is embedding this store: sagehealth index --wait follows it"}
+        ray_run = ExitStack()
+        ray: Any = None
         try:
             for table in CHUNK_TABLES:
                 start = time.perf_counter()
@@ -393,8 +401,24 @@ class Ecosystem:
                                              run_id=None, summary={"embed": {"table": table, "written": n, "pending": left}})
                     written, rounds, parts, last = written + n, rounds + 1, [], time.monotonic()
 
-                for part in pending_rows(ds):
-                    parts.append((part, embed_rows(part, emb, seen)))
+                if engine.distributed:
+                    from functools import partial
+
+                    from sagehealth.engine import ray_session, worker_count
+                    from sagehealth.retrieval.embedders import get_embedder
+                    from sagehealth.retrieval.ray_embed import embed_stream
+
+                    if ray is None:
+                        ray = ray_run.enter_context(ray_session(engine))
+                    if not getattr(emb, "spec", None):
+                        raise RetrievalError(f"embedder {emb.name} cannot be loaded by a Ray worker (no spec)")
+                    stream = embed_stream(self.lake.table_uri(table), ds.version, partial(get_embedder, emb.spec),
+                                          workers=worker_count(ray, engine), cpus_per_worker=engine.cpus_per_worker,
+                                          gpus_per_worker=engine.gpus_per_worker)
+                else:
+                    stream = ((part, embed_rows(part, emb, seen)) for part in pending_rows(ds))
+                for part, vectors in stream:
+                    parts.append((part, vectors))
                     done += part.num_rows
                     if progress:
                         progress(table, done, todo)
@@ -403,8 +427,10 @@ class Ecosystem:
                 write(final=True)
                 seconds = time.perf_counter() - start
                 out[table] = {"embedded": written, "rounds": rounds, "seconds": round(seconds, 3),
-                              "chunks_per_s": round(written / seconds, 1) if seconds else None}
+                              "chunks_per_s": round(written / seconds, 1) if seconds else None,
+                              "engine": engine.name}
         finally:
+            ray_run.close()
             lock.__exit__(None, None, None)
             if out:
                 self._log(p, "ingest", f"chunks embedded ({emb.name}): "

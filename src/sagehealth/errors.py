@@ -118,6 +118,10 @@ class VocabularyError(RetrievalError):
     """A vocabulary file cannot be read, or a concept is not in the loaded vocabularies."""
 
 
+class EngineError(SageHealthError):
+    """The distributed engine (Ray) is not installed, cannot start or cannot be reached."""
+
+
 class IngestError(SageHealthError):
     """An ingest cannot start."""
 
@@ -151,6 +155,7 @@ __all__ = [
     "RetrievalError",
     "EmbedderError",
     "VocabularyError",
+    "EngineError",
     "IngestError",
     "SourceNotFound",
     "UnknownFormat",

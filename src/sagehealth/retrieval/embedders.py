@@ -139,8 +139,8 @@ class OnnxEmbedder:
         self._tok.enable_truncation(int(meta.get("max_tokens", 256)))
         self._tok.no_padding()
         self._q, self._d = meta.get("query_prefix", ""), meta.get("passage_prefix", "")
-        self._threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                       else os.cpu_count() or 1)
+        self._threads = threads or int(os.environ.get("SAGEHEALTH_EMBED_THREADS") or 0) or max(
+            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self._pool: Any = None
 
     def _one(self, ids: list[int]) -> np.ndarray:
@@ -288,6 +288,7 @@ def get_embedder(spec: str | None = None) -> Embedder:
             "openai:MODEL@http://host:port"
         )
     _LOADED[spec] = emb = QueryCache(emb)
+    emb.spec = spec  # what loads it again (a Ray worker makes its own)
     return emb
 
 
@@ -319,6 +320,7 @@ class QueryCache:
     def __init__(self, inner: Embedder, size: int = 4096) -> None:
         self.inner = inner
         self.name, self.dim = inner.name, inner.dim
+        self.spec: str | None = None
         self._size = size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
