@@ -163,3 +163,28 @@ def test_cli_index_with_an_unknown_engine_exits_with_a_message(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "unknown engine 'spark'" in r.stderr and "Traceback" not in r.stderr
+
+
+class _MustNotEmbed:
+    name, dim = "onnx:all-MiniLM-L6-v2-int8", 384
+
+    def embed_documents(self, texts):
+        if texts:
+            raise AssertionError(f"embedded {len(texts)} texts whose vectors were known")
+        return np.zeros((0, 384), np.float32)
+
+
+def test_texts_with_known_vectors_are_not_embedded_again(tmp_path, samples, ray_up):
+    """A research chunk that copies a clinical chunk's text reuses its vector on Ray too."""
+    from sagehealth.retrieval.index import embed_rows, pending_rows
+    from sagehealth.retrieval.ray_embed import embed_stream
+
+    eco = _store(tmp_path, samples, "s")
+    ds = eco.lake.table("chunks").to_lance()
+    known: dict = {}
+    for part in pending_rows(ds):
+        embed_rows(part, get_embedder("minilm-int8"), known)
+    parts = list(embed_stream(eco.lake.table_uri("chunks"), ds.version, _MustNotEmbed, workers=2, known=known))
+    shas = [s for p, _ in parts for s in p.column("content_sha").to_pylist()]
+    assert len(shas) == coverage(ds)[1]
+    np.testing.assert_array_equal(np.concatenate([v for _, v in parts]), np.stack([known[s] for s in shas]))

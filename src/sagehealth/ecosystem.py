@@ -355,7 +355,9 @@ class Ecosystem:
         from sagehealth.data.model import CHUNK_TABLES
         from sagehealth.engine import Engine, choose
         from sagehealth.errors import StoreLocked
-        from sagehealth.retrieval.index import coverage, embed_rows, ensure_indexes, pending_rows, write_vectors
+        from sagehealth.retrieval.index import (
+            coverage, embed_rows, ensure_indexes, pending_rows, remember, write_vectors,
+        )
 
         engine = engine if isinstance(engine, Engine) else choose(engine)
         out: dict[str, Any] = {}
@@ -412,9 +414,10 @@ class Ecosystem:
                         ray = ray_run.enter_context(ray_session(engine))
                     if not getattr(emb, "spec", None):
                         raise RetrievalError(f"embedder {emb.name} cannot be loaded by a Ray worker (no spec)")
-                    stream = embed_stream(self.lake.table_uri(table), ds.version, partial(get_embedder, emb.spec),
-                                          workers=worker_count(ray, engine), cpus_per_worker=engine.cpus_per_worker,
-                                          gpus_per_worker=engine.gpus_per_worker)
+                    stream = remember(embed_stream(
+                        self.lake.table_uri(table), ds.version, partial(get_embedder, emb.spec),
+                        workers=worker_count(ray, engine), cpus_per_worker=engine.cpus_per_worker,
+                        gpus_per_worker=engine.gpus_per_worker, known=dict(seen)), seen)
                 else:
                     stream = ((part, embed_rows(part, emb, seen)) for part in pending_rows(ds))
                 for part, vectors in stream:

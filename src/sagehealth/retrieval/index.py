@@ -287,6 +287,18 @@ def embed_rows(part: pa.Table, embedder: Embedder, seen: dict[str, np.ndarray] |
         else np.zeros((0, embedder.dim), np.float32)
 
 
+def remember(stream: Iterator[tuple[pa.Table, np.ndarray]], seen: dict[str, np.ndarray]
+             ) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Pass ``stream`` through, keeping each text hash's vector in ``seen`` (the first
+    :data:`SEEN_CAP`), as :func:`embed_rows` does for the batches it embeds itself."""
+    for part, vectors in stream:
+        for sha, v in zip(part.column("content_sha").to_pylist(), vectors):
+            if len(seen) >= SEEN_CAP:
+                break
+            seen.setdefault(sha, v)
+        yield part, vectors
+
+
 def write_vectors(tbl: Any, parts: list[tuple[pa.Table, np.ndarray]], dim: int) -> int:
     """Store the vectors of embedded :func:`pending_rows` batches (matched on row id and text
     hash: a chunk re-chunked or removed since it was read is not touched); uncommitted.

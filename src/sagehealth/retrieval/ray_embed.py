@@ -16,17 +16,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sagehealth.retrieval.index import EMBED_BATCH, PENDING_COLUMNS, embed_rows
+from sagehealth.retrieval.index import PENDING_COLUMNS, embed_rows
+
+#: rows per Ray Data batch: larger than the local stage's, as each batch is a task round trip
+RAY_BATCH = int(os.environ.get("SAGEHEALTH_RAY_BATCH", "256"))
+#: Ray Data block size while embedding (chunk texts are ~1-2 KB: a few hundred rows a block)
+BLOCK_BYTES = 512 << 10
 
 
 class EmbedActor:
     """A Ray Data actor: the embedder made once by ``factory`` (run inside the worker, with
     ``threads`` threads), then one vector column per batch."""
 
-    def __init__(self, factory: Callable[[], Any], threads: int) -> None:
+    def __init__(self, factory: Callable[[], Any], threads: int, known: dict[str, np.ndarray] | None = None) -> None:
         os.environ["SAGEHEALTH_EMBED_THREADS"] = str(max(1, threads))
         self.embedder = factory()
-        self.seen: dict[str, np.ndarray] = {}
+        self.seen: dict[str, np.ndarray] = dict(known or {})
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         part = batch.select(PENDING_COLUMNS)
@@ -37,25 +42,40 @@ class EmbedActor:
 
 
 def embed_stream(uri: str, version: int, factory: Callable[[], Any], *, workers: int,
-                 cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                 batch: int = EMBED_BATCH) -> Iterator[tuple[pa.Table, np.ndarray]]:
+                 cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, batch: int = RAY_BATCH,
+                 known: dict[str, np.ndarray] | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """(pending rows, their vectors) of the Lance table at ``uri``, ``version``, embedded by
-    ``workers`` Ray actors; batches arrive as they are done (in no particular order). Needs a
-    running Ray (:func:`sagehealth.engine.ray_session`)."""
+    ``workers`` Ray actors; batches arrive as they are done (in no particular order). ``known``
+    (text hash -> vector, e.g. of the clinical chunks a research chunk copies) is given to
+    every actor, which embeds only the other texts. Needs a running Ray
+    (:func:`sagehealth.engine.ray_session`)."""
     import lance_ray
+    from ray.data import DataContext
 
-    # reading is light next to embedding: read tasks hold no CPU, so a pool of actors that
-    # takes every CPU of the cluster cannot starve them (Ray Data would wait for ever)
-    with warnings.catch_warnings():  # lance-ray 0.5 passes ray_remote_args, deprecated by Ray 2.5x
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-        data = lance_ray.read_lance(uri, columns=PENDING_COLUMNS, filter="vector IS NULL",
-                                    dataset_options={"version": int(version)}, ray_remote_args={"num_cpus": 0})
-    remote: dict[str, Any] = {"num_cpus": cpus_per_worker}
-    if gpus_per_worker:
-        remote["num_gpus"] = gpus_per_worker
-    out = data.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory,
-                                                              "threads": max(1, int(cpus_per_worker))},
-                           batch_size=batch, batch_format="pyarrow", compute=_pool(workers), **remote)
+    # a read task packs a whole fragment into one block unless blocks are small: then every
+    # actor gets work, and vectors come back while the rest are still being embedded
+    ctx = DataContext.get_current()
+    block_bytes, ctx.target_max_block_size = ctx.target_max_block_size, BLOCK_BYTES
+    try:
+        # reading is light next to embedding: read tasks hold no CPU, so a pool of actors that
+        # takes every CPU of the cluster cannot starve them (Ray Data would wait for ever)
+        with warnings.catch_warnings():  # lance-ray 0.5 passes ray_remote_args, deprecated by Ray 2.5x
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            data = lance_ray.read_lance(uri, columns=PENDING_COLUMNS, filter="vector IS NULL",
+                                        dataset_options={"version": int(version)}, ray_remote_args={"num_cpus": 0},
+                                        scanner_options={"batch_size": batch})
+        remote: dict[str, Any] = {"num_cpus": cpus_per_worker}
+        if gpus_per_worker:
+            remote["num_gpus"] = gpus_per_worker
+        out = data.map_batches(EmbedActor, fn_constructor_kwargs={"factory": factory, "known": known or None,
+                                                                  "threads": max(1, int(cpus_per_worker))},
+                               batch_size=batch, batch_format="pyarrow", compute=_pool(workers), **remote)
+        yield from _batches(out)
+    finally:
+        ctx.target_max_block_size = block_bytes
+
+
+def _batches(out: Any) -> Iterator[tuple[pa.Table, np.ndarray]]:
     for rb in out.iter_batches(batch_format="pyarrow", batch_size=None):
         if not rb.num_rows:
             continue
