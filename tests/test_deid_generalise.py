@@ -69,11 +69,24 @@ FOUND = [
 @pytest.mark.parametrize("text,name", [
     ("Spoke with abdul koepp about the plan.", "abdul koepp"),
     ("Family meeting held; spoke with dolores wexcombe, who agrees.", "dolores wexcombe"),
+    # a lower-case first name that is also an English word in the frequency list
+    ("Family meeting with the Case Manager. Spoke with brunhilde wexcombe re: Discharge.", "brunhilde wexcombe"),
+    ("Discussed with hazel przybylo at bedside.", "hazel przybylo"),
 ])
 def test_lower_case_name_keeps_its_surname(text, name):
     """A name written in lower case in a mixed-case note: every word of it is found."""
     words = [t for t, kind in found(text) if kind == "NAME"]
     assert words == name.split(), found(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Spoke with grace period in mind.",  # a first name that is a word, then a plain word
+    "Discussed with will regarding the plan.",
+    "Pt seen today. D/w Pharmacy: max dose of Lasix reached.",
+    "Discussed with team; spoke with nursing supervisor about staffing.",
+])
+def test_a_first_name_that_is_a_word_needs_a_surname_after_a_verb(text):
+    assert [t for t, kind in found(text) if kind == "NAME"] == [], found(text)
 
 
 def test_lower_case_name_stops_at_a_word():

@@ -660,8 +660,22 @@ class Detector:
                     while j >= 0 and i - j <= 3 and name_like(j, 1):
                         flagged.setdefault(j, "relation")
                         j -= 1
-            if s in after_verb and name_like(i, 1):
-                flagged.setdefault(i, "verb")
+            if s in after_verb:
+                # in mixed-case text, a lower-case word after a verb cue that is also a name
+                # ("grace", "max") or a rare dictionary word ("brunhilde": no name list knows
+                # it) is a name only with a surname-like word after it: "spoke with brunhilde
+                # wexcombe", "d/w hazel przybylo", not "spoke with grace period", "d/w max dose"
+                # (in caseless text this cost 2 false positives on PhysioNet fold B: left out)
+                lower_name_word = not upper and t.islower() and kinds[i] == NAME_WORD
+                rare_word = kinds[i] == WORD and low not in lex.frequent_words  # not "met with mild ..."
+                if lower_name_word or (rare_word and not upper and t.islower()):
+                    if i + 1 < n and gap(i, i + 1) == " " and (upper or toks[i + 1][2].islower()) \
+                            and t.isalpha() and len(t) > 2 and low not in ALWAYS_WORDS and low not in lex.clinical \
+                            and kinds[i + 1] in (NAME, UNKNOWN) and not lex.misspelling(lw[i + 1]):
+                        flagged.setdefault(i, "verb")
+                        flagged.setdefault(i + 1, "verb")
+                elif name_like(i, 1):
+                    flagged.setdefault(i, "verb")
             if (low in r.credentials or low in r.aware_words) and i > 0 and low not in ("pt", "do", "ot", "sn"):
                 # "WARREN KAVALIUNAS NP", "BEA TURA AWARE", "bob visited": names right before
                 j = i - 1
