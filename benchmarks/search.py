@@ -54,6 +54,20 @@ def pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)) * 1000, 2)
 
 
+def timed_searches(research, queries: list[str], make=dict) -> dict:
+    """p50/p95 latency, queries/s and queries without hits of ``research.search(q, k=10,
+    **make())`` over ``queries`` (``make`` gives each query's keyword arguments)."""
+    times, empty = [], 0
+    for q in queries:
+        kw = make()
+        t = time.perf_counter()
+        hits = research.search(q, k=10, **kw)
+        times.append(time.perf_counter() - t)
+        empty += not hits
+    return {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95), "qps": round(len(times) / sum(times), 1),
+            "queries_without_hits": empty}
+
+
 def rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -257,24 +271,12 @@ def main() -> None:
         }
         lat: dict[str, dict] = {}
         for name, make in filters.items():
-            times, empty = [], 0
-            for q in queries:
-                kw = make()
-                t = time.perf_counter()
-                hits = research.search(q, k=10, **kw)
-                times.append(time.perf_counter() - t)
-                empty += not hits
-            lat[name] = {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
-                         "qps": round(len(times) / sum(times), 1), "queries_without_hits": empty}
+            lat[name] = timed_searches(research, queries, make)
             print("hybrid", name, lat[name], flush=True)
         result["sagehealth_hybrid"] = lat
         for mode in ("bm25", "vector"):
-            times = []
-            for q in queries:
-                t = time.perf_counter()
-                research.search(q, k=10, mode=mode)
-                times.append(time.perf_counter() - t)
-            result[f"sagehealth_{mode}"] = {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95)}
+            stats = timed_searches(research, queries, lambda mode=mode: {"mode": mode})
+            result[f"sagehealth_{mode}"] = {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"]}
 
         # ANN recall@10: the top 10 of the vector side of a search (the search's own settings
         # and candidate depth) against exact search under the same filter

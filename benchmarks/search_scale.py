@@ -44,7 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from search import KINDS, SHARED, base_chunks, pct, synth_rows  # noqa: E402
+from search import KINDS, SHARED, base_chunks, pct, synth_rows, timed_searches  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "search_scale.json"
 REPORT, TUNE = range(0, 100), range(100, 200)
@@ -206,25 +206,14 @@ def serve(args: argparse.Namespace) -> dict:
     out["search_probes"] = search_mod.probes(lists, kind)
 
     # (2) report queries: hybrid latency per filter, then the vector side's recall
-    lat = {}
+    report = [qs[i] for i in REPORT]
+    out["hybrid"] = {}
     for name, (kw, _, _) in FILTERS.items():
-        times, empty = [], 0
-        for i in REPORT:
-            t = time.perf_counter()
-            hits = research.search(qs[i], k=10, **kw)
-            times.append(time.perf_counter() - t)
-            empty += not hits
-        lat[name] = {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95), "qps": round(len(times) / sum(times), 1),
-                     "queries_without_hits": empty}
-        print("hybrid", name, lat[name], flush=True)
-    out["hybrid"] = lat
+        out["hybrid"][name] = timed_searches(research, report, lambda kw=kw: kw)
+        print("hybrid", name, out["hybrid"][name], flush=True)
     for mode in ("bm25", "vector"):
-        times = []
-        for i in REPORT:
-            t = time.perf_counter()
-            research.search(qs[i], k=10, mode=mode)
-            times.append(time.perf_counter() - t)
-        out[f"{mode}_only"] = {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95)}
+        stats = timed_searches(research, report, lambda mode=mode: {"mode": mode})
+        out[f"{mode}_only"] = {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"]}
         print(mode, out[f"{mode}_only"], flush=True)
     recall = {}
     for name, (_, where, _) in FILTERS.items():
