@@ -393,6 +393,7 @@ def test_probes_follow_the_index_that_is_there_and_an_older_kind_is_built_again(
     assert vector_index(ds) == ("IVF_HNSW_SQ", 6)
     assert probes(6, "IVF_HNSW_SQ") == {"nprobes": 6, "ef": 400}  # a small index: every list
     assert probes(250) == {"nprobes": 94}  # 1M chunks: 3/8 of the lists, no graph
+    assert probes(2500) == {"nprobes": 256}  # 10M chunks: 256 lists are enough (benchmarks/search_scale.py)
     monkeypatch.setattr(index_mod, "ANN_MIN_ROWS", 1000)
     monkeypatch.setattr(index_mod, "ROWS_PER_LIST", 1000)
     monkeypatch.setattr(index_mod, "SCALAR_INDEXES", {})

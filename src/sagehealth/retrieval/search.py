@@ -179,6 +179,10 @@ ALL_LISTS = 16
 #: lists of RaBitQ codes, refine x2): recall@10 0.99 unfiltered, 0.98 under kind/date filters
 #: with 3/8 of the lists; 1/4 of them gave 0.96-0.98 unfiltered/kind but 0.93-0.96 under dates
 PROBE_SHARE = 0.375
+#: at most this many lists probed: at 10M chunks (2,500 lists, benchmarks/search_scale.py, its
+#: tuning queries) recall@10 was 0.989 with 256 lists probed and 0.99 with 938 (3/8), at a
+#: third of the vector side's time; below ~680 lists the share decides
+MAX_PROBES = 256
 #: approximate candidates re-scored on the full vectors per candidate kept (Lance's
 #: ``refine_factor``): scores handed to the fusion are exact cosines
 REFINE = 2
@@ -186,9 +190,9 @@ REFINE = 2
 
 def probes(lists: int, kind: str = "IVF_RQ") -> dict[str, int]:
     """ANN search settings for an IVF index of ``lists`` lists: every list of a small index,
-    else :data:`PROBE_SHARE` of them. An index of an older release (IVF-HNSW, until the next
-    refresh builds it again) also gets its graph search width."""
-    nprobes = lists if lists <= ALL_LISTS else int(np.ceil(lists * PROBE_SHARE))
+    else :data:`PROBE_SHARE` of them, at most :data:`MAX_PROBES`. An index of an older release
+    (IVF-HNSW, until the next refresh builds it again) also gets its graph search width."""
+    nprobes = lists if lists <= ALL_LISTS else min(MAX_PROBES, int(np.ceil(lists * PROBE_SHARE)))
     return {"nprobes": max(1, nprobes), **({"ef": 400} if "HNSW" in kind else {})}
 
 
