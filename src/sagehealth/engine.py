@@ -41,10 +41,6 @@ class Engine:
     def distributed(self) -> bool:
         return self.name == "ray"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "address": self.address, "workers": self.workers,
-                "cpus_per_worker": self.cpus_per_worker, "gpus_per_worker": self.gpus_per_worker}
-
 
 def choose(name: str | None = None, *, address: str | None = None, workers: int | None = None,
            gpus_per_worker: float | None = None) -> Engine:
