@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sagehealth.data.detect import FORMATS
+from sagehealth.engine import choose
 from sagehealth.errors import SageHealthError
 
 if TYPE_CHECKING:  # the store's libraries load only when a command opens a store
@@ -56,12 +57,6 @@ EngineOpt = Annotated[str | None, typer.Option("--engine", help="Where embedding
 RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="With --engine ray: an existing Ray cluster (also $SAGEHEALTH_RAY_ADDRESS; its workers must see the store's path); default a local Ray on 127.0.0.1 for the run.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="With --engine ray: embedding workers (default one per CPU of the cluster, or per GPU with --gpus-per-worker).")]
 GpusOpt = Annotated[float, typer.Option("--gpus-per-worker", help="With --engine ray: GPUs each embedding worker holds (0: CPU workers).")]
-
-
-def _engine(engine: str | None, address: str | None, workers: int | None, gpus: float) -> Any:
-    from sagehealth.engine import choose
-
-    return choose(engine, address=address, workers=workers, gpus_per_worker=gpus)
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Read this store version (time travel).")]
 
 #: who runs this command (set by the top-level options / environment, read by ``_open``)
@@ -313,7 +308,8 @@ def ingest(
     eco = _open(home)
     progress = _RichProgress()
     options: dict[str, Any] = {"validate": validate, "embed": embed,
-                               "engine": _engine(engine, ray_address, workers, gpus_per_worker)}
+                               "engine": choose(engine, address=ray_address, workers=workers,
+                                                 gpus_per_worker=gpus_per_worker)}
     if text_column:
         options["text_column"] = text_column
     try:
@@ -749,7 +745,7 @@ def index(
     if status:
         _index_status(eco.index_status(), json)
         return
-    chosen_engine = _engine(engine, ray_address, workers, gpus_per_worker)
+    chosen_engine = choose(engine, address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
     stages = _StageProgress(err.is_terminal)
     try:
         if wait and eco.lake.embedding_elsewhere():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -279,10 +279,7 @@ def embed_rows(part: pa.Table, embedder: Embedder, seen: dict[str, np.ndarray] |
         if s not in seen:
             first.setdefault(s, i)
     got = dict(zip(first, embedder.embed_documents([texts[i] for i in first.values()]))) if first else {}
-    for s, v in got.items():
-        if len(seen) >= SEEN_CAP:
-            break
-        seen[s] = v
+    _keep(seen, got.items())
     return np.stack([got[s] if s in got else seen[s] for s in shas]) if shas \
         else np.zeros((0, embedder.dim), np.float32)
 
@@ -292,11 +289,16 @@ def remember(stream: Iterator[tuple[pa.Table, np.ndarray]], seen: dict[str, np.n
     """Pass ``stream`` through, keeping each text hash's vector in ``seen`` (the first
     :data:`SEEN_CAP`), as :func:`embed_rows` does for the batches it embeds itself."""
     for part, vectors in stream:
-        for sha, v in zip(part.column("content_sha").to_pylist(), vectors):
-            if len(seen) >= SEEN_CAP:
-                break
-            seen.setdefault(sha, v)
+        _keep(seen, zip(part.column("content_sha").to_pylist(), vectors))
         yield part, vectors
+
+
+def _keep(seen: dict[str, np.ndarray], pairs: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Remember (text hash, vector) pairs not seen yet, up to :data:`SEEN_CAP` in all."""
+    for sha, v in pairs:
+        if len(seen) >= SEEN_CAP:
+            break
+        seen.setdefault(sha, v)
 
 
 def write_vectors(tbl: Any, parts: list[tuple[pa.Table, np.ndarray]], dim: int) -> int:

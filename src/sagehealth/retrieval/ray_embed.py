@@ -35,9 +35,8 @@ class EmbedActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         part = batch.select(PENDING_COLUMNS)
-        vectors = np.asarray(embed_rows(part, self.embedder, self.seen), np.float32)
-        dim = vectors.shape[1] if vectors.ndim == 2 else self.embedder.dim
-        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+        vectors = np.asarray(embed_rows(part, self.embedder, self.seen), np.float32)  # (rows, dim), also for 0 rows
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
         return part.append_column("vector", column)
 
 

@@ -666,10 +666,9 @@ class Detector:
                 # it) is a name only with a surname-like word after it: "spoke with brunhilde
                 # wexcombe", "d/w hazel przybylo", not "spoke with grace period", "d/w max dose"
                 # (in caseless text this cost 2 false positives on PhysioNet fold B: left out)
-                lower_name_word = not upper and t.islower() and kinds[i] == NAME_WORD
-                rare_word = kinds[i] == WORD and low not in lex.frequent_words  # not "met with mild ..."
-                if lower_name_word or (rare_word and not upper and t.islower()):
-                    if i + 1 < n and gap(i, i + 1) == " " and (upper or toks[i + 1][2].islower()) \
+                if not upper and t.islower() and (kinds[i] == NAME_WORD or (
+                        kinds[i] == WORD and low not in lex.frequent_words)):  # not "met with mild ..."
+                    if i + 1 < n and gap(i, i + 1) == " " and toks[i + 1][2].islower() \
                             and t.isalpha() and len(t) > 2 and low not in ALWAYS_WORDS and low not in lex.clinical \
                             and kinds[i + 1] in (NAME, UNKNOWN) and not lex.misspelling(lw[i + 1]):
                         flagged.setdefault(i, "verb")
